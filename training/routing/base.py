@@ -1,0 +1,117 @@
+"""The Router protocol and the frozen snapshots a router decides on.
+
+Who calls this: the simulator, once per routing decision (when a request arrives at the router and,
+if the router chose ``DELAY``, again at every decision tick until it is routed). Routers never see
+live simulator objects, only these frozen views, with the names and units of the engine metrics a
+production router scrapes (vLLM ``num_requests_running`` / ``num_requests_waiting`` /
+``kv_cache_usage_perc``) plus what the router itself knows (what it sent where, and the predicted
+output lengths of those requests).
+
+A router never sees a request's true output length; it sees ``predicted_output_tokens`` from the
+injected length predictor. Only routers registered with ``oracle=True`` are run with the oracle
+predictor (true lengths), and reports label them as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+DELAY = -1
+"""Returned by ``Router.route`` to hold the request at the router until the next decision tick."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What a router knows about the request it must place.
+
+    Units: tokens and seconds of simulated time.
+    """
+
+    request_id: str
+    arrival_s: float
+    now_s: float
+    prompt_tokens: int
+    task: str
+    predicted_output_tokens: float
+    prefix_hash_ids: tuple[int, ...] | None = None
+
+    @property
+    def waited_s(self) -> float:
+        """Seconds this request has been held at the router so far."""
+        return self.now_s - self.arrival_s
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    """One instance as a router sees it at decision time.
+
+    Attributes:
+        index: the instance's position (the value ``route`` returns to pick it).
+        num_running: requests in the running batch (prefilling or decoding).
+        num_waiting: requests queued at the instance (including preempted ones).
+        kv_used_blocks / kv_total_blocks: KV-cache blocks in use / capacity.
+        outstanding_prompt_tokens: prompt tokens not yet prefilled, over waiting and running requests.
+        outstanding_decode_tokens: predicted decode tokens still to generate (predicted output minus
+            tokens generated so far, floored at 0), over waiting and running requests.
+        num_prefill_requests: requests routed here whose prefill has not finished.
+        num_decode_requests: requests routed here that are decoding.
+        cached_prefix_blocks: how many of the *current request's* leading prefix blocks are in this
+            instance's prefix cache (0 when the request carries no prefix ids), as a cache-aware
+            router (SGLang, llm-d prefix scorer) approximates by its own index.
+        accepting: False when the instance's queue is at its configured limit; a router must then not
+            pick it.
+    """
+
+    index: int
+    num_running: int
+    num_waiting: int
+    kv_used_blocks: int
+    kv_total_blocks: int
+    outstanding_prompt_tokens: int
+    outstanding_decode_tokens: float
+    num_prefill_requests: int
+    num_decode_requests: int
+    cached_prefix_blocks: int = 0
+    accepting: bool = True
+
+    @property
+    def kv_usage(self) -> float:
+        """Fraction of KV-cache blocks in use, in [0, 1] (vLLM ``kv_cache_usage_perc``)."""
+        return self.kv_used_blocks / self.kv_total_blocks if self.kv_total_blocks else 0.0
+
+    @property
+    def num_requests(self) -> int:
+        """Running plus waiting requests."""
+        return self.num_running + self.num_waiting
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """All instances at decision time, plus the router's own queue."""
+
+    now_s: float
+    instances: tuple[InstanceView, ...]
+    router_queue_len: int = 0
+
+    @property
+    def accepting(self) -> tuple[int, ...]:
+        """Indices of instances that may be picked now."""
+        return tuple(v.index for v in self.instances if v.accepting)
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Places requests on instances.
+
+    ``reset`` is called once before a replay with the number of instances and a seed (the router's
+    only source of randomness: derive ``numpy.random.Generator``s from it). ``route`` returns an
+    instance index in ``cluster.accepting`` or ``DELAY``; it may keep internal state (e.g. a round
+    robin pointer) but must be deterministic given the seed and the sequence of calls.
+    """
+
+    name: str
+
+    def reset(self, num_instances: int, seed: int) -> None: ...
+
+    def route(self, request: RequestView, cluster: ClusterView) -> int: ...
