@@ -1,0 +1,39 @@
+"""Where loadwise keeps and finds files. Pure stdlib: any layer may import it.
+
+- ``loadwise_home()``: the data home for embedded stores (DuckDB file, MLflow SQLite store,
+  Prefect home). ``$LOADWISE_HOME``, else ``.loadwise/`` in the working directory.
+- ``shared_data_dir()``: the public traces, prompt sets and GPU profiles (never committed).
+  ``$LOADWISE_DATA_DIR``, else ``../shared/data`` beside the project checkout. May not exist:
+  callers that need it must say so clearly (tests skip with a reason).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def loadwise_home() -> Path:
+    return Path(os.environ.get("LOADWISE_HOME", ".loadwise")).resolve()
+
+
+def default_warehouse_path() -> Path:
+    return loadwise_home() / "warehouse.duckdb"
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("LOADWISE_DATA_DIR")
+    return Path(env).resolve() if env else (PROJECT_ROOT.parent / "shared" / "data").resolve()
+
+
+def require_shared_data(*parts: str) -> Path:
+    """Return a path under the shared data folder, or raise a clear error if it is absent."""
+    path = shared_data_dir().joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: loadwise reads public traces and GPU profiles from ../shared/data "
+            "(or $LOADWISE_DATA_DIR); see the README's 'Data' section"
+        )
+    return path
