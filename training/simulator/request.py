@@ -56,8 +56,12 @@ class Request:
 
     def __post_init__(self) -> None:
         if self.prompt_tokens <= 0:
-            raise ValueError(f"request {self.request_id}: prompt_tokens must be > 0, got {self.prompt_tokens}")
+            raise ValueError(
+                f"request {self.request_id}: prompt_tokens must be > 0, got {self.prompt_tokens}"
+            )
         if self.output_tokens <= 0:
-            raise ValueError(f"request {self.request_id}: output_tokens must be > 0, got {self.output_tokens}")
+            raise ValueError(
+                f"request {self.request_id}: output_tokens must be > 0, got {self.output_tokens}"
+            )
         if not self.arrival_s >= 0.0:
             raise ValueError(f"request {self.request_id}: arrival_s must be >= 0, got {self.arrival_s}")

@@ -1,0 +1,135 @@
+"""Replay-speed benchmark: how many requests per wall-clock second the simulator replays.
+
+Who calls this: ``loadwise bench replay`` (the CLI, wired in ``flows``) and BENCHMARKS.md. The trace
+is fixed and seeded: 4 instances, 4000 requests, Poisson arrivals at 20 req/s, conversation-like
+lengths (lognormal prompts, median ~1000 tokens, capped at 4096; lognormal outputs, median ~130,
+capped at 1024), round-robin routing, the paper's V100 linear latency model with the V100's KV
+capacity. Both fast-forward and step-by-step replays are timed in the same run (same trace), and
+their per-request results are compared (they are bit-identical by design).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from training.routing.base import ClusterView, RequestView
+from training.routing.predictors import OraclePredictor
+from training.simulator.config import ClusterConfig
+from training.simulator.engine import simulate
+from training.simulator.profiles import PAPER_PROFILE, default_instance_config, load_latency_model
+from training.simulator.request import Request
+
+
+class RoundRobin:
+    """Round robin over accepting instances (local to the simulator's benchmark and tests)."""
+
+    name = "round_robin_local"
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._m = 1
+
+    def reset(self, num_instances: int, seed: int) -> None:
+        self._m = num_instances
+        self._next = 0
+
+    def route(self, request: RequestView, cluster: ClusterView) -> int:
+        accepting = set(cluster.accepting)
+        for _ in range(self._m):
+            i = self._next
+            self._next = (self._next + 1) % self._m
+            if i in accepting:
+                return i
+        return -1
+
+
+def conversation_trace(
+    num_requests: int = 4000,
+    rate_per_s: float = 20.0,
+    seed: int = 0,
+    prompt_median: float = 1000.0,
+    output_median: float = 130.0,
+    max_prompt: int = 4096,
+    max_output: int = 1024,
+) -> list[Request]:
+    """A seeded Poisson trace with lognormal conversation-like prompt and output lengths."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    arrivals = np.cumsum(rng.exponential(1.0 / rate_per_s, size=num_requests))
+    prompts = np.clip(np.round(rng.lognormal(np.log(prompt_median), 0.8, size=num_requests)), 1, max_prompt)
+    outputs = np.clip(np.round(rng.lognormal(np.log(output_median), 0.9, size=num_requests)), 1, max_output)
+    return [
+        Request(f"bench-{i}", float(arrivals[i]), int(prompts[i]), int(outputs[i]), task="conv")
+        for i in range(num_requests)
+    ]
+
+
+def run_replay_benchmark(
+    seed: int = 0,
+    num_requests: int = 4000,
+    num_instances: int = 4,
+    rate_per_s: float = 20.0,
+    step_by_step: bool = True,
+    repeats: int = 1,
+    profile: str = PAPER_PROFILE,
+) -> dict:
+    """Replay the fixed trace; return speed figures (best of ``repeats``) for both modes.
+
+    Keys: ``sim_requests_per_s`` (fast-forward), ``step_sim_requests_per_s`` (step-by-step, same
+    trace), ``speedup``, wall seconds, iterations, simulated seconds, and ``max_rel_diff_e2e`` between
+    the modes (step-by-step keys are absent when ``step_by_step`` is False). ``profile`` picks the
+    latency profile (default: the paper's V100 linear model, which needs no data files; note that at
+    20 req/s it overloads 4 V100s, so queues grow for the whole replay).
+    """
+    requests = conversation_trace(num_requests, rate_per_s, seed)
+    config = ClusterConfig(num_instances=num_instances, instance=default_instance_config(profile))
+    latency = load_latency_model(profile)
+
+    def timed(fast: bool):
+        best = None
+        res = None
+        for _ in range(max(repeats, 1)):
+            t0 = time.perf_counter()
+            res = simulate(
+                requests, RoundRobin(), config, latency, OraclePredictor(), seed=seed, fast_forward=fast
+            )
+            dt = time.perf_counter() - t0
+            best = dt if best is None else min(best, dt)
+        return res, best
+
+    fast, fast_wall = timed(True)
+    out: dict = {
+        "num_requests": num_requests,
+        "num_instances": num_instances,
+        "rate_per_s": rate_per_s,
+        "latency_model": profile,
+        "kv_blocks_per_instance": config.instance.kv_blocks,
+        "sim_requests_per_s": num_requests / fast_wall,
+        "wall_s": fast_wall,
+        "num_iterations": fast.num_iterations,
+        "sim_time_s": fast.sim_time_s,
+        "preemptions": int(fast.preemptions.sum()),
+        "mean_e2e_s": float(fast.e2e_s.mean()),
+        "p50_ttft_s": float(np.median(fast.ttft_s)),
+    }
+    if step_by_step:
+        step, step_wall = timed(False)
+        out["step_sim_requests_per_s"] = num_requests / step_wall
+        out["step_wall_s"] = step_wall
+        out["speedup"] = step_wall / fast_wall
+        out["max_rel_diff_e2e"] = float(
+            np.max(np.abs(step.e2e_s - fast.e2e_s) / np.maximum(step.e2e_s, 1e-12))
+        )
+        out["same_preemptions"] = bool(np.array_equal(step.preemptions, fast.preemptions))
+        out["identical_results"] = all(
+            np.array_equal(getattr(step, name), getattr(fast, name))
+            for name in ("first_token_s", "finish_s", "routed_s", "queue_wait_s", "preemptions", "instance")
+        )
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+
+    print(json.dumps(run_replay_benchmark(), indent=2))
