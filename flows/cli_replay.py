@@ -1,9 +1,308 @@
-"""CLI commands: see flows/cli.py."""
+"""CLI commands: ``loadwise replay``, ``loadwise compare`` and ``loadwise bench replay``.
+
+Thin wrappers over ``eval.harness.evaluate`` (one library call each). Heavy imports (numpy, pandas,
+the simulator, matplotlib) happen inside the command bodies so ``loadwise --help`` stays fast.
+
+Output contract: with ``--json`` stdout holds exactly one JSON object and nothing else
+(``{"routers": {NAME: {"e2e_mean", "e2e_p99", "ttft_mean", "tbt_mean", "preemptions",
+"vs_round_robin_pct", ...}}}``, seconds); progress and tables go to stderr / a rich table.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+WorkloadOpt = Annotated[
+    str | None, typer.Option("--workload", "-w", help="named workload: main, table2, azure (default: main)")
+]
+TraceOpt = Annotated[
+    Path | None, typer.Option("--trace", help="replay this trace file instead of a workload")
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="trace format: canonical (csv/jsonl/parquet) or azure")
+]
+InstancesOpt = Annotated[
+    int | None, typer.Option("--instances", "-n", min=1, help="instances (default: workload's)")
+]
+RateOpt = Annotated[
+    float | None, typer.Option("--rate", min=0.0, help="arrival rate, req/s (traces: time-scaled)")
+]
+RequestsOpt = Annotated[int | None, typer.Option("--requests", min=1, help="held-out requests to replay")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="latency profile (default: workload's)")]
+PolicyOpt = Annotated[str, typer.Option("--queue-policy", help="instance queue policy: fcfs, lwl, binpack")]
+OrderOpt = Annotated[
+    str | None, typer.Option("--order", help="table2 request order: random, alternating, lh_first, hl_first")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout and nothing else")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="write report.json, report.md and plots here")]
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help="also store results in marts.eval_results of this DuckDB file")
+]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="replay processes")]
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _run(
+    routers: list[str],
+    *,
+    workload: str | None,
+    trace: Path | None,
+    fmt: str,
+    instances: int | None,
+    rate: float | None,
+    requests: int | None,
+    seeds: list[int],
+    profile: str | None,
+    queue_policy: str,
+    order: str | None,
+    as_json: bool,
+    out: Path | None,
+    store: Path | None,
+    workers: int,
+) -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from eval.harness import evaluate
+    from eval.sinks import DuckDBSink
+    from eval.workloads import WorkloadOptions, get_workload, trace_workload
+    from training.routing.registry import get_entry
+    from training.simulator import ClusterConfig, QueuePolicy, default_instance_config, load_latency_model
+
+    err = Console(stderr=True)
+    if workload and trace:
+        raise typer.BadParameter("give --workload or --trace, not both")
+    for name in routers:
+        try:
+            get_entry(name)
+        except KeyError as exc:
+            raise typer.BadParameter(str(exc.args[0])) from None
+    try:
+        policy = QueuePolicy(queue_policy.lower())
+    except ValueError:
+        raise typer.BadParameter(
+            f"--queue-policy must be fcfs, lwl or binpack, got {queue_policy!r}"
+        ) from None
+    options = WorkloadOptions(num_requests=requests, rate=rate, num_instances=instances, order=order)
+    try:
+        if trace is not None:
+            wl = trace_workload(trace, fmt, options, profile=profile or "v100-llama2-7b-paper")
+        else:
+            wl = get_workload(workload or "main", options)
+        profile_name = profile or wl.profile
+        latency_model = load_latency_model(profile_name)
+        cluster = ClusterConfig(
+            num_instances=wl.num_instances,
+            instance=default_instance_config(profile_name, queue_policy=policy),
+        )
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc.args[0]) if exc.args else str(exc)) from None
+    if not as_json:
+        err.print(
+            f"[bold]{wl.description}[/bold] on {wl.num_instances} x {profile_name}, "
+            f"queue policy {policy.value}"
+        )
+    total = len(routers) * len(seeds)
+    with Progress(console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task("replaying", total=total)
+
+        def tick(router: str, seed: int, done: int) -> None:
+            progress.update(task, completed=done, description=f"{router} seed {seed}")
+
+        report = evaluate(
+            routers,
+            wl,
+            cluster,
+            latency_model,
+            seeds=seeds,
+            out_dir=out,
+            sink=DuckDBSink(store) if store else None,
+            progress=tick,
+            workers=workers,
+        )
+    summary = report.summary()
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                _json_safe(
+                    {
+                        "workload": report.workload,
+                        "synthetic": report.synthetic,
+                        "profile": profile_name,
+                        "seeds": list(report.seeds),
+                        "routers": summary,
+                    }
+                )
+            )
+            + "\n"
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{report.workload}: mean over seeds {list(report.seeds)} (seconds)")
+    for col in (
+        "router",
+        "E2E mean",
+        "E2E p99",
+        "TTFT mean",
+        "TBT mean",
+        "queue wait",
+        "preempt.",
+        "vs RR %",
+    ):
+        table.add_column(col, justify="left" if col == "router" else "right", no_wrap=col == "router")
+    for name, s in summary.items():
+        vs = s["vs_round_robin_pct"]
+        table.add_row(
+            f"{name} (ORACLE)" if s["oracle"] else name,
+            f"{s['e2e_mean']:.2f} ± {s['e2e_mean_ci95']:.2f}",
+            f"{s['e2e_p99']:.2f}",
+            f"{s['ttft_mean']:.3f}",
+            f"{s['tbt_mean']:.4f}",
+            f"{s['queue_wait_mean']:.2f}",
+            f"{s['preemptions']:.1f}",
+            "—" if vs is None else f"{vs:+.1f} ± {s['vs_round_robin_pct_ci95']:.1f}",
+        )
+    console = Console()
+    console.width = max(console.width, 140)
+    console.print(table)
+    if out:
+        err.print(f"wrote {out}/report.md, report.json and plots")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise typer.BadParameter("--seeds is empty")
+    return seeds
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to the loadwise app and its bench group."""
+
+    @app.command("replay")
+    def replay(
+        router: Annotated[str, typer.Option("--router", "-r", help="registered router name")],
+        workload: WorkloadOpt = None,
+        trace: TraceOpt = None,
+        fmt: FormatOpt = "canonical",
+        instances: InstancesOpt = None,
+        rate: RateOpt = None,
+        requests: RequestsOpt = None,
+        seed: Annotated[int, typer.Option("--seed", help="replay seed")] = 0,
+        profile: ProfileOpt = None,
+        queue_policy: PolicyOpt = "fcfs",
+        order: OrderOpt = None,
+        as_json: JsonOpt = False,
+        out: OutOpt = None,
+        store: StoreOpt = None,
+    ) -> None:
+        """Replay one router on a workload or trace (one seed) and print its latency figures."""
+        _run(
+            [router],
+            workload=workload,
+            trace=trace,
+            fmt=fmt,
+            instances=instances,
+            rate=rate,
+            requests=requests,
+            seeds=[seed],
+            profile=profile,
+            queue_policy=queue_policy,
+            order=order,
+            as_json=as_json,
+            out=out,
+            store=store,
+            workers=1,
+        )
+
+    @app.command("compare")
+    def compare(
+        routers: Annotated[
+            str, typer.Option("--routers", help="comma-separated router names, or 'all'")
+        ] = "all",
+        workload: WorkloadOpt = None,
+        trace: TraceOpt = None,
+        fmt: FormatOpt = "canonical",
+        instances: InstancesOpt = None,
+        rate: RateOpt = None,
+        requests: RequestsOpt = None,
+        seeds: Annotated[str, typer.Option("--seeds", help="comma-separated seeds")] = "0,1,2",
+        profile: ProfileOpt = None,
+        queue_policy: PolicyOpt = "fcfs",
+        order: OrderOpt = None,
+        as_json: JsonOpt = False,
+        out: OutOpt = None,
+        store: StoreOpt = None,
+        workers: WorkersOpt = 1,
+    ) -> None:
+        """Replay several routers on the same held-out requests and seeds; compare with round robin."""
+        from training.routing.registry import router_names
+
+        names = (
+            router_names()
+            if routers.strip() == "all"
+            else [r.strip() for r in routers.split(",") if r.strip()]
+        )
+        if not names:
+            raise typer.BadParameter("--routers is empty")
+        _run(
+            names,
+            workload=workload,
+            trace=trace,
+            fmt=fmt,
+            instances=instances,
+            rate=rate,
+            requests=requests,
+            seeds=_parse_seeds(seeds),
+            profile=profile,
+            queue_policy=queue_policy,
+            order=order,
+            as_json=as_json,
+            out=out,
+            store=store,
+            workers=workers,
+        )
+
+    @bench_app.command("replay")
+    def bench_replay(as_json: JsonOpt = False) -> None:
+        """Simulator throughput (requests replayed per second) next to a same-run baseline."""
+        try:
+            from training.simulator.benchmark import run_replay_benchmark
+        except ImportError as exc:
+            typer.echo(f"the simulator benchmark is not available: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        result = run_replay_benchmark()
+        data = result if isinstance(result, dict) else getattr(result, "__dict__", {"result": result})
+        if not isinstance(data, dict):
+            data = {"result": data}
+        if as_json:
+            sys.stdout.write(json.dumps(_json_safe(dict(data))) + "\n")
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="replay benchmark")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for k, v in data.items():
+            table.add_row(str(k), f"{v:.4g}" if isinstance(v, float) else str(v))
+        Console().print(table)

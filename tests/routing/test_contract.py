@@ -1,0 +1,102 @@
+"""Contract tests, parametrised over every registered router: valid picks, DELAY, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.routing.views import random_view
+from training.routing.base import DELAY, ClusterView, Router
+from training.routing.registry import RouterContext, get_entry, get_router, router_names
+
+ALL = router_names()
+
+
+def _make(name: str, n: int, seed: int = 0) -> Router:
+    router = get_router(name, RouterContext(num_instances=n))
+    router.reset(n, seed)
+    return router
+
+
+def test_every_baseline_is_registered():
+    expected = {
+        "round_robin", "random", "power_of_two", "least_request", "least_queue", "least_kv", "least_tokens",
+        "gie_default", "max_free_capacity", "min_min", "min_expected_latency", "dedicated_small_large",
+        "decode_balancer", "workload_impact_greedy",
+    }  # fmt: skip
+    assert expected <= set(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_router_satisfies_protocol(name):
+    router = _make(name, 3)
+    assert isinstance(router, Router)
+    assert router.name == name
+    entry = get_entry(name)
+    assert entry.description
+    assert entry.mirrors, "document the production system or paper the router mirrors"
+
+
+@pytest.mark.parametrize("name", ALL)
+@settings(max_examples=40, deadline=None)
+@given(view_seed=st.integers(0, 2**32 - 1), router_seed=st.integers(0, 2**31 - 1))
+def test_picks_only_accepting_or_delay(name, view_seed, router_seed):
+    rng = np.random.default_rng(view_seed)
+    request, cluster = random_view(rng)
+    router = _make(name, len(cluster.instances), router_seed)
+    choice = router.route(request, cluster)
+    assert isinstance(choice, int)
+    # DELAY is always allowed (e.g. a dedicated pool with no room); any index must be accepting
+    assert choice in (*cluster.accepting, DELAY)
+    if not cluster.accepting:
+        assert choice == DELAY
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_delay_when_none_accepts(name):
+    rng = np.random.default_rng(3)
+    request, cluster = random_view(rng, n=4, p_accept=0.0)
+    assert not cluster.accepting
+    assert _make(name, 4).route(request, cluster) == DELAY
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_never_routes_to_non_accepting_over_a_sequence(name):
+    rng = np.random.default_rng(11)
+    router = _make(name, 5, seed=4)
+    for _ in range(200):
+        request, cluster = random_view(rng, n=5, p_accept=0.5)
+        choice = router.route(request, cluster)
+        assert choice in (*cluster.accepting, DELAY)
+        if cluster.accepting and cluster.accepting == tuple(range(5)):
+            assert choice != DELAY, "with every instance accepting a router must place the request"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_deterministic_for_a_seed(name):
+    rng = np.random.default_rng(5)
+    calls = [random_view(rng, n=6, p_accept=0.9) for _ in range(100)]
+
+    def run(seed: int) -> list[int]:
+        router = _make(name, 6, seed)
+        return [router.route(r, c) for r, c in calls]
+
+    first = run(123)
+    assert run(123) == first
+    # reset restores the initial state: the same instance replays identically
+    router = _make(name, 6, 123)
+    [router.route(r, c) for r, c in calls]
+    router.reset(6, 123)
+    assert [router.route(r, c) for r, c in calls] == first
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_does_not_mutate_views(name):
+    rng = np.random.default_rng(9)
+    request, cluster = random_view(rng, n=4, p_accept=1.0)
+    before = (request, cluster)
+    _make(name, 4).route(request, cluster)
+    assert (request, cluster) == before
+    assert isinstance(cluster, ClusterView)

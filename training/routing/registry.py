@@ -1,0 +1,224 @@
+"""The one router registry: every router (baselines, paper heuristics, the learned one) is an entry here.
+
+Who calls this: the evaluation harness and the CLI (``get_router(name, ctx)`` once per replay), the
+contract test suite (``router_names()``, parametrised over every entry), and modules that define
+routers (``register`` at import time). Adding a router = one ``register`` (or ``register_lazy``)
+call; the contract suite then tests it for free.
+
+Entries carry metadata the harness needs:
+
+- ``oracle``: the router reads true output lengths (the harness injects ``OraclePredictor``; reports
+  label it ORACLE). Every other router is replayed with the configured, non-oracle predictor.
+- ``needs_predictions``: the router reads ``predicted_output_tokens`` / ``outstanding_decode_tokens``
+  (so the predictor matters for it).
+- ``needs_latency_model``: the router estimates times with ``RouterContext.latency_model``.
+
+Heavy routers (the learned RL router imports torch / stable-baselines3) are registered *lazily*
+by import path (``register_lazy("rl", "training.rl.router:make_router")``): nothing heavy is
+imported until ``get_router`` asks for that name.
+
+The built-in routers are defined in ``baselines``, ``llmd`` and ``latency_aware`` and registered
+when this module first needs them (``_load_builtins``), so importing the registry alone is cheap
+and free of import cycles.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from training.routing.base import Router
+
+DEFAULT_LENGTH_THRESHOLD_TOKENS = 256.0
+"""Short/long output boundary when the context gives none (about 5 s of decode on the paper's V100)."""
+
+
+class LatencyEstimator(Protocol):
+    """The part of the simulator's ``LatencyModel`` that routers use (same method names and units).
+
+    ``iteration_time``: seconds for one engine iteration with ``prefill_tokens`` prompt tokens
+    (``prefill_attention_tokens2``: sum of squared prompt lengths, for attention cost) and
+    ``decode_seqs`` decoding sequences holding ``decode_context_tokens`` context tokens in total.
+    ``decode_coeffs(decode_seqs)``: ``(a, b)`` with a decode-only iteration costing
+    ``a + b * decode_context_tokens`` seconds.
+    """
+
+    def iteration_time(
+        self,
+        prefill_tokens: int,
+        prefill_attention_tokens2: float,
+        decode_seqs: int,
+        decode_context_tokens: int,
+    ) -> float: ...
+
+    def decode_coeffs(self, decode_seqs: int) -> tuple[float, float]: ...
+
+
+@dataclass(frozen=True)
+class RouterContext:
+    """What a router factory may use to configure itself (never live simulator state).
+
+    Attributes:
+        num_instances: instances in the cluster (``route`` returns an index below it).
+        latency_model: the profile's latency model, for routers that estimate times; ``None`` lets
+            them fall back to the paper's linear V100 constants (``PaperLinearEstimate``).
+        length_threshold_tokens: predicted output length (tokens) separating "short" from "long"
+            requests (``dedicated_small_large``); the harness sets it so that about half of the
+            workload's training requests fall on each side (``eval.harness.split_threshold_tokens``).
+        block_size: KV-cache block size in tokens (to turn ``kv_used_blocks`` into context tokens).
+        max_batch_size: the instances' running-batch limit (for capacity estimates).
+        options: free-form, router-specific settings (e.g. gie weights), read by factories.
+    """
+
+    num_instances: int
+    latency_model: LatencyEstimator | None = None
+    length_threshold_tokens: float = DEFAULT_LENGTH_THRESHOLD_TOKENS
+    block_size: int = 16
+    max_batch_size: int = 256
+    options: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_instances < 1:
+            raise ValueError(f"num_instances must be >= 1, got {self.num_instances}")
+        if self.length_threshold_tokens <= 0:
+            raise ValueError(f"length_threshold_tokens must be > 0, got {self.length_threshold_tokens}")
+
+
+RouterFactory = Callable[[RouterContext], Router]
+
+
+@dataclass(frozen=True)
+class RouterEntry:
+    """One registered router and what the harness must know about it."""
+
+    name: str
+    description: str
+    oracle: bool = False
+    needs_predictions: bool = False
+    needs_latency_model: bool = False
+    mirrors: str = ""
+    """The production system or paper the router mirrors (for docs and reports)."""
+    factory: RouterFactory | None = None
+    import_path: str | None = None
+    """``"module:attr"`` of the factory, for lazily registered (heavy) routers."""
+
+    @property
+    def is_lazy(self) -> bool:
+        return self.factory is None
+
+    def load_factory(self) -> RouterFactory:
+        if self.factory is not None:
+            return self.factory
+        assert self.import_path is not None
+        module_name, _, attr = self.import_path.partition(":")
+        if not module_name or not attr:
+            raise ValueError(
+                f"router {self.name!r}: import path must be 'module:attr', got {self.import_path!r}"
+            )
+        factory = getattr(importlib.import_module(module_name), attr)
+        if not callable(factory):
+            raise TypeError(f"router {self.name!r}: {self.import_path} is not callable")
+        return factory
+
+
+_REGISTRY: dict[str, RouterEntry] = {}
+_BUILTINS_LOADED = False
+_BUILTIN_MODULES = (
+    "training.routing.baselines",
+    "training.routing.llmd",
+    "training.routing.latency_aware",
+)
+
+
+def _add(entry: RouterEntry) -> None:
+    if not entry.name or entry.name != entry.name.strip() or "," in entry.name:
+        raise ValueError(f"invalid router name {entry.name!r} (non-empty, no spaces at the ends, no commas)")
+    if entry.name in _REGISTRY:
+        raise ValueError(f"router {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+
+
+def register(
+    name: str,
+    factory: RouterFactory,
+    *,
+    description: str,
+    oracle: bool = False,
+    needs_predictions: bool = False,
+    needs_latency_model: bool = False,
+    mirrors: str = "",
+) -> RouterEntry:
+    """Register ``factory`` under ``name``. Raises ``ValueError`` if the name is taken."""
+    entry = RouterEntry(
+        name=name,
+        description=description,
+        oracle=oracle,
+        needs_predictions=needs_predictions or oracle,
+        needs_latency_model=needs_latency_model,
+        mirrors=mirrors,
+        factory=factory,
+    )
+    _add(entry)
+    return entry
+
+
+def register_lazy(
+    name: str,
+    import_path: str,
+    *,
+    description: str,
+    oracle: bool = False,
+    needs_predictions: bool = False,
+    needs_latency_model: bool = False,
+    mirrors: str = "",
+) -> RouterEntry:
+    """Register a router whose factory is imported (``"module:attr"``) only when first requested."""
+    entry = RouterEntry(
+        name=name,
+        description=description,
+        oracle=oracle,
+        needs_predictions=needs_predictions or oracle,
+        needs_latency_model=needs_latency_model,
+        mirrors=mirrors,
+        import_path=import_path,
+    )
+    _add(entry)
+    return entry
+
+
+def unregister(name: str) -> None:
+    """Remove an entry (tests that register temporary routers clean up with this)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def router_names(*, include_oracle: bool = True) -> list[str]:
+    """Registered names, in registration order (built-ins first)."""
+    _load_builtins()
+    return [n for n, e in _REGISTRY.items() if include_oracle or not e.oracle]
+
+
+def get_entry(name: str) -> RouterEntry:
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown router {name!r}; registered: {', '.join(_REGISTRY)}") from None
+
+
+def get_router(name: str, ctx: RouterContext) -> Router:
+    """A fresh router instance for one replay (call ``reset`` before routing)."""
+    router = get_entry(name).load_factory()(ctx)
+    if not isinstance(router, Router):
+        raise TypeError(f"router {name!r}: factory returned {type(router).__name__}, not a Router")
+    return router
