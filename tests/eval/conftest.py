@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eval.workloads import WorkloadOptions, get_workload
-from training.simulator import ClusterConfig, LinearLatencyModel, default_instance_config
+from training.simulator import ClusterConfig, default_instance_config, load_latency_model
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +15,7 @@ def tiny_workload():
 
 @pytest.fixture(scope="session")
 def paper_latency():
-    return LinearLatencyModel(name="v100-llama2-7b-paper")
+    return load_latency_model("v100-llama2-7b-paper")
 
 
 @pytest.fixture(scope="session")

@@ -20,16 +20,20 @@ from training.simulator import (
 )
 from training.simulator.benchmark import conversation_trace
 
-FILE_PROFILES = [p for p in PROFILE_NAMES if p != "v100-llama2-7b-paper"]
+FILE_PROFILES = [p for p in PROFILE_NAMES if hardware_profile(p).compute_dir is not None]
 
 
 def test_paper_profile_needs_no_files(tmp_path):
     m = load_latency_model("v100-llama2-7b-paper", data_dir=tmp_path / "absent")
     assert isinstance(m, LinearLatencyModel)
     assert isinstance(m, LatencyModel)
-    assert m.iteration_time(0, 0.0, 1, 0) == pytest.approx(0.02)
+    assert m.iteration_time(0, 0.0, 1, 0) == pytest.approx(0.02 + 3.3e-5)
     assert m.iteration_time(100, 0.0, 0, 0) == pytest.approx(0.02 + 3.2e-4 * 100)
-    assert m.iteration_time(0, 0.0, 4, 1000) == pytest.approx(0.02 + 3.3e-5 * 1000)
+    # grad2 per decode token in the batch (one per decoding sequence), context-independent.
+    assert m.iteration_time(0, 0.0, 4, 1000) == pytest.approx(0.02 + 3.3e-5 * 4)
+    assert m.decode_coeffs(4) == pytest.approx((0.02 + 3.3e-5 * 4, 0.0))
+    ctx = load_latency_model("v100-llama2-7b-paper-context", data_dir=tmp_path / "absent")
+    assert ctx.iteration_time(0, 0.0, 4, 1000) == pytest.approx(0.02 + 3.3e-5 * 1000)
     hw = hardware_profile("v100-llama2-7b-paper")
     assert hw.kv_bytes_per_token == 2 * 32 * 4096 * 2
     cfg = default_instance_config("v100-llama2-7b-paper")

@@ -11,41 +11,12 @@ import numpy as np
 
 from training.routing.base import DELAY, ClusterView, InstanceView
 from training.routing.registry import LatencyEstimator, RouterContext
-
-
-class PaperLinearEstimate:
-    """The paper's linear Llama-2-7B/V100 cost model, for routers given no latency model.
-
-    Iteration time = 0.02 s + 3.2e-4 s x prefill tokens + 3.3e-5 s x decode context tokens (Jain et
-    al., arXiv 2408.13510: grad1, grad2 and the minimum decode iteration), the same form as the
-    simulator's ``LinearLatencyModel`` defaults.
-    """
-
-    base_s = 0.02
-    grad1_s_per_token = 3.2e-4
-    grad2_s_per_token = 3.3e-5
-
-    def iteration_time(
-        self,
-        prefill_tokens: int,
-        prefill_attention_tokens2: float,
-        decode_seqs: int,
-        decode_context_tokens: int,
-    ) -> float:
-        if not (prefill_tokens or decode_seqs):
-            return 0.0
-        return (
-            self.base_s
-            + self.grad1_s_per_token * prefill_tokens
-            + self.grad2_s_per_token * decode_context_tokens
-        )
-
-    def decode_coeffs(self, decode_seqs: int) -> tuple[float, float]:
-        return self.base_s, self.grad2_s_per_token
+from training.simulator.profiles import PAPER_PROFILE, load_latency_model
 
 
 def latency_model_of(ctx: RouterContext) -> LatencyEstimator:
-    return ctx.latency_model if ctx.latency_model is not None else PaperLinearEstimate()
+    """The context's latency model, else the paper's linear V100 profile (needs no files)."""
+    return ctx.latency_model if ctx.latency_model is not None else load_latency_model(PAPER_PROFILE)
 
 
 def prefill_s(lm: LatencyEstimator, prompt_tokens: float) -> float:

@@ -63,7 +63,7 @@ class RouterContext:
     Attributes:
         num_instances: instances in the cluster (``route`` returns an index below it).
         latency_model: the profile's latency model, for routers that estimate times; ``None`` lets
-            them fall back to the paper's linear V100 constants (``PaperLinearEstimate``).
+            them fall back to the paper's linear V100 constants (``v100-llama2-7b-paper``).
         length_threshold_tokens: predicted output length (tokens) separating "short" from "long"
             requests (``dedicated_small_large``); the harness sets it so that about half of the
             workload's training requests fall on each side (``eval.harness.split_threshold_tokens``).

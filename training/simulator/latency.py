@@ -46,9 +46,16 @@ class LinearLatencyModel:
     iteration = base_s + grad1 * prefill_tokens + grad2 * decode_context_tokens
                 + per_decode_seq_s * decode_seqs + attention2_s_per_token2 * prefill_attention_tokens2
 
-    Defaults are the paper's figures: 3.2e-4 s per prefill token in the batch, 3.3e-5 s per token of
-    decode context, and a base (fixed) cost of 0.02 s, the paper's minimum decode iteration. The two
-    extra terms default to 0 (not in the paper).
+    Defaults are the paper's figures read literally as the issue states them: 3.2e-4 s per prefill
+    token in the batch, 3.3e-5 s per token of decode context, and a base (fixed) cost of 0.02 s, the
+    paper's minimum decode iteration. The two extra terms default to 0 (not in the paper).
+
+    The paper's grad2 admits two readings, and the named profiles offer both (``profiles.py``):
+    ``v100-llama2-7b-paper`` charges grad2 per decode token *in the batch* (one per decoding
+    sequence: ``per_decode_seq_s=3.3e-5``, ``grad2=0``), which keeps a V100 at a plausible decode
+    throughput (batching helps) and the paper's 5 s heavy-decode class at ~250 output tokens;
+    ``v100-llama2-7b-paper-context`` charges it per token of decode *context* (these defaults), under
+    which a V100 decodes ~50 tokens/s whatever the batch size. See docs/simulator.md.
     """
 
     def __init__(

@@ -52,8 +52,11 @@ from training.simulator.config import InstanceConfig
 from training.simulator.latency import LatencyModel, LinearLatencyModel
 
 PAPER_PROFILE = "v100-llama2-7b-paper"
+PAPER_CONTEXT_PROFILE = "v100-llama2-7b-paper-context"
+PAPER_GRAD2_S = 3.3e-5
 PROFILE_NAMES: tuple[str, ...] = (
     PAPER_PROFILE,
+    PAPER_CONTEXT_PROFILE,
     "a100-llama2-7b",
     "h100-llama2-7b",
     "a40-llama2-7b",
@@ -112,6 +115,9 @@ def _llama2_7b(name: str, gpu: Gpu, gpu_dir: str, cpu_file: str) -> HardwareProf
 _HARDWARE: dict[str, HardwareProfile] = {
     PAPER_PROFILE: HardwareProfile(
         PAPER_PROFILE, _V100, "meta-llama/Llama-2-7b-hf", 7.0, 32, 32, 32, 128, None, None
+    ),
+    PAPER_CONTEXT_PROFILE: HardwareProfile(
+        PAPER_CONTEXT_PROFILE, _V100, "meta-llama/Llama-2-7b-hf", 7.0, 32, 32, 32, 128, None, None
     ),
     "a100-llama2-7b": _llama2_7b("a100-llama2-7b", _A100, "a100", "a100_cpu_overheads.csv"),
     "h100-llama2-7b": _llama2_7b("h100-llama2-7b", _H100, "h100", "a100_cpu_overheads.csv"),
@@ -348,13 +354,19 @@ def _load_cached(name: str, data_dir: str) -> LatencyModel:
 def load_latency_model(name: str, data_dir: str | Path | None = None) -> LatencyModel:
     """The latency model of a named profile (``PROFILE_NAMES``); cached per process.
 
-    ``v100-llama2-7b-paper`` needs no files. The others read ``<data_dir>/vidur_profiling``
-    (default: ``warehouse.paths.shared_data_dir()``) and raise FileNotFoundError naming the missing
-    path when it is absent.
+    ``v100-llama2-7b-paper`` and ``v100-llama2-7b-paper-context`` need no files. The others read
+    ``<data_dir>/vidur_profiling`` (default: ``warehouse.paths.shared_data_dir()``) and raise
+    FileNotFoundError naming the missing path when it is absent.
     """
     hardware_profile(name)
     if name == PAPER_PROFILE:
-        return LinearLatencyModel(name=PAPER_PROFILE)
+        # grad2 per decode token in the batch (one per decoding sequence); see LinearLatencyModel.
+        return LinearLatencyModel(
+            grad2_s_per_decode_context_token=0.0, per_decode_seq_s=PAPER_GRAD2_S, name=PAPER_PROFILE
+        )
+    if name == PAPER_CONTEXT_PROFILE:
+        # grad2 per token of decode context: the issue's literal reading.
+        return LinearLatencyModel(grad2_s_per_decode_context_token=PAPER_GRAD2_S, name=PAPER_CONTEXT_PROFILE)
     if data_dir is None:
         from warehouse.paths import shared_data_dir
 
