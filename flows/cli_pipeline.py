@@ -1,9 +1,75 @@
-"""CLI commands: see flows/cli.py."""
+"""CLI commands: ``loadwise run`` (the retrain pipeline). See flows/cli.py."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _print_tables(tables: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for spec in tables:
+        table = Table(title=spec["title"])
+        for column in spec["columns"]:
+            table.add_column(str(column))
+        for row in spec["rows"]:
+            table.add_row(*(_cell(v) for v in row))
+        console.print(table)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to the loadwise app and its bench group."""
+
+    @app.command("run")
+    def run(
+        warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
+        data_dir: Annotated[
+            Path | None, typer.Option(help="shared data folder (default: ../shared/data)")
+        ] = None,
+        synthetic_rows: Annotated[
+            int, typer.Option(help="rows of the synthetic workload (no real data)")
+        ] = 20_000,
+        seed: Annotated[int, typer.Option(help="seed of the synthetic workload")] = 0,
+    ) -> None:
+        """Run the retrain pipeline (Prefect flow ``retrain-pipeline``): ingest traces, print analytics."""
+        from rich.console import Console
+
+        from warehouse.paths import prefect_home
+
+        prefect_home()
+        from flows.pipeline import retrain_pipeline
+        from warehouse.errors import WarehouseError
+
+        console = Console()
+        try:
+            result = retrain_pipeline(
+                warehouse=str(warehouse) if warehouse else None,
+                data_dir=str(data_dir) if data_dir else None,
+                synthetic_rows=synthetic_rows,
+                seed=seed,
+            )
+        except WarehouseError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        if result["synthetic"]:
+            console.print(
+                "[yellow bold]SYNTHETIC workload[/]: no real traces found; figures below are synthetic."
+            )
+        report = result["ingest"]
+        console.print(
+            f"warehouse {result['warehouse']}: {report['rows_read']} rows read = {report['ingested']} "
+            f"ingested + {report['quarantined']} quarantined; {report['duplicates_skipped']} rows in "
+            "duplicate files skipped"
+        )
+        _print_tables(result["summary"])

@@ -1,9 +1,193 @@
-"""CLI commands: see flows/cli.py."""
+"""CLI commands of the warehouse: ``ingest``, ``sql``, ``bench ingest``. See flows/cli.py.
+
+Only typer is imported at module level; DuckDB, rich and (for ``--flow``) Prefect are imported in
+the command bodies, so ``loadwise sql`` starts fast and plain ``loadwise ingest`` never starts
+Prefect. Warehouse errors are printed as one line (no traceback) with exit code 1.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+SQL_FORMAT_HELP = "table|csv|json on stdout; csv|parquet with --out"
+FORMAT_HELP = "auto|azure|mooncake|burstgpt|vidur|otel|castillo|alpaca-eval|dolly|canonical"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def _print_ingest_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ingest → {report.get('warehouse', '')}")
+    counts = ("rows_read", "ingested", "quarantined", "duplicates_skipped")
+    for column in ("path", "format", "source", "status", *counts):
+        table.add_column(column, justify="right" if column in counts else "left")
+    for f in report["files"]:
+        table.add_row(
+            Path(f["path"]).name, f["format"], f["source"], f["status"], *(str(f[c]) for c in counts)
+        )
+    table.add_row("total", "", "", "", *(str(report[c]) for c in counts), style="bold")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{report['rows_read']} rows read = {report['ingested']} ingested + "
+        f"{report['quarantined']} quarantined (reconciled); "
+        f"{report['duplicates_skipped']} rows in already-ingested files skipped"
+    )
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to the loadwise app and its bench group."""
+
+    @app.command("ingest")
+    def ingest_cmd(
+        paths: Annotated[list[Path], typer.Argument(help="trace files or directories")],
+        fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "auto",
+        source: Annotated[str | None, typer.Option(help="source label (default: the format name)")] = None,
+        warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow ingest-traces")] = False,
+    ) -> None:
+        """Ingest trace files into the warehouse (idempotent, atomic; bad rows go to raw.quarantine)."""
+        from warehouse.errors import WarehouseError
+
+        try:
+            if flow:
+                from warehouse.paths import prefect_home
+
+                prefect_home()
+                from flows.ingest import ingest_traces
+
+                report = ingest_traces(
+                    [str(p) for p in paths], str(warehouse) if warehouse else None, fmt, source
+                )
+            else:
+                from warehouse.ingest import ingest
+
+                report = ingest(paths, warehouse=warehouse, fmt=fmt, source=source).to_dict()
+        except WarehouseError as exc:
+            raise _fail(str(exc)) from None
+        if as_json:
+            typer.echo(json.dumps(report, default=_json_default))
+        else:
+            _print_ingest_table(report)
+
+    @app.command("sql")
+    def sql_cmd(
+        query: Annotated[
+            str, typer.Argument(help="a read-only query (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN)")
+        ],
+        warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
+        out_format: Annotated[
+            str, typer.Option("--format", help="table|csv|json (stdout), or csv|parquet with --out")
+        ] = "table",
+        out: Annotated[
+            Path | None, typer.Option("--out", help="export the whole result to this file")
+        ] = None,
+        csv_out: Annotated[Path | None, typer.Option("--csv", help="export the result as CSV")] = None,
+        parquet_out: Annotated[
+            Path | None, typer.Option("--parquet", help="export the result as Parquet")
+        ] = None,
+        max_rows: Annotated[int, typer.Option(help="rows printed at most (table format)")] = 200,
+    ) -> None:
+        """Query the warehouse read-only; print a table, CSV or JSON, or export CSV / Parquet."""
+        from warehouse.errors import WarehouseError
+        from warehouse.query import export_query, run_query
+
+        if out_format not in ("table", "csv", "json", "parquet"):
+            raise _fail(f"--format must be table, csv, json or parquet, got {out_format!r}")
+        try:
+            exports = [(p, f) for p, f in ((csv_out, "csv"), (parquet_out, "parquet")) if p is not None]
+            if out is not None:
+                fmt = out_format if out_format in ("csv", "parquet") else out.suffix.lstrip(".").lower()
+                exports.append((out, fmt))
+            if exports:
+                for path, fmt in exports:
+                    n = export_query(query, path, fmt, warehouse)
+                    typer.echo(f"wrote {n} rows to {path} ({fmt})", err=True)
+                return
+            limit = max_rows if out_format == "table" else None
+            table = run_query(query, warehouse, None if limit is None else limit + 1)
+        except WarehouseError as exc:
+            raise _fail(str(exc)) from None
+        except Exception as exc:  # DuckDB errors on the analyst's query: one line, no traceback
+            if type(exc).__module__.startswith(("duckdb", "_duckdb")):
+                raise _fail(str(exc).splitlines()[0]) from None
+            raise
+        if out_format == "json":
+            typer.echo(json.dumps(table.records(), default=_json_default))
+        elif out_format == "csv":
+            import csv
+
+            writer = csv.writer(sys.stdout)
+            writer.writerow(table.columns)
+            writer.writerows([[_cell(v) for v in row] for row in table.rows])
+        else:
+            from rich.console import Console
+            from rich.table import Table
+
+            rows = table.rows[:max_rows]
+            rich_table = Table(*table.columns)
+            for row in rows:
+                rich_table.add_row(*(_cell(v) for v in row))
+            console = Console()
+            console.print(rich_table)
+            if len(table.rows) > max_rows:
+                console.print(f"(first {max_rows} rows shown; use --max-rows or --out for more)")
+
+    @bench_app.command("ingest")
+    def bench_ingest(
+        rows: Annotated[int, typer.Option(help="rows of the synthetic Azure-schema file")] = 1_000_000,
+        repeat: Annotated[int, typer.Option(help="best of this many runs per figure")] = 3,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    ) -> None:
+        """Ingest rows/s (full ingest) next to DuckDB's raw read_csv of the same file, same run."""
+        from warehouse.bench import run_ingest_bench
+
+        result = run_ingest_bench(rows=rows, repeat=repeat)
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"ingest benchmark: {rows:,} rows ({result['file_mb']} MB), best of {repeat}")
+        for column in ("measure", "seconds", "rows/s", "ingest ÷ this"):
+            table.add_column(column)
+        for label, key, ratio in (
+            ("DuckDB read_csv → memory table", "read_csv_memory", result["ratio_vs_memory"]),
+            ("DuckDB read_csv → disk table", "read_csv_disk", result["ratio_vs_disk"]),
+            ("loadwise ingest (full)", "ingest", 1.0),
+        ):
+            m = result[key]
+            table.add_row(label, f"{m['seconds']:.3f}", f"{m['rows_per_s']:,.0f}", f"{ratio:.2f}")
+        if result["azure"]:
+            a = result["azure"]
+            table.add_row(
+                f"ingest real Azure ({a['rows']:,} rows)",
+                f"{a['seconds']:.3f}",
+                f"{a['rows_per_s']:,.0f}",
+                "",
+            )
+        Console().print(table)

@@ -23,6 +23,18 @@ def default_warehouse_path() -> Path:
     return loadwise_home() / "warehouse.duckdb"
 
 
+def prefect_home() -> Path:
+    """Where Prefect's local mode keeps its SQLite store: ``$PREFECT_HOME``, else ``<home>/prefect``.
+
+    Creates the folder (Prefect does not create missing parents) and exports ``PREFECT_HOME`` so
+    Prefect, imported after this call, uses it. Called by the CLI before a flow runs.
+    """
+    path = Path(os.environ.get("PREFECT_HOME", str(loadwise_home() / "prefect"))).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(path)
+    return path
+
+
 def shared_data_dir() -> Path:
     env = os.environ.get("LOADWISE_DATA_DIR")
     return Path(env).resolve() if env else (PROJECT_ROOT.parent / "shared" / "data").resolve()

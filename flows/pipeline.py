@@ -1,0 +1,88 @@
+"""The ``retrain-pipeline`` Prefect flow (``loadwise run``): today ingest + analytics summary.
+
+A sequence of thin tasks (one library call each) so later issues can append feature, training,
+evaluation and promotion steps. With the shared data folder present it ingests the real traces
+(the two Azure CSVs, CASTILLO, AlpacaEval, Dolly); without it, it writes a seeded synthetic
+Azure-like workload under the data home and ingests that, labelled source ``synthetic``, and says so.
+Re-runs are idempotent (already-ingested files are skipped by content hash).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from flows.ingest import retry_on_io
+
+
+@task(name="locate-traces")
+def locate_traces(data_dir: str) -> list[str]:
+    """The real trace files present under ``data_dir`` (empty: none, use synthetic)."""
+    from warehouse.catalog import real_trace_paths
+
+    return [str(p) for p in real_trace_paths(Path(data_dir))]
+
+
+@task(name="write-synthetic-traces", retries=1, retry_condition_fn=retry_on_io)
+def write_synthetic(out_dir: str, rows: int, seed: int) -> list[str]:
+    """Write the seeded synthetic Azure-schema traces; returns their paths."""
+    from warehouse.synthetic import SyntheticConfig, write_azure_like
+
+    return [str(p) for p in write_azure_like(Path(out_dir), SyntheticConfig(rows=rows, seed=seed))]
+
+
+@task(name="ingest-traces", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
+def ingest_task(paths: list[str], warehouse: str, source: str | None) -> dict[str, Any]:
+    """One atomic load (see ``warehouse.ingest.ingest``); returns the --json report dict."""
+    from warehouse.ingest import ingest
+
+    return ingest(paths, warehouse=warehouse, source=source).to_dict()
+
+
+@task(name="summarize-warehouse", retries=1, retry_condition_fn=retry_on_io)
+def summarize(warehouse: str) -> list[dict[str, Any]]:
+    """The analytics summary tables (counts, token percentiles, workload classes) as dicts."""
+    from warehouse.analytics import summary_tables
+    from warehouse.store import connect_readonly
+
+    con = connect_readonly(warehouse)
+    try:
+        return [
+            {"title": t.title, "columns": list(t.columns), "rows": [list(r) for r in t.rows]}
+            for t in summary_tables(con)
+        ]
+    finally:
+        con.close()
+
+
+@flow(name="retrain-pipeline", log_prints=True)
+def retrain_pipeline(
+    warehouse: str | None = None,
+    data_dir: str | None = None,
+    synthetic_rows: int = 20_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Ingest the real (or synthetic) traces into ``warehouse`` and summarise it.
+
+    Returns ``{"synthetic": bool, "warehouse": str, "ingest": <report dict>, "summary": [tables]}``.
+    """
+    from warehouse.paths import loadwise_home, shared_data_dir
+    from warehouse.store import resolve_path
+
+    db = str(resolve_path(warehouse))
+    paths = locate_traces(str(Path(data_dir) if data_dir else shared_data_dir()))
+    synthetic = not paths
+    if synthetic:
+        print(
+            "no real traces in the shared data folder: generating a SYNTHETIC Azure-like workload "
+            "(source 'synthetic')"
+        )
+        paths = write_synthetic(str(loadwise_home() / "synthetic"), synthetic_rows, seed)
+    report = ingest_task(paths, db, "synthetic" if synthetic else None)
+    print(
+        f"ingest: {report['rows_read']} rows read = {report['ingested']} ingested + "
+        f"{report['quarantined']} quarantined; {report['duplicates_skipped']} duplicate rows skipped"
+    )
+    return {"synthetic": synthetic, "warehouse": db, "ingest": report, "summary": summarize(db)}

@@ -1,0 +1,81 @@
+"""The ingest and pipeline flows: logic as plain functions, the flows once under the Prefect harness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.warehouse.samples import SAMPLES
+from warehouse.catalog import REAL_TRACES, real_trace_paths
+
+
+def test_counts_by_source_sums_files() -> None:
+    from flows.ingest import counts_by_source
+
+    report = {
+        "files": [
+            {"source": "a", "rows_read": 3, "ingested": 2, "quarantined": 1, "duplicates_skipped": 0},
+            {"source": "b", "rows_read": 0, "ingested": 0, "quarantined": 0, "duplicates_skipped": 5},
+            {"source": "a", "rows_read": 4, "ingested": 4, "quarantined": 0, "duplicates_skipped": 0},
+        ]
+    }
+    assert counts_by_source(report) == [
+        {"source": "a", "files": 2, "rows_read": 7, "ingested": 6, "quarantined": 1, "duplicates_skipped": 0},
+        {"source": "b", "files": 1, "rows_read": 0, "ingested": 0, "quarantined": 0, "duplicates_skipped": 5},
+    ]
+
+
+def test_retry_only_on_io() -> None:
+    from prefect.states import Failed
+
+    from flows.ingest import retry_on_io
+    from warehouse.errors import DataCheckError, WarehouseBusyError
+
+    assert retry_on_io(None, None, Failed(data=OSError("disk")))
+    assert retry_on_io(None, None, Failed(data=WarehouseBusyError("locked")))
+    assert not retry_on_io(None, None, Failed(data=DataCheckError(["bad"])))
+
+
+def test_real_trace_catalog(tmp_path: Path) -> None:
+    assert real_trace_paths(tmp_path / "absent") == []
+    (tmp_path / "castillo").mkdir()
+    (tmp_path / "castillo" / "castillo_lengths.parquet").write_bytes(b"x")
+    assert real_trace_paths(tmp_path) == [tmp_path / "castillo" / "castillo_lengths.parquet"]
+    assert len(REAL_TRACES) == 7
+
+
+@pytest.mark.prefect
+def test_ingest_flow_and_artifact(prefect_harness: None, tmp_path: Path) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.ingest import ingest_traces
+
+    paths = [str(SAMPLES["azure"].write(tmp_path / "in")), str(SAMPLES["burstgpt"].write(tmp_path / "in"))]
+    report = ingest_traces(paths, warehouse=str(tmp_path / "w.duckdb"))
+    assert (report["rows_read"], report["ingested"], report["quarantined"]) == (6, 6, 0)
+    artifact = Artifact.get("ingest-counts")
+    assert artifact is not None
+    assert {row["source"] for row in json.loads(artifact.data)} == {"azure", "burstgpt"}
+
+
+@pytest.mark.prefect
+def test_pipeline_without_shared_data_uses_synthetic(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.cli import app
+
+    monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--synthetic-rows", "600"])
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC" in result.output
+    assert "Workload classes" in result.output
+    assert "synthetic" in result.output
+    assert (tmp_path / "home" / "warehouse.duckdb").exists()
+    again = runner.invoke(app, ["run", "--synthetic-rows", "600"])  # idempotent re-run
+    assert again.exit_code == 0
+    assert "0 ingested" in again.output

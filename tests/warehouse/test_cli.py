@@ -1,0 +1,112 @@
+"""The warehouse CLI: ``ingest --json`` contract, ``sql`` (read-only, formats, export), errors, bench."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.warehouse.samples import AZURE_BAD, SAMPLES, write_text
+
+runner = CliRunner()
+KEYS = {"rows_read", "ingested", "quarantined", "duplicates_skipped"}
+
+
+def _ingest(wh: Path, *paths: Path, extra: tuple[str, ...] = ()) -> dict:
+    result = runner.invoke(app, ["ingest", *map(str, paths), "--warehouse", str(wh), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_ingest_json_contract(tmp_path: Path, wh: Path) -> None:
+    bad = write_text(tmp_path / "in" / "AzureLLMInferenceTrace_conv.csv", AZURE_BAD)
+    SAMPLES["mooncake"].write(tmp_path / "in")
+    report = _ingest(wh, tmp_path / "in")  # a directory expands to its files
+    assert set(report) >= KEYS
+    assert len(report["files"]) == 2
+    for f in report["files"]:
+        assert KEYS | {"path", "format", "source"} <= set(f)
+        assert f["rows_read"] == f["ingested"] + f["quarantined"]
+    assert report["rows_read"] == sum(f["rows_read"] for f in report["files"])
+    assert {f["format"] for f in report["files"]} == {"azure", "mooncake"}
+    again = _ingest(wh, bad)
+    assert (again["ingested"], again["duplicates_skipped"]) == (0, 10)
+
+
+def test_ingest_table_output_and_source_option(tmp_path: Path, wh: Path) -> None:
+    result = runner.invoke(
+        app, ["ingest", str(SAMPLES["azure"].write(tmp_path)), "--warehouse", str(wh), "--source", "eu-west"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "eu-west" in result.stdout
+    assert "reconciled" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "/definitely/missing.csv"], "no such file or directory"),
+        (["ingest", "{x}", "--format", "bogus"], "unknown format 'bogus'"),
+        (["sql", "DROP TABLE marts.requests"], "only read-only queries"),
+        (["sql", "SELECT * FROM nope"], "nope"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    tmp_path: Path, wh: Path, args: list[str], message: str
+) -> None:
+    path = SAMPLES["azure"].write(tmp_path)
+    _ingest(wh, path)
+    args = [a.replace("{x}", str(path)) for a in args]
+    result = runner.invoke(app, [*args, "--warehouse", str(wh)])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_sql_formats_and_exports(tmp_path: Path, wh: Path) -> None:
+    _ingest(wh, SAMPLES["azure"].write(tmp_path))
+    query = "SELECT line, prompt_tokens FROM marts.requests ORDER BY line"
+    table = runner.invoke(app, ["sql", query, "--warehouse", str(wh)])
+    assert table.exit_code == 0
+    assert "prompt_tokens" in table.stdout
+    assert "1200" in table.stdout
+    as_json = runner.invoke(app, ["sql", query, "--warehouse", str(wh), "--format", "json"])
+    assert json.loads(as_json.stdout) == [
+        {"line": 2, "prompt_tokens": 374},
+        {"line": 3, "prompt_tokens": 396},
+        {"line": 4, "prompt_tokens": 1200},
+    ]
+    as_csv = runner.invoke(app, ["sql", query, "--warehouse", str(wh), "--format", "csv"])
+    assert as_csv.stdout.splitlines()[:2] == ["line,prompt_tokens", "2,374"]
+    out = tmp_path / "out.parquet"
+    exported = runner.invoke(
+        app, ["sql", query, "--warehouse", str(wh), "--out", str(out), "--format", "parquet"]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert pq.read_table(out).num_rows == 3
+    csv_out = tmp_path / "out.csv"
+    assert runner.invoke(app, ["sql", query, "--warehouse", str(wh), "--csv", str(csv_out)]).exit_code == 0
+    assert csv_out.read_text().splitlines()[0] == "line,prompt_tokens"
+    described = runner.invoke(
+        app, ["sql", "DESCRIBE marts.requests", "--warehouse", str(wh), "--format", "json"]
+    )
+    assert "request_id" in described.stdout
+
+
+def test_sql_without_warehouse_says_so(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sql", "SELECT 1", "--warehouse", str(tmp_path / "none.duckdb")])
+    assert result.exit_code == 1
+    assert "no warehouse" in result.output
+
+
+def test_bench_ingest_json(wh: Path) -> None:
+    result = runner.invoke(app, ["bench", "ingest", "--rows", "3000", "--repeat", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["rows"] == 3000
+    assert figures["ingest"]["rows_per_s"] > 0
+    assert figures["ratio_vs_disk"] > 0

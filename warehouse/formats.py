@@ -1,0 +1,203 @@
+"""Trace formats: their names, and detection from the extension plus the header / first record.
+
+Called by ``warehouse.ingest`` once per file before reading it. Detection reads at most the first
+64 KiB of a text file (or a Parquet footer), never the whole file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from warehouse.errors import UnknownFormatError, UnreadableFileError
+
+FormatName = Literal[
+    "azure", "mooncake", "burstgpt", "vidur", "otel", "castillo", "alpaca-eval", "dolly", "canonical"
+]
+FORMATS: tuple[str, ...] = (
+    "azure",
+    "mooncake",
+    "burstgpt",
+    "vidur",
+    "otel",
+    "castillo",
+    "alpaca-eval",
+    "dolly",
+    "canonical",
+)
+FORMAT_CHOICES: tuple[str, ...] = ("auto", *FORMATS)
+
+# CSV headers the line readers expect, in the order their staging views read the fields.
+CSV_FIELDS: dict[str, tuple[str, ...]] = {
+    "azure": ("timestamp", "contexttokens", "generatedtokens"),
+    "burstgpt": ("timestamp", "model", "request tokens", "response tokens", "total tokens", "log type"),
+    "vidur": ("arrived_at", "num_prefill_tokens", "num_decode_tokens"),
+}
+CANONICAL_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "source",
+    "trace_id",
+    "arrival_s",
+    "prompt_tokens",
+    "output_tokens",
+    "task",
+    "model",
+    "prompt_text",
+    "prefix_hash_ids",
+    "status",
+    "sample_index",
+    "split",
+    "arrival_ts",
+)
+CANONICAL_REQUIRED: frozenset[str] = frozenset({"arrival_s", "prompt_tokens", "output_tokens"})
+PARQUET_SIGNATURES: dict[str, frozenset[str]] = {
+    "castillo": frozenset({"output_sizes", "input_size", "prompt_text", "model", "dataset"}),
+    "alpaca-eval": frozenset({"output_tokens_llama2", "instruction_tokens_llama2", "generator"}),
+    "canonical": CANONICAL_REQUIRED,
+}
+EXPECTED = (
+    "Azure CSV (TIMESTAMP,ContextTokens,GeneratedTokens), BurstGPT CSV, Vidur CSV (arrived_at,...), "
+    "Mooncake JSONL, OTLP JSON(L), Dolly JSON array, CASTILLO / AlpacaEval Parquet, or the canonical "
+    "schema as CSV / JSONL / Parquet"
+)
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What detection found: the format, the container (csv/jsonl/json/parquet), the CSV header."""
+
+    format: str
+    container: str
+    header: tuple[str, ...] = ()
+
+
+def _norm(name: str) -> str:
+    return name.strip().strip('"').strip().lower()
+
+
+def read_head(path: Path, limit: int = 65536) -> str:
+    """The first ``limit`` bytes of a text file, decoded as UTF-8 (BOM stripped)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(limit)
+    except OSError as exc:
+        raise UnreadableFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    return head.decode("utf-8-sig", errors="replace")
+
+
+def csv_header(path: Path) -> tuple[str, ...]:
+    """The normalised (lower-case, trimmed) header fields of a CSV file."""
+    first = read_head(path).splitlines()[:1]
+    return tuple(_norm(f) for f in first[0].split(",")) if first else ()
+
+
+def _csv_format(path: Path, header: tuple[str, ...]) -> str | None:
+    cols = set(header)
+    for name, fields in CSV_FIELDS.items():
+        if set(fields) <= cols:
+            return name
+    if cols >= CANONICAL_REQUIRED:
+        return "canonical"
+    return None
+
+
+def _json_format(obj: object) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    keys = set(obj)
+    if "resourceSpans" in keys:
+        return "otel"
+    if {"input_length", "output_length"} <= keys:
+        return "mooncake"
+    if {"instruction", "response"} <= keys:
+        return "dolly"
+    if keys >= CANONICAL_REQUIRED:
+        return "canonical"
+    return None
+
+
+def parquet_columns(path: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return set(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+        raise UnreadableFileError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def detect(path: Path, fmt: str = "auto") -> Detected:
+    """Detect (or check) the format of ``path``.
+
+    ``fmt`` other than ``auto`` skips the guess but still finds the container and, for CSV, checks
+    that the header has the fields the reader needs. Raises ``UnknownFormatError`` (with what was
+    expected) or ``UnreadableFileError``.
+    """
+    if fmt not in FORMAT_CHOICES:
+        raise UnknownFormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMAT_CHOICES)}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet" or (fmt in ("castillo", "alpaca-eval") and suffix != ".json"):
+        cols = parquet_columns(path)
+        if fmt == "auto":
+            for name, needed in PARQUET_SIGNATURES.items():
+                if needed <= cols:
+                    return Detected(name, "parquet")
+            raise UnknownFormatError(
+                f"{path}: Parquet columns {sorted(cols)} match no format; expected {EXPECTED}"
+            )
+        signature = PARQUET_SIGNATURES.get(fmt)
+        if signature is None or not signature <= cols:
+            raise UnreadableFileError(f"{path}: not a {fmt} Parquet file (columns {sorted(cols)})")
+        return Detected(fmt, "parquet")
+    head = read_head(path)
+    if "\x00" in head:
+        raise UnreadableFileError(f"{path}: binary content; expected {EXPECTED}")
+    stripped = head.lstrip()
+    if suffix in (".csv", ".txt", ".tsv") or (stripped and stripped[0] not in "[{"):
+        header = csv_header(path)
+        found = _csv_format(path, header)
+        if fmt != "auto":
+            if fmt not in CSV_FIELDS and fmt != "canonical":
+                raise UnreadableFileError(f"{path}: looks like CSV, but {fmt} is not a CSV format")
+            if found != fmt:
+                need = CSV_FIELDS.get(fmt, tuple(sorted(CANONICAL_REQUIRED)))
+                raise UnreadableFileError(f"{path}: header {header} lacks the {fmt} fields {need}")
+            return Detected(fmt, "csv", header)
+        if found is None:
+            raise UnknownFormatError(f"{path}: CSV header {header} matches no format; expected {EXPECTED}")
+        return Detected(found, "csv", header)
+    if not stripped:
+        raise UnreadableFileError(f"{path}: empty file; expected {EXPECTED}")
+    if stripped[0] == "[":
+        container = "json"
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(stripped[1:].lstrip())
+        except json.JSONDecodeError:
+            obj = None
+    else:
+        first_line = stripped.splitlines()[0]
+        try:
+            obj = json.loads(first_line)
+            container = "jsonl"
+        except json.JSONDecodeError:
+            container = "json"  # a pretty-printed single document (OTLP export)
+            obj = {"resourceSpans": []} if '"resourceSpans"' in head else None
+    found = _json_format(obj)
+    if fmt != "auto":
+        return Detected(fmt, container)
+    if found is None:
+        raise UnknownFormatError(f"{path}: first JSON record matches no format; expected {EXPECTED}")
+    return Detected(found, container)
+
+
+def task_from_filename(path: Path) -> str:
+    """The task a file's name implies: the last ``_``-separated word of the stem, minus ``trace``.
+
+    ``AzureLLMInferenceTrace_code.csv`` → ``code``; ``splitwise_conv.csv`` → ``conv``;
+    ``conversation_trace.jsonl`` → ``conversation``. Used for trace formats without a task column.
+    """
+    words = [w for w in path.stem.lower().replace("-", "_").split("_") if w]
+    if len(words) > 1 and words[-1] == "trace":
+        words = words[:-1]
+    return words[-1] if words else "unknown"

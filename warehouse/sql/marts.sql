@@ -1,0 +1,71 @@
+-- Analytics views over marts.requests, with column descriptions (units in brackets).
+-- Run by warehouse.store on every write session (CREATE OR REPLACE), then the COMMENTs.
+
+-- Requests per minute of trace time, per source and task.
+CREATE OR REPLACE VIEW marts.requests_per_minute AS
+SELECT source, trace_id, task,
+       floor(arrival_s / 60)::BIGINT AS minute,
+       min(date_trunc('minute', arrival_ts)) AS minute_ts,
+       count(*) AS requests,
+       sum(prompt_tokens) AS prompt_tokens,
+       sum(output_tokens) AS output_tokens
+FROM marts.requests
+GROUP BY ALL;
+
+-- Prompt and output token distributions per source and task.
+CREATE OR REPLACE VIEW marts.token_percentiles AS
+SELECT source, task, count(*) AS requests,
+       quantile_disc(prompt_tokens, 0.5) AS prompt_p50,
+       quantile_disc(prompt_tokens, 0.9) AS prompt_p90,
+       quantile_disc(prompt_tokens, 0.99) AS prompt_p99,
+       quantile_disc(output_tokens, 0.5) AS output_p50,
+       quantile_disc(output_tokens, 0.9) AS output_p90,
+       quantile_disc(output_tokens, 0.99) AS output_p99
+FROM marts.requests
+WHERE status = 'ok'
+GROUP BY ALL;
+
+-- Per-request predicted prefill and decode time under the active latency profile, and the
+-- paper's workload class: first letter prefill (H if prefill_s >= heavy_prefill_s), second
+-- letter decode (H if decode_s >= heavy_decode_s). decode_s = sum over k = 1..output of
+-- (decode_base_s + decode_s_per_context_token * (prompt + k)), in closed form.
+CREATE OR REPLACE VIEW marts.request_classes AS
+WITH p AS (SELECT * FROM marts.latency_profile WHERE active LIMIT 1), t AS (
+    SELECT r.request_id, r.source, r.task, r.model, r.prompt_tokens, r.output_tokens, p.name AS profile,
+           p.prefill_s_per_token * r.prompt_tokens AS prefill_s,
+           r.output_tokens * p.decode_base_s
+             + p.decode_s_per_context_token
+               * (r.output_tokens * r.prompt_tokens + r.output_tokens * (r.output_tokens + 1) / 2.0)
+             AS decode_s,
+           p.heavy_prefill_s, p.heavy_decode_s
+    FROM marts.requests AS r CROSS JOIN p
+    WHERE r.status = 'ok'
+)
+SELECT request_id, source, task, model, prompt_tokens, output_tokens, profile, prefill_s, decode_s,
+       (CASE WHEN prefill_s >= heavy_prefill_s THEN 'H' ELSE 'L' END)
+       || (CASE WHEN decode_s >= heavy_decode_s THEN 'H' ELSE 'L' END) AS workload_class
+FROM t;
+
+-- Workload class mix per source and task.
+CREATE OR REPLACE VIEW marts.workload_classes AS
+SELECT source, task, workload_class, count(*) AS requests,
+       count(*) / sum(count(*)) OVER (PARTITION BY source, task) AS share
+FROM marts.request_classes
+GROUP BY source, task, workload_class;
+
+-- Daily summary (day of the absolute arrival timestamp; NULL day = no timestamp, e.g. prompt sets).
+CREATE OR REPLACE VIEW marts.daily_summary AS
+SELECT arrival_ts::DATE AS day, source, count(*) AS requests,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       sum(prompt_tokens) AS prompt_tokens, sum(output_tokens) AS output_tokens,
+       avg(prompt_tokens) AS mean_prompt_tokens, avg(output_tokens) AS mean_output_tokens,
+       min(arrival_ts) AS first_arrival_ts, max(arrival_ts) AS last_arrival_ts
+FROM marts.requests
+GROUP BY ALL;
+
+-- Counts per source and task (the pipeline's first summary table).
+CREATE OR REPLACE VIEW marts.source_summary AS
+SELECT source, task, count(*) AS requests, count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(DISTINCT trace_id) AS traces, min(arrival_s) AS first_arrival_s, max(arrival_s) AS last_arrival_s
+FROM marts.requests
+GROUP BY ALL;

@@ -1,0 +1,162 @@
+-- Tables of the warehouse (raw layer, canonical marts table, latency profiles).
+-- Run by warehouse.store on every write session (idempotent: IF NOT EXISTS).
+CREATE SCHEMA IF NOT EXISTS raw;
+CREATE SCHEMA IF NOT EXISTS staging;
+CREATE SCHEMA IF NOT EXISTS marts;
+
+-- File registry: one row per ingested file content (content_hash is the idempotency key).
+CREATE TABLE IF NOT EXISTS raw.files (
+    file_id INTEGER NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    format VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    task VARCHAR,
+    trace_id VARCHAR NOT NULL,
+    field_pos INTEGER[],
+    n_fields INTEGER,
+    size_bytes BIGINT,
+    rows_read BIGINT,
+    ingested BIGINT,
+    quarantined BIGINT,
+    load_id VARCHAR NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL
+);
+
+-- Load log: one row per published load (a failed load publishes nothing, so it leaves no row).
+CREATE TABLE IF NOT EXISTS raw.load_log (
+    load_id VARCHAR NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ NOT NULL,
+    files_loaded INTEGER NOT NULL,
+    files_duplicate INTEGER NOT NULL,
+    rows_read BIGINT NOT NULL,
+    ingested BIGINT NOT NULL,
+    quarantined BIGINT NOT NULL,
+    duplicates_skipped BIGINT NOT NULL
+);
+
+-- Rows that could not become canonical requests, with the reason and the source line.
+CREATE TABLE IF NOT EXISTS raw.quarantine (
+    file_id INTEGER NOT NULL,
+    path VARCHAR NOT NULL,
+    line BIGINT NOT NULL,
+    record_index INTEGER,
+    raw_text VARCHAR,
+    reason VARCHAR NOT NULL
+);
+
+-- Line-oriented sources: the line as read (text), its 1-based line number in the file.
+CREATE TABLE IF NOT EXISTS raw.azure (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
+CREATE TABLE IF NOT EXISTS raw.burstgpt (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
+CREATE TABLE IF NOT EXISTS raw.vidur (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
+CREATE TABLE IF NOT EXISTS raw.mooncake (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
+
+-- OpenTelemetry GenAI spans, flattened by the Python reader (values as found, text).
+CREATE TABLE IF NOT EXISTS raw.otel (
+    file_id INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    span_index INTEGER NOT NULL,
+    text VARCHAR,
+    parse_error VARCHAR,
+    otel_trace_id VARCHAR,
+    span_id VARCHAR,
+    name VARCHAR,
+    start_ns VARCHAR,
+    end_ns VARCHAR,
+    input_tokens VARCHAR,
+    output_tokens VARCHAR,
+    model VARCHAR,
+    operation VARCHAR
+);
+
+-- Prompt sets with true output lengths (typed as in the upstream Parquet / JSON).
+CREATE TABLE IF NOT EXISTS raw.castillo (
+    file_id INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    sample_id VARCHAR,
+    prompt_id VARCHAR,
+    model VARCHAR,
+    dataset VARCHAR,
+    category VARCHAR,
+    prompt_text VARCHAR,
+    input_size BIGINT,
+    output_sizes BIGINT[],
+    split VARCHAR
+);
+CREATE TABLE IF NOT EXISTS raw.alpaca_eval (
+    file_id INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    idx BIGINT,
+    generator VARCHAR,
+    dataset VARCHAR,
+    instruction VARCHAR,
+    instruction_tokens_llama2 BIGINT,
+    output_tokens_llama2 BIGINT
+);
+CREATE TABLE IF NOT EXISTS raw.dolly (
+    file_id INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    instruction VARCHAR,
+    context VARCHAR,
+    response VARCHAR,
+    category VARCHAR
+);
+
+-- The canonical schema itself (CSV / JSONL / Parquet), every value as text.
+CREATE TABLE IF NOT EXISTS raw.canonical (
+    file_id INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    text VARCHAR,
+    request_id VARCHAR,
+    source VARCHAR,
+    trace_id VARCHAR,
+    arrival_s VARCHAR,
+    prompt_tokens VARCHAR,
+    output_tokens VARCHAR,
+    task VARCHAR,
+    model VARCHAR,
+    prompt_text VARCHAR,
+    prefix_hash_ids VARCHAR,
+    status VARCHAR,
+    sample_index VARCHAR,
+    split VARCHAR,
+    arrival_ts VARCHAR
+);
+
+-- The canonical request table (no PRIMARY KEY: keys are enforced by the post-load checks).
+CREATE TABLE IF NOT EXISTS marts.requests (
+    request_id VARCHAR,
+    source VARCHAR,
+    trace_id VARCHAR,
+    arrival_s DOUBLE,
+    prompt_tokens BIGINT,
+    output_tokens BIGINT,
+    task VARCHAR,
+    model VARCHAR,
+    prompt_text VARCHAR,
+    prefix_hash_ids BIGINT[],
+    status VARCHAR,
+    sample_index INTEGER,
+    split VARCHAR,
+    arrival_ts TIMESTAMP,
+    format VARCHAR,
+    file_id INTEGER,
+    line BIGINT
+);
+
+-- Latency profiles for the workload classes (the active row is used by marts.request_classes).
+CREATE TABLE IF NOT EXISTS marts.latency_profile (
+    name VARCHAR NOT NULL,
+    prefill_s_per_token DOUBLE NOT NULL,
+    decode_base_s DOUBLE NOT NULL,
+    decode_s_per_context_token DOUBLE NOT NULL,
+    heavy_prefill_s DOUBLE NOT NULL,
+    heavy_decode_s DOUBLE NOT NULL,
+    active BOOLEAN NOT NULL,
+    note VARCHAR
+);
+INSERT INTO marts.latency_profile
+SELECT 'v100-llama2-7b-paper-context', 3.2e-4, 0.02, 3.3e-5, 0.5, 5.0, true,
+       'Jain et al. EuroMLSys''25 (arXiv 2408.13510): Llama-2-7B on V100'
+WHERE NOT EXISTS (SELECT 1 FROM marts.latency_profile);
