@@ -2,8 +2,8 @@
 
 Who calls this: ``eval.harness.evaluate(..., sink=...)``, once per run. The table is long-format:
 one row per (run, router, group, metric, statistic), so analysts can pivot it in SQL. It uses the
-``duckdb`` package directly and creates its own schema and table if missing (the warehouse's
-schema module may define the same table; the columns are the contract).
+warehouse's copy-on-write write session and creates its table if missing (the columns are the
+contract).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def report_rows(report: EvalReport) -> list[tuple]:
     rows: list[tuple] = []
 
     def add(router, kind: str, name: str, g: GroupMetrics) -> None:
+        head = (run_id, report.workload, report.synthetic, report.latency_model, router.name, router.oracle)
+        head += (router.predictor, kind, name)
         for m in LATENCY_METRICS:
             summary = getattr(g, m)
             for stat in ("mean", "p50", "p90", "p99"):
@@ -50,46 +52,10 @@ def report_rows(report: EvalReport) -> list[tuple]:
                 vs = None
                 if kind == "overall" and m == "e2e_s" and stat == "mean" and router.vs_baseline_pct:
                     vs = router.vs_baseline_pct["e2e_mean"].mean
-                rows.append(
-                    (
-                        run_id,
-                        report.workload,
-                        report.synthetic,
-                        report.latency_model,
-                        router.name,
-                        router.oracle,
-                        router.predictor,
-                        kind,
-                        name,
-                        m,
-                        stat,
-                        s.mean,
-                        s.ci95,
-                        n_seeds,
-                        vs,
-                    )
-                )
+                rows.append((*head, m, stat, s.mean, s.ci95, n_seeds, vs))
         for m in ("preemptions_per_request", "preemptions_total"):
             s = getattr(g, m)
-            rows.append(
-                (
-                    run_id,
-                    report.workload,
-                    report.synthetic,
-                    report.latency_model,
-                    router.name,
-                    router.oracle,
-                    router.predictor,
-                    kind,
-                    name,
-                    m,
-                    "value",
-                    s.mean,
-                    s.ci95,
-                    n_seeds,
-                    None,
-                )
-            )
+            rows.append((*head, m, "value", s.mean, s.ci95, n_seeds, None))
 
     for r in report.routers.values():
         add(r, "overall", "all", r.overall)
@@ -101,22 +67,22 @@ def report_rows(report: EvalReport) -> list[tuple]:
 
 
 class DuckDBSink:
-    """Writes reports into ``marts.eval_results`` of a DuckDB file (idempotent per report)."""
+    """Writes reports into ``marts.eval_results`` of the warehouse (idempotent per report).
+
+    The write goes through the warehouse's copy-on-write session (``warehouse.store.write_session``):
+    analysts' read-only connections keep working during it, and a failure publishes nothing.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     def write(self, report: EvalReport) -> None:
-        import duckdb
+        from warehouse.store import write_session
 
         rows = report_rows(report)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.path))
-        try:
+        with write_session(self.path) as con:
             con.execute(EVAL_RESULTS_DDL)
             con.execute("DELETE FROM marts.eval_results WHERE run_id = ?", [rows[0][0]] if rows else [""])
             con.executemany(
                 "INSERT INTO marts.eval_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
-        finally:
-            con.close()

@@ -7,19 +7,11 @@ them, never at import time: ``loadwise sql`` must start in well under a second.
 
 from __future__ import annotations
 
-import os
-
 import typer
 
-# Quiet, offline, local runs (see ../shared/STACK.md). setdefault: the caller's values win.
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-}.items():
-    os.environ.setdefault(_key, _value)
+from flows.env import apply_run_env
+
+apply_run_env()
 
 app = typer.Typer(
     name="loadwise",

@@ -1,0 +1,21 @@
+"""Environment for quiet, offline, local runs (see ../shared/STACK.md for why each one matters).
+
+Applied with ``setdefault`` by every entry point (the CLI, the test suite): a caller's own values win.
+"""
+
+from __future__ import annotations
+
+import os
+
+RUN_ENV: dict[str, str] = {
+    "HF_HUB_OFFLINE": "1",  # a hub name would otherwise retry for ~47 s before failing
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # mlflow accepts only the string "true"
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # the default 20 s is tight here
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+def apply_run_env() -> None:
+    for key, value in RUN_ENV.items():
+        os.environ.setdefault(key, value)
