@@ -282,9 +282,9 @@ def build_main(options: WorkloadOptions) -> Workload:
 # ---------------------------------------------------------------------------------------------
 
 TABLE2_ORDERS = ("random", "alternating", "lh_first", "hl_first")
-TABLE2_DEFAULT_RATE = 0.25
+TABLE2_DEFAULT_RATE = 3.0
 """req/s on 2 instances: busy but stable for round robin under the paper's V100 model (its
-capacity for this mix is about 0.3 req/s; see docs/evaluation.md)."""
+capacity for this mix is about 3.3 req/s; see docs/evaluation.md)."""
 TABLE2_CLASSES = {
     # class: (prompt tokens low, high), (output tokens low, high): uniform integers. Under the paper's
     # V100 profile LH prefill < 0.1 s and decode >= 5 s; HL prefill >= 0.5 s and decode < 2 s.
