@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.sources import trace_requests
 from training.simulator.request import Request
 from warehouse.paths import shared_data_dir
 
@@ -351,76 +352,6 @@ def build_table2(options: WorkloadOptions) -> Workload:
 AZURE_FILES = {"code": "AzureLLMInferenceTrace_code.csv", "conv": "AzureLLMInferenceTrace_conv.csv"}
 
 
-def read_azure_csv(path: Path, task: str) -> list[Request]:
-    """One Azure LLM 2023 CSV (``TIMESTAMP,ContextTokens,GeneratedTokens``) as requests.
-
-    ``arrival_s`` is absolute seconds since the epoch here; ``split_and_scale`` rebases it.
-    Rows with zero tokens are dropped (a request needs >= 1 prompt and output token).
-    """
-    import pandas as pd
-
-    df = pd.read_csv(path)
-    ts = pd.to_datetime(df["TIMESTAMP"], format="mixed")
-    t = (ts - pd.Timestamp("2023-01-01")).dt.total_seconds().to_numpy()
-    p = df["ContextTokens"].to_numpy(dtype=np.int64)
-    o = df["GeneratedTokens"].to_numpy(dtype=np.int64)
-    keep = (p > 0) & (o > 0)
-    return [
-        Request(f"azure-{task}-{i}", float(t[i]), int(p[i]), int(min(o[i], MAX_OUTPUT_TOKENS)), task)
-        for i in np.flatnonzero(keep)
-    ]
-
-
-def read_canonical_trace(path: Path) -> list[Request]:
-    """A canonical CSV / JSONL / Parquet trace (``arrival_s, prompt_tokens, output_tokens`` at least;
-    optional ``task``, ``request_id``, ``prefix_hash_ids``, ``prompt_text``), sorted by arrival.
-
-    A small reader for replay; the warehouse has the full, validated ones.
-    """
-    import pandas as pd
-
-    suffix = "".join(path.suffixes[-2:]).lower()
-    if suffix.endswith(".parquet"):
-        df = pd.read_parquet(path)
-    elif suffix.endswith(".jsonl") or suffix.endswith(".json"):
-        df = pd.read_json(path, lines=True)
-    elif suffix.endswith(".csv") or suffix.endswith(".csv.gz"):
-        df = pd.read_csv(path)
-    else:
-        raise ValueError(f"{path}: unsupported canonical trace extension (csv, jsonl, parquet)")
-    missing = {"arrival_s", "prompt_tokens", "output_tokens"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: missing required columns {sorted(missing)}")
-    df = df.sort_values("arrival_s", kind="stable").reset_index(drop=True)
-    t0 = float(df["arrival_s"].min()) if len(df) else 0.0
-    out = []
-    for i, row in enumerate(df.to_dict("records")):
-        raw = row.get("prefix_hash_ids")
-        prefix: tuple[int, ...] | None = None
-        if isinstance(raw, str):
-            prefix = tuple(int(x) for x in raw.strip("[]").split(",") if x.strip()) or None
-        elif raw is not None and not isinstance(raw, bytes):
-            try:
-                prefix = tuple(int(x) for x in raw) or None
-            except TypeError:
-                prefix = None
-        task = row.get("task")
-        rid = row.get("request_id")
-        text = row.get("prompt_text")
-        out.append(
-            Request(
-                str(rid) if rid is not None and rid == rid else f"req-{i}",
-                float(row["arrival_s"]) - t0,
-                int(row["prompt_tokens"]),
-                int(min(int(row["output_tokens"]), MAX_OUTPUT_TOKENS)),
-                str(task) if isinstance(task, str) else "",
-                prefix,
-                text if isinstance(text, str) else None,
-            )
-        )
-    return out
-
-
 def split_and_scale(
     requests: Sequence[Request], *, rate: float | None, num_requests: int | None
 ) -> tuple[list[Request], list[Request], dict[str, object]]:
@@ -454,7 +385,9 @@ def build_azure(options: WorkloadOptions) -> Workload:
         raise FileNotFoundError(f"{folder} not found: the azure workload needs the Azure LLM 2023 traces")
     rate = options.rate or 12.0
     n = options.num_requests or 4000
-    merged = [r for task, f in AZURE_FILES.items() for r in read_azure_csv(folder / f, task)]
+    merged, _ = trace_requests(
+        [folder / f for f in AZURE_FILES.values()], "azure", max_output_tokens=MAX_OUTPUT_TOKENS
+    )
     train, held, info = split_and_scale(merged, rate=rate, num_requests=n)
     return Workload(
         name="azure",
@@ -474,22 +407,19 @@ def build_azure(options: WorkloadOptions) -> Workload:
 
 def trace_workload(
     path: Path,
-    fmt: str = "canonical",
+    fmt: str = "auto",
     options: WorkloadOptions | None = None,
     *,
     num_instances: int = 4,
     profile: str = "v100-llama2-7b-paper",
 ) -> Workload:
-    """A workload replaying a trace file (``--trace FILE --format canonical|azure``)."""
+    """A workload replaying a trace file in any warehouse format (``--trace FILE --format F``).
+
+    The file is read by the warehouse's own reader (``eval.sources.trace_requests``), so malformed
+    rows are quarantined with their reason and reported in ``info``, never silently dropped.
+    """
     options = options or WorkloadOptions()
-    if fmt == "canonical":
-        requests = read_canonical_trace(path)
-    elif fmt == "azure":
-        requests = read_azure_csv(
-            path, "code" if "code" in path.name else "conv" if "conv" in path.name else ""
-        )
-    else:
-        raise ValueError(f"unknown trace format {fmt!r} (canonical, azure)")
+    requests, report = trace_requests([path], fmt, max_output_tokens=MAX_OUTPUT_TOKENS)
     train, held, info = split_and_scale(requests, rate=options.rate, num_requests=options.num_requests)
     return Workload(
         name=f"trace:{path.name}",
@@ -501,7 +431,12 @@ def trace_workload(
         num_instances=options.num_instances or num_instances,
         profile=profile,
         seed_dependent=False,
-        info={"num_requests": len(held), **info},
+        info={
+            "num_requests": len(held),
+            "rows_read": report.rows_read,
+            "quarantined": report.quarantined,
+            **info,
+        },
     )
 
 

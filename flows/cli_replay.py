@@ -25,7 +25,10 @@ TraceOpt = Annotated[
     Path | None, typer.Option("--trace", help="replay this trace file instead of a workload")
 ]
 FormatOpt = Annotated[
-    str, typer.Option("--format", help="trace format: canonical (csv/jsonl/parquet) or azure")
+    str,
+    typer.Option(
+        "--format", help="trace format: any `loadwise ingest` format (auto, canonical, azure, mooncake, ...)"
+    ),
 ]
 InstancesOpt = Annotated[
     int | None, typer.Option("--instances", "-n", min=1, help="instances (default: workload's)")
@@ -83,6 +86,7 @@ def _run(
     from eval.workloads import WorkloadOptions, get_workload, trace_workload
     from training.routing.registry import get_entry
     from training.simulator import ClusterConfig, QueuePolicy, default_instance_config, load_latency_model
+    from warehouse.errors import WarehouseError
 
     err = Console(stderr=True)
     if workload and trace:
@@ -110,7 +114,7 @@ def _run(
             num_instances=wl.num_instances,
             instance=default_instance_config(profile_name, queue_policy=policy),
         )
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+    except (KeyError, ValueError, FileNotFoundError, WarehouseError) as exc:
         raise typer.BadParameter(str(exc.args[0]) if exc.args else str(exc)) from None
     if not as_json:
         err.print(
@@ -203,7 +207,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         router: Annotated[str, typer.Option("--router", "-r", help="registered router name")],
         workload: WorkloadOpt = None,
         trace: TraceOpt = None,
-        fmt: FormatOpt = "canonical",
+        fmt: FormatOpt = "auto",
         instances: InstancesOpt = None,
         rate: RateOpt = None,
         requests: RequestsOpt = None,
@@ -241,7 +245,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ] = "all",
         workload: WorkloadOpt = None,
         trace: TraceOpt = None,
-        fmt: FormatOpt = "canonical",
+        fmt: FormatOpt = "auto",
         instances: InstancesOpt = None,
         rate: RateOpt = None,
         requests: RequestsOpt = None,

@@ -7,16 +7,17 @@ import json
 import numpy as np
 import pytest
 
+from eval.sources import trace_requests
 from eval.workloads import (
     MAIN_TASKS,
     WorkloadOptions,
     get_workload,
-    read_canonical_trace,
     split_and_scale,
     trace_workload,
     workload_names,
 )
 from training.simulator.request import Request
+from warehouse.errors import WarehouseError
 
 
 def test_registry_names():
@@ -112,7 +113,8 @@ def test_canonical_reader_formats(tmp_path, ext):
         path.write_text("\n".join(json.dumps(r) for r in df.to_dict("records")))
     else:
         df.to_parquet(path)
-    reqs = read_canonical_trace(path)
+    reqs, report = trace_requests([path], "canonical")
+    assert report.rows_read == report.ingested == 3
     assert [r.request_id for r in reqs] == ["y", "z", "x"]
     assert [r.arrival_s for r in reqs] == [0.0, 2.0, 4.0]
     assert reqs[0].task == "b"
@@ -131,16 +133,24 @@ def test_canonical_reader_optional_columns_and_errors(tmp_path):
             "prefix_hash_ids": [[1, 2], [1]],
         }
     ).to_parquet(p)
-    reqs = read_canonical_trace(p)
+    reqs, _ = trace_requests([p], "canonical")
     assert reqs[0].prefix_hash_ids == (1, 2)
-    assert reqs[1].task == ""
-    assert reqs[0].request_id == "req-0"
+    assert reqs[1].task in ("", "unknown")
+    assert len({r.request_id for r in reqs}) == 2
     bad = tmp_path / "bad.csv"
     bad.write_text("arrival_s,prompt_tokens\n0,1\n")
-    with pytest.raises(ValueError, match="output_tokens"):
-        read_canonical_trace(bad)
-    with pytest.raises(ValueError, match="extension"):
-        read_canonical_trace(tmp_path / "x.txt")
+    with pytest.raises(WarehouseError, match=r"bad\.csv"):
+        trace_requests([bad], "canonical")
+    with pytest.raises(WarehouseError, match=r"x\.txt"):
+        trace_requests([tmp_path / "x.txt"], "canonical")
+
+
+def test_trace_rows_with_bad_tokens_are_quarantined_not_replayed(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,5\n1,-3,5\n2,10,oops\n3,10,7\n")
+    reqs, report = trace_requests([path], "canonical")
+    assert [r.output_tokens for r in reqs] == [5, 7]
+    assert (report.rows_read, report.ingested, report.quarantined) == (4, 2, 2)
 
 
 def test_trace_workload(tmp_path):
@@ -153,5 +163,7 @@ def test_trace_workload(tmp_path):
     assert len(wl.sample(0)) == 20
     assert not wl.synthetic
     assert wl.train
-    with pytest.raises(ValueError, match="format"):
-        trace_workload(path, "mooncake")
+    assert wl.info["rows_read"] == 50
+    assert wl.info["quarantined"] == 0
+    with pytest.raises(WarehouseError, match="format"):
+        trace_workload(path, "no-such-format")
