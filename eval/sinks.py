@@ -43,8 +43,8 @@ def report_rows(report: EvalReport) -> list[tuple]:
     rows: list[tuple] = []
 
     def add(router, kind: str, name: str, g: GroupMetrics) -> None:
-        head = (run_id, report.workload, report.synthetic, report.latency_model, router.name, router.oracle)
-        head += (router.predictor, kind, name)
+        head: tuple[object, ...] = (run_id, report.workload, report.synthetic, report.latency_model)
+        head += (router.name, router.oracle, router.predictor, kind, name)
         for m in LATENCY_METRICS:
             summary = getattr(g, m)
             for stat in ("mean", "p50", "p90", "p99"):

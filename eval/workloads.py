@@ -440,6 +440,38 @@ def trace_workload(
     )
 
 
+def warehouse_workload(
+    warehouse: str | Path | None,
+    where: str,
+    options: WorkloadOptions | None = None,
+    *,
+    num_instances: int = 4,
+    profile: str = "v100-llama2-7b-paper",
+    synthetic: bool = False,
+) -> Workload:
+    """A workload replaying requests of the published warehouse (``marts.requests`` rows matching
+    ``where``, e.g. ``format = 'azure'``): the first ``TRAIN_WINDOW_FRACTION`` of their time span
+    fits the predictor, the rest is replayed (time-scaled to ``options.rate`` when given)."""
+    from eval.sources import warehouse_requests
+
+    options = options or WorkloadOptions()
+    requests = warehouse_requests(warehouse, where=where, max_output_tokens=MAX_OUTPUT_TOKENS)
+    train, held, info = split_and_scale(requests, rate=options.rate, num_requests=options.num_requests)
+    rate = f", time-scaled to {options.rate:g} req/s" if options.rate else ""
+    return Workload(
+        name="warehouse",
+        description=f"{'SYNTHETIC ' if synthetic else ''}warehouse requests where {where}: {len(held)} "
+        f"held-out after the first {TRAIN_WINDOW_FRACTION:.0%} of their time span{rate}",
+        synthetic=synthetic,
+        sample=lambda seed: list(held),
+        train=train,
+        num_instances=options.num_instances or num_instances,
+        profile=profile,
+        seed_dependent=False,
+        info={"num_requests": len(held), "where": where, **info},
+    )
+
+
 register_workload("main", build_main)
 register_workload("table2", build_table2)
 register_workload("azure", build_azure)

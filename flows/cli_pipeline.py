@@ -41,8 +41,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             int, typer.Option(help="rows of the synthetic workload (no real data)")
         ] = 20_000,
         seed: Annotated[int, typer.Option(help="seed of the synthetic workload")] = 0,
+        evaluate: Annotated[
+            bool, typer.Option("--eval/--no-eval", help="replay every router on the held-out traces")
+        ] = True,
+        eval_seeds: Annotated[str, typer.Option(help="comma-separated replay seeds")] = "0,1,2",
+        eval_requests: Annotated[int, typer.Option(min=1, help="held-out requests to replay")] = 4000,
     ) -> None:
-        """Run the retrain pipeline (Prefect flow ``retrain-pipeline``): ingest traces, print analytics."""
+        """Run the retrain pipeline (Prefect flow ``retrain-pipeline``): ingest traces, print analytics,
+        evaluate every router on the held-out traces (stored in ``marts.eval_results``)."""
+        from flows.cli_replay import parse_seeds, router_table
+
+        seeds = tuple(parse_seeds(eval_seeds))
         from rich.console import Console
 
         from warehouse.paths import prefect_home
@@ -58,6 +67,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 data_dir=str(data_dir) if data_dir else None,
                 synthetic_rows=synthetic_rows,
                 seed=seed,
+                evaluate=evaluate,
+                eval_seeds=seeds,
+                eval_requests=eval_requests,
             )
         except WarehouseError as exc:
             console.print(f"[red]error:[/red] {exc}")
@@ -73,3 +85,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             "duplicate files skipped"
         )
         _print_tables(result["summary"])
+        evaluation = result["evaluation"]
+        if evaluation is not None:
+            console.width = max(console.width, 140)
+            title = (
+                f"{evaluation['description']} on {evaluation['latency_model']}: mean over seeds {list(seeds)}"
+            )
+            console.print(router_table(evaluation["routers"], title))

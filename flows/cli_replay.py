@@ -14,7 +14,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -156,9 +156,18 @@ def _run(
             + "\n"
         )
         return
+    console = Console()
+    console.width = max(console.width, 140)
+    console.print(router_table(summary, f"{report.workload}: mean over seeds {list(report.seeds)} (seconds)"))
+    if out:
+        err.print(f"wrote {out}/report.md, report.json and plots")
+
+
+def router_table(summary: dict[str, dict[str, Any]], title: str) -> Any:
+    """A rich table of ``EvalReport.summary()``: one row per router, seconds, % vs round robin."""
     from rich.table import Table
 
-    table = Table(title=f"{report.workload}: mean over seeds {list(report.seeds)} (seconds)")
+    table = Table(title=title)
     for col in (
         "router",
         "E2E mean",
@@ -182,14 +191,10 @@ def _run(
             f"{s['preemptions']:.1f}",
             "—" if vs is None else f"{vs:+.1f} ± {s['vs_round_robin_pct_ci95']:.1f}",
         )
-    console = Console()
-    console.width = max(console.width, 140)
-    console.print(table)
-    if out:
-        err.print(f"wrote {out}/report.md, report.json and plots")
+    return table
 
 
-def _parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -276,7 +281,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             instances=instances,
             rate=rate,
             requests=requests,
-            seeds=_parse_seeds(seeds),
+            seeds=parse_seeds(seeds),
             profile=profile,
             queue_policy=queue_policy,
             order=order,

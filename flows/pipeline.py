@@ -1,7 +1,10 @@
-"""The ``retrain-pipeline`` Prefect flow (``loadwise run``): today ingest + analytics summary.
+"""The ``retrain-pipeline`` Prefect flow (``loadwise run``): ingest, analytics, router evaluation.
 
-A sequence of thin tasks (one library call each) so later issues can append feature, training,
-evaluation and promotion steps. With the shared data folder present it ingests the real traces
+A sequence of thin tasks (one library call each) so later issues can append feature, training and
+promotion steps. The evaluation step replays every registered router on the warehouse's held-out
+traces (``eval.scheduled``) and stores the report in ``marts.eval_results``.
+
+With the shared data folder present it ingests the real traces
 (the two Azure CSVs, CASTILLO, AlpacaEval, Dolly); without it, it writes a seeded synthetic
 Azure-like workload under the data home and ingests that, labelled source ``synthetic``, and says so.
 Re-runs are idempotent (already-ingested files are skipped by content hash).
@@ -57,16 +60,34 @@ def summarize(warehouse: str) -> list[dict[str, Any]]:
         con.close()
 
 
+@task(name="evaluate-routers", retries=1, retry_condition_fn=retry_on_io)
+def evaluate_routers(
+    warehouse: str, synthetic: bool, seeds: list[int], num_requests: int, out_dir: str
+) -> dict[str, Any]:
+    """Every registered router on the warehouse's held-out traces; returns the report's summary."""
+    from eval.scheduled import evaluate_warehouse_routers
+
+    report = evaluate_warehouse_routers(
+        warehouse, synthetic=synthetic, seeds=seeds, num_requests=num_requests, out_dir=Path(out_dir)
+    )
+    return {"description": report.workload_description, "latency_model": report.latency_model,
+            "routers": report.summary()}  # fmt: skip
+
+
 @flow(name="retrain-pipeline", log_prints=True)
 def retrain_pipeline(
     warehouse: str | None = None,
     data_dir: str | None = None,
     synthetic_rows: int = 20_000,
     seed: int = 0,
+    evaluate: bool = True,
+    eval_seeds: tuple[int, ...] = (0, 1, 2),
+    eval_requests: int = 4000,
 ) -> dict[str, Any]:
-    """Ingest the real (or synthetic) traces into ``warehouse`` and summarise it.
+    """Ingest the real (or synthetic) traces into ``warehouse``, summarise it, evaluate the routers.
 
-    Returns ``{"synthetic": bool, "warehouse": str, "ingest": <report dict>, "summary": [tables]}``.
+    Returns ``{"synthetic": bool, "warehouse": str, "ingest": <report dict>, "summary": [tables],
+    "evaluation": <summary dict> | None}``.
     """
     from warehouse.paths import loadwise_home, shared_data_dir
     from warehouse.store import resolve_path
@@ -85,4 +106,16 @@ def retrain_pipeline(
         f"ingest: {report['rows_read']} rows read = {report['ingested']} ingested + "
         f"{report['quarantined']} quarantined; {report['duplicates_skipped']} duplicate rows skipped"
     )
-    return {"synthetic": synthetic, "warehouse": db, "ingest": report, "summary": summarize(db)}
+    summary = summarize(db)
+    evaluation = None
+    if evaluate:
+        out_dir = str(loadwise_home() / "eval" / "pipeline")
+        evaluation = evaluate_routers(db, synthetic, list(eval_seeds), eval_requests, out_dir)
+        print(f"router evaluation stored in marts.eval_results; report and plots in {out_dir}")
+    return {
+        "synthetic": synthetic,
+        "warehouse": db,
+        "ingest": report,
+        "summary": summary,
+        "evaluation": evaluation,
+    }

@@ -70,12 +70,22 @@ def test_pipeline_without_shared_data_uses_synthetic(
     monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
     runner = CliRunner()
-    result = runner.invoke(app, ["run", "--synthetic-rows", "600"])
+    result = runner.invoke(app, ["run", "--synthetic-rows", "600", "--eval-seeds", "0,1"])
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC" in result.output
     assert "Workload classes" in result.output
     assert "synthetic" in result.output
     assert (tmp_path / "home" / "warehouse.duckdb").exists()
-    again = runner.invoke(app, ["run", "--synthetic-rows", "600"])  # idempotent re-run
+    # The evaluation step replayed every registered router and stored the report in the warehouse.
+    from training.routing.registry import router_names
+    from warehouse.store import connect_readonly
+
+    assert "SYNTHETIC warehouse requests" in result.output
+    con = connect_readonly(tmp_path / "home" / "warehouse.duckdb")
+    stored = {r[0] for r in con.execute("SELECT DISTINCT router FROM marts.eval_results").fetchall()}
+    con.close()
+    assert stored == set(router_names())
+    assert (tmp_path / "home" / "eval" / "pipeline" / "report.md").exists()
+    again = runner.invoke(app, ["run", "--synthetic-rows", "600", "--no-eval"])  # idempotent re-run
     assert again.exit_code == 0
     assert "0 ingested" in again.output
