@@ -259,6 +259,17 @@ def _load_raw(con: duckdb.DuckDBPyConnection, path: Path, file_id: int, det: Det
         raise WarehouseError(f"no reader for format {fmt}")
 
 
+# Line formats (see _load_file): the columns their staging views leave NULL on every row (a test
+# checks this), and the staged columns the load keeps (raw_text is raw.<format>.text).
+LINE_FORMAT_NULL_COLUMNS = (
+    "record_index", "request_id", "source", "trace_id", "prompt_text", "sample_index", "split",
+)  # fmt: skip
+_LINE_STAGED_COLUMNS = (
+    "file_id, line, reject_reason, arrival_abs_s, arrival_ts, prompt_tokens, output_tokens, task, model, "
+    "prefix_hash_ids, status"
+)
+
+
 def _field_pos(det: Detected) -> tuple[list[int] | None, int | None]:
     fields = CSV_FIELDS.get(det.format)
     if fields is None or det.container != "csv":
@@ -401,24 +412,42 @@ def _load_file(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, loa
     except duckdb.Error as exc:  # any DuckDB error while scanning the file is the file's problem
         raise _wrap_read_error(path, det.format, exc) from exc
     view = "staging.stg_" + det.format.replace("-", "_")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT * FROM {view} WHERE file_id = {file_id}")
+    prefix = _q(f"{item.source}:{item.content_hash[:16]}:")
+    if det.format in LINE_FORMATS:
+        # The staged rows of a line format leave out raw_text and the columns its view leaves NULL:
+        # the text is not carried through the time_backwards window nor copied into the temporary
+        # table (~0.05-0.1 s per 1M lines); rejected lines get their text back from the raw table.
+        staged = _LINE_STAGED_COLUMNS
+        quarantine = (
+            f"SELECT s.file_id, ?, s.line, NULL, r.text, s.reject_reason FROM _staged AS s "
+            f"JOIN {RAW_TABLE[det.format]} AS r ON r.file_id = s.file_id AND r.line = s.line "
+            f"WHERE s.reject_reason IS NOT NULL AND r.file_id = {file_id} ORDER BY s.line"
+        )
+        request_id, src, trace = f"{prefix} || line", _q(item.source), _q(trace_id)
+        prompt_text = sample_index = split = "NULL"
+    else:
+        staged = "*"
+        quarantine = (
+            "SELECT file_id, ?, line, record_index, raw_text, reject_reason FROM _staged "
+            "WHERE reject_reason IS NOT NULL"
+        )
+        request_id = f"coalesce(request_id, {prefix} || line || coalesce(':' || record_index, ''))"
+        src, trace = f"coalesce(source, {_q(item.source)})", f"coalesce(trace_id, {_q(trace_id)})"
+        prompt_text, sample_index, split = "prompt_text", "sample_index", "split"
     con.execute(
-        "INSERT INTO raw.quarantine SELECT file_id, ?, line, record_index, raw_text, reject_reason "
-        "FROM _staged WHERE reject_reason IS NOT NULL",
-        [str(path)],
+        f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT {staged} FROM {view} WHERE file_id = {file_id}"
     )
+    con.execute(f"INSERT INTO raw.quarantine {quarantine}", [str(path)])
     # Trace start = the first valid arrival of the file (one scalar, not a window over the rows).
     start = con.execute("SELECT min(arrival_abs_s) FROM _staged WHERE reject_reason IS NULL").fetchone()
     start_s = float(start[0]) if start and start[0] is not None else 0.0
     arrival = "arrival_abs_s" if det.format == "canonical" else f"arrival_abs_s - {start_s!r}::DOUBLE"
-    prefix = f"{item.source}:{item.content_hash[:16]}:"
     con.execute(
         f"""
         INSERT INTO marts.requests
-        SELECT coalesce(request_id, {_q(prefix)} || line || coalesce(':' || record_index, '')),
-               coalesce(source, {_q(item.source)}), coalesce(trace_id, {_q(trace_id)}), {arrival},
-               prompt_tokens, output_tokens, task, model, prompt_text, prefix_hash_ids, status,
-               sample_index, split, arrival_ts, {_q(det.format)}, file_id, line
+        SELECT {request_id}, {src}, {trace}, {arrival}, prompt_tokens, output_tokens, task, model,
+               {prompt_text}, prefix_hash_ids, status, {sample_index}, {split}, arrival_ts,
+               {_q(det.format)}, file_id, line
         FROM _staged WHERE reject_reason IS NULL
         """
     )
