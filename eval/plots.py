@@ -26,11 +26,19 @@ def plot_e2e_cdf(
     """One CDF line per router of per-request latencies (seconds)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, values in e2e_by_router.items():
+    styles = ("-", "--", ":", "-.")  # 10 colours per style: up to 40 routers stay distinct
+    for k, (name, values) in enumerate(e2e_by_router.items()):
         x = np.sort(np.asarray(values, dtype=np.float64))
         x = x[np.isfinite(x)]
         if len(x):
-            ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=name, linewidth=1.2)
+            ax.plot(
+                x,
+                np.arange(1, len(x) + 1) / len(x),
+                label=name,
+                linewidth=1.2,
+                color=f"C{k % 10}",
+                linestyle=styles[(k // 10) % len(styles)],
+            )
     ax.set_xscale("log")
     ax.set_xlabel(xlabel + ", log scale")
     ax.set_ylabel("fraction of requests")
