@@ -13,11 +13,12 @@ output length per task, fitted on training requests).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from training.simulator.request import Request
+if TYPE_CHECKING:  # a type only: importing the simulator package here would be circular
+    from training.simulator.request import Request
 
 
 @runtime_checkable
