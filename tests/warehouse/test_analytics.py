@@ -14,11 +14,12 @@ from warehouse.store import connect_readonly
 from warehouse.synthetic import SERVICES, SyntheticConfig, write_azure_like
 
 # prompt 2000 -> prefill 0.64 s (heavy); prompt 100 -> 0.032 s (light).
-# output 200, prompt 100: 200 * 0.02 + 3.3e-5 * (200 * 100 + 200 * 201 / 2) = 4.0 + 1.3233 = 5.32 s (heavy)
-# output 10, prompt 2000: 0.2 + 3.3e-5 * (20000 + 55) = 0.86 s (light)
+# Default profile (grad2 per decode token in the batch): output 300 -> 300 * (0.02 + 3.3e-5) = 6.01 s
+# (heavy); output 10 -> 0.2 s (light). Per-context profile: output 300, prompt 100 ->
+# 300 * 0.02 + 3.3e-5 * (300 * 100 + 300 * 301 / 2) = 8.49 s (heavy); output 10, prompt 2000 -> 0.86 s.
 CLASSES = (
     "request_id,arrival_s,prompt_tokens,output_tokens,task\n"
-    "ll,0,100,10,a\nlh,1,100,200,a\nhl,2,2000,10,a\nhh,3,2000,200,a\n"
+    "ll,0,100,10,a\nlh,1,100,300,a\nhl,2,2000,10,a\nhh,3,2000,300,a\n"
 )
 
 
@@ -31,11 +32,19 @@ def test_workload_classes_follow_the_paper_profile_and_profile_is_changeable(
     decode = con.execute("SELECT decode_s FROM marts.request_classes WHERE request_id = 'lh'").fetchone()[0]
     con.close()
     assert got == {"ll": "LL", "lh": "LH", "hl": "HL", "hh": "HH"}
-    assert decode == pytest.approx(sum(0.02 + 3.3e-5 * (100 + k) for k in range(1, 201)))
-    # A faster GPU profile: nothing is heavy any more (analysts change the table, the view follows).
+    assert decode == pytest.approx(300 * (0.02 + 3.3e-5))
     rw = duckdb.connect(str(wh))
+    # The per-context reading of the paper's grad2, one flag away.
+    rw.execute("UPDATE marts.latency_profile SET active = (name = 'v100-llama2-7b-paper-context')")
+    decode = rw.execute("SELECT decode_s FROM marts.request_classes WHERE request_id = 'lh'").fetchone()[0]
+    assert decode == pytest.approx(sum(0.02 + 3.3e-5 * (100 + k) for k in range(1, 301)))
+    # A faster GPU profile: nothing is heavy any more (analysts change the table, the view follows).
     rw.execute("UPDATE marts.latency_profile SET active = false")
-    rw.execute("INSERT INTO marts.latency_profile VALUES ('fast', 1e-5, 0.001, 1e-7, 0.5, 5.0, true, 'test')")
+    rw.execute(
+        "INSERT INTO marts.latency_profile (name, prefill_s_per_token, decode_base_s, "
+        "decode_s_per_context_token, heavy_prefill_s, heavy_decode_s, active, note, decode_s_per_seq) "
+        "VALUES ('fast', 1e-5, 0.001, 1e-7, 0.5, 5.0, true, 'test', 0.0)"
+    )
     assert {c for (c,) in rw.execute("SELECT workload_class FROM marts.request_classes").fetchall()} == {"LL"}
     rw.close()
 

@@ -20,6 +20,7 @@ COMMENT ON COLUMN marts.requests.line IS 'Line (text formats) or 1-based record 
 COMMENT ON COLUMN marts.latency_profile.prefill_s_per_token IS 'Prefill cost [s per prompt token]';
 COMMENT ON COLUMN marts.latency_profile.decode_base_s IS 'Minimum decode iteration time [s]';
 COMMENT ON COLUMN marts.latency_profile.decode_s_per_context_token IS 'Decode cost [s per context token per iteration]';
+COMMENT ON COLUMN marts.latency_profile.decode_s_per_seq IS 'Decode cost [s per decoding sequence per iteration]';
 COMMENT ON COLUMN marts.latency_profile.heavy_prefill_s IS 'Prefill time [s] at or above which a request is prefill-heavy';
 COMMENT ON COLUMN marts.latency_profile.heavy_decode_s IS 'Decode time [s] at or above which a request is decode-heavy';
 COMMENT ON COLUMN marts.latency_profile.active IS 'The profile used by marts.request_classes (exactly one row true)';

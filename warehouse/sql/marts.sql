@@ -28,12 +28,13 @@ GROUP BY ALL;
 -- Per-request predicted prefill and decode time under the active latency profile, and the
 -- paper's workload class: first letter prefill (H if prefill_s >= heavy_prefill_s), second
 -- letter decode (H if decode_s >= heavy_decode_s). decode_s = sum over k = 1..output of
--- (decode_base_s + decode_s_per_context_token * (prompt + k)), in closed form.
+-- (decode_base_s + decode_s_per_seq + decode_s_per_context_token * (prompt + k)), in closed form
+-- (the request decoding alone).
 CREATE OR REPLACE VIEW marts.request_classes AS
 WITH p AS (SELECT * FROM marts.latency_profile WHERE active LIMIT 1), t AS (
     SELECT r.request_id, r.source, r.task, r.model, r.prompt_tokens, r.output_tokens, p.name AS profile,
            p.prefill_s_per_token * r.prompt_tokens AS prefill_s,
-           r.output_tokens * p.decode_base_s
+           r.output_tokens * (p.decode_base_s + p.decode_s_per_seq)
              + p.decode_s_per_context_token
                * (r.output_tokens * r.prompt_tokens + r.output_tokens * (r.output_tokens + 1) / 2.0)
              AS decode_s,

@@ -146,6 +146,9 @@ CREATE TABLE IF NOT EXISTS marts.requests (
 );
 
 -- Latency profiles for the workload classes (the active row is used by marts.request_classes).
+-- A decode iteration costs decode_base_s + decode_s_per_seq per decoding sequence
+-- + decode_s_per_context_token per token of context: the two readings of the paper's grad2
+-- (training/simulator/profiles.py: v100-llama2-7b-paper and v100-llama2-7b-paper-context).
 CREATE TABLE IF NOT EXISTS marts.latency_profile (
     name VARCHAR NOT NULL,
     prefill_s_per_token DOUBLE NOT NULL,
@@ -156,7 +159,20 @@ CREATE TABLE IF NOT EXISTS marts.latency_profile (
     active BOOLEAN NOT NULL,
     note VARCHAR
 );
+-- Added after the first release: warehouses created before get it (0 = the per-context reading).
+ALTER TABLE marts.latency_profile ADD COLUMN IF NOT EXISTS decode_s_per_seq DOUBLE DEFAULT 0.0;
 INSERT INTO marts.latency_profile
-SELECT 'v100-llama2-7b-paper-context', 3.2e-4, 0.02, 3.3e-5, 0.5, 5.0, true,
-       'Jain et al. EuroMLSys''25 (arXiv 2408.13510): Llama-2-7B on V100'
-WHERE NOT EXISTS (SELECT 1 FROM marts.latency_profile);
+    (name, prefill_s_per_token, decode_base_s, decode_s_per_context_token, heavy_prefill_s,
+     heavy_decode_s, active, note, decode_s_per_seq)
+SELECT 'v100-llama2-7b-paper', 3.2e-4, 0.02, 0.0, 0.5, 5.0,
+       NOT EXISTS (SELECT 1 FROM marts.latency_profile),
+       'Jain et al. EuroMLSys''25 (arXiv 2408.13510), Llama-2-7B on V100; grad2 per decode token in the batch',
+       3.3e-5
+WHERE NOT EXISTS (SELECT 1 FROM marts.latency_profile WHERE name = 'v100-llama2-7b-paper');
+INSERT INTO marts.latency_profile
+    (name, prefill_s_per_token, decode_base_s, decode_s_per_context_token, heavy_prefill_s,
+     heavy_decode_s, active, note, decode_s_per_seq)
+SELECT 'v100-llama2-7b-paper-context', 3.2e-4, 0.02, 3.3e-5, 0.5, 5.0, false,
+       'Jain et al. EuroMLSys''25 (arXiv 2408.13510), Llama-2-7B on V100; grad2 per token of decode context',
+       0.0
+WHERE NOT EXISTS (SELECT 1 FROM marts.latency_profile WHERE name = 'v100-llama2-7b-paper-context');
