@@ -50,7 +50,7 @@ def workloads(draw):
         if draw(st.booleans()):
             ids = tuple(draw(st.lists(st.integers(0, 3), min_size=1, max_size=4)))
         reqs.append(Request(f"r{i}", t, prompt, draw(st.integers(1, 40)), prefix_hash_ids=ids))
-    need = max(-(-(r.prompt_tokens + r.output_tokens) // block) for r in reqs)
+    need = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block) for r in reqs)  # peak KV
     kv = draw(st.one_of(st.none(), st.integers(need, need * 4)))
     inst = InstanceConfig(
         max_batch_size=draw(st.integers(1, 8)),

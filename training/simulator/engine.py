@@ -129,11 +129,14 @@ def replay(
     cap = icfg.total_kv_blocks
     states: list[ReqState] = []
     for i, req in enumerate(requests):
-        need = -(-(req.prompt_tokens + req.output_tokens) // icfg.block_size)
+        # The last output token is sampled but never fed back, so its KV is never stored: a request
+        # holds at most prompt + output - 1 tokens of KV (its last decode, or a recompute of prompt +
+        # output - 1 tokens).
+        need = -(-(req.prompt_tokens + req.output_tokens - 1) // icfg.block_size)
         if need > cap:
             raise ValueError(
-                f"request {req.request_id} needs {need} KV blocks (prompt + output) but an instance "
-                f"holds {cap}: it could never finish"
+                f"request {req.request_id} needs {need} KV blocks (prompt + output - 1 tokens) but an "
+                f"instance holds {cap}: it could never finish"
             )
         cacheable = _cacheable(req, icfg.prefix_block_tokens, icfg.prefix_caching)
         states.append(ReqState(i, req.prompt_tokens, req.output_tokens, float(preds[i]), cacheable))
@@ -198,11 +201,12 @@ def replay(
 
     while heap:
         t, kind, key, version = heapq.heappop(heap)
-        now = t
         if kind == ITERATION_END:
             inst = instances[key]
             if version != inst.version or not inst.busy:
-                continue
+                continue  # stale (a cut stretch's old end): it must not move the clock
+        now = t
+        if kind == ITERATION_END:
             inst.end_iteration(t)
             if not inst.schedule_pending:
                 inst.schedule_pending = True

@@ -213,10 +213,14 @@ class Instance:
         ref[pid] += 1
 
     def _release(self, r: ReqState) -> None:
-        """Free a request's private blocks and unpin its prefix blocks (they stay cached, evictable)."""
+        """Free a request's private blocks and unpin its prefix blocks (they stay cached, evictable).
+
+        Unpinned in reverse order, like vLLM's ``KVCacheManager.free``: the tail of a prefix chain
+        becomes least recently used and is evicted first, so the shared head stays hittable (evicting
+        the head first would strand the rest of the chain, unreachable but still occupying KV)."""
         self.used_private -= r.alloc - r.shared
         ref = self.cache_ref
-        for pid in r.pinned:
+        for pid in reversed(r.pinned):
             n = ref[pid] - 1
             ref[pid] = n
             if n == 0:
