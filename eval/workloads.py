@@ -279,6 +279,65 @@ def build_main(options: WorkloadOptions) -> Workload:
 
 
 # ---------------------------------------------------------------------------------------------
+# prefix: shared prompt prefixes (system prompts, few-shot templates, chat histories)
+# ---------------------------------------------------------------------------------------------
+
+PREFIX_BLOCK_TOKENS = 512
+"""Prefix block size of the ids (Mooncake's hash_ids: 512-token blocks)."""
+PREFIX_DEFAULT_RATE = 4.0
+PREFIX_FAMILIES = 48
+PREFIX_ZIPF_S = 1.1
+
+
+def _prefix_requests(n: int, rate: float, rng: np.random.Generator, id_prefix: str) -> list[Request]:
+    """Mooncake-like requests: a family's shared chain of 512-token blocks, then a private suffix.
+
+    Family popularity is Zipf(``PREFIX_ZIPF_S``) over ``PREFIX_FAMILIES`` families; each family's
+    shared prefix is 2-8 blocks (1-4k tokens); the private suffix 50-1,000 tokens gets its own
+    block ids (never shared); outputs are lognormal (median 150, capped at 1,024).
+    """
+    weights = 1.0 / np.arange(1, PREFIX_FAMILIES + 1) ** PREFIX_ZIPF_S
+    family_blocks = np.random.default_rng(7).integers(2, 9, PREFIX_FAMILIES)  # fixed family shapes
+    families = rng.choice(PREFIX_FAMILIES, size=n, p=weights / weights.sum())
+    arrivals = poisson_arrivals(rng, n, rate)
+    out = []
+    for k in range(n):
+        f = int(families[k])
+        shared = int(family_blocks[f])
+        suffix = int(rng.integers(50, 1001))
+        prompt = shared * PREFIX_BLOCK_TOKENS + suffix
+        own = -(-suffix // PREFIX_BLOCK_TOKENS)
+        ids = tuple(f * 1000 + b for b in range(shared)) + tuple(10**7 + k * 10 + b for b in range(own))
+        output = int(min(1024, max(1, round(rng.lognormal(np.log(150), 0.8)))))
+        out.append(Request(f"{id_prefix}{k}", float(arrivals[k]), prompt, output, f"family{f:02d}", ids))
+    return out
+
+
+def build_prefix(options: WorkloadOptions) -> Workload:
+    n = options.num_requests or 3000
+    rate = options.rate or PREFIX_DEFAULT_RATE
+    train = _prefix_requests(2000, rate, np.random.default_rng(515151), "train-")
+
+    def sample(seed: int) -> list[Request]:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 3003]))
+        return _prefix_requests(n, rate, rng, "px-")
+
+    return Workload(
+        name="prefix",
+        description=(
+            f"SYNTHETIC shared-prefix (Mooncake-like) trace: {n} requests over {PREFIX_FAMILIES} "
+            f"Zipf({PREFIX_ZIPF_S:g}) prefix families, Poisson {rate:g} req/s"
+        ),
+        synthetic=True,
+        sample=sample,
+        train=train,
+        num_instances=4,
+        profile="v100-llama2-7b-paper",
+        info={"num_requests": n, "rate_rps": rate, "families": PREFIX_FAMILIES},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # table2: the paper's LH / HL setting
 # ---------------------------------------------------------------------------------------------
 
@@ -475,3 +534,4 @@ def warehouse_workload(
 register_workload("main", build_main)
 register_workload("table2", build_table2)
 register_workload("azure", build_azure)
+register_workload("prefix", build_prefix)

@@ -167,3 +167,15 @@ def test_trace_workload(tmp_path):
     assert wl.info["quarantined"] == 0
     with pytest.raises(WarehouseError, match="format"):
         trace_workload(path, "no-such-format")
+
+
+def test_prefix_workload_shares_prefix_chains_and_is_seeded():
+    wl = get_workload("prefix", WorkloadOptions(num_requests=200))
+    assert wl.synthetic
+    a, b, c = wl.sample(0), wl.sample(0), wl.sample(1)
+    assert a == b
+    assert a != c
+    first_blocks = [r.prefix_hash_ids[0] for r in a if r.prefix_hash_ids]
+    assert len(first_blocks) == 200
+    assert len(set(first_blocks)) < 60  # families share their chains
+    assert all(r.prompt_tokens > 512 * len(r.prefix_hash_ids) - 512 for r in a)
