@@ -16,6 +16,8 @@ Workloads:
   (LH) and heavy-prompt/light-decode (HL) classes, in a chosen order (always synthetic).
 - ``azure``: the Azure LLM inference traces 2023 (code + conversation) merged, time-scaled to a
   target rate; the first 20 % of the hour fits the predictor, the rest is replayed.
+- ``prefix``: a synthetic Mooncake-like trace whose requests share prompt-prefix chains (Zipf
+  popular families of 512-token blocks): the effect cache-aware routers exploit.
 
 Units: seconds from trace start, tokens.
 """

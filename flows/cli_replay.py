@@ -19,7 +19,8 @@ from typing import Annotated, Any
 import typer
 
 WorkloadOpt = Annotated[
-    str | None, typer.Option("--workload", "-w", help="named workload: main, table2, azure, prefix (default: main)")
+    str | None,
+    typer.Option("--workload", "-w", help="named workload: main, table2, azure, prefix (default: main)"),
 ]
 TraceOpt = Annotated[
     Path | None, typer.Option("--trace", help="replay this trace file instead of a workload")
