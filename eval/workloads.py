@@ -439,6 +439,36 @@ def split_and_scale(
     return train, held, info
 
 
+def fixed_trace_workload(
+    name: str,
+    what: str,
+    requests: Sequence[Request],
+    options: WorkloadOptions,
+    *,
+    num_instances: int,
+    profile: str,
+    synthetic: bool = False,
+    info: dict[str, object] | None = None,
+) -> Workload:
+    """A workload replaying one fixed trace: split by time window (``split_and_scale``), the held-out
+    part time-scaled to ``options.rate`` and cut to ``options.num_requests``; seeds change only the
+    routers' randomness. ``what`` names the trace in the description."""
+    train, held, split_info = split_and_scale(requests, rate=options.rate, num_requests=options.num_requests)
+    rate = f", time-scaled to {options.rate:g} req/s" if options.rate else ""
+    return Workload(
+        name=name,
+        description=f"{'SYNTHETIC ' if synthetic else ''}{what}: {len(held)} held-out requests after the "
+        f"first {TRAIN_WINDOW_FRACTION:.0%} of its time span{rate}",
+        synthetic=synthetic,
+        sample=lambda seed: list(held),
+        train=train,
+        num_instances=options.num_instances or num_instances,
+        profile=profile,
+        seed_dependent=False,
+        info={"num_requests": len(held), **(info or {}), **split_info},
+    )
+
+
 def build_azure(options: WorkloadOptions) -> Workload:
     data = options.data_dir or shared_data_dir()
     folder = data / "azure_llm_2023"
@@ -446,23 +476,17 @@ def build_azure(options: WorkloadOptions) -> Workload:
         raise FileNotFoundError(f"{folder} not found: the azure workload needs the Azure LLM 2023 traces")
     rate = options.rate or 12.0
     n = options.num_requests or 4000
-    merged, _ = trace_requests(
+    merged, report = trace_requests(
         [folder / f for f in AZURE_FILES.values()], "azure", max_output_tokens=MAX_OUTPUT_TOKENS
     )
-    train, held, info = split_and_scale(merged, rate=rate, num_requests=n)
-    return Workload(
-        name="azure",
-        description=(
-            f"Azure LLM 2023 code+conv merged, held-out {len(held)} requests after the first "
-            f"{TRAIN_WINDOW_FRACTION:.0%} of the hour, time-scaled to {rate:g} req/s"
-        ),
-        synthetic=False,
-        sample=lambda seed: list(held),
-        train=train,
+    return fixed_trace_workload(
+        "azure",
+        "Azure LLM 2023 code+conv merged",
+        merged,
+        replace(options, rate=rate, num_requests=n),
         num_instances=4,
         profile="a100-llama3-8b",
-        seed_dependent=False,
-        info={"num_requests": len(held), "rate_rps": rate, **info},
+        info={"rate_rps": rate, "rows_read": report.rows_read, "quarantined": report.quarantined},
     )
 
 
@@ -481,23 +505,14 @@ def trace_workload(
     """
     options = options or WorkloadOptions()
     requests, report = trace_requests([path], fmt, max_output_tokens=MAX_OUTPUT_TOKENS)
-    train, held, info = split_and_scale(requests, rate=options.rate, num_requests=options.num_requests)
-    return Workload(
-        name=f"trace:{path.name}",
-        description=f"trace {path.name} ({fmt}), {len(held)} held-out requests after the first "
-        f"{TRAIN_WINDOW_FRACTION:.0%} of its time span",
-        synthetic=False,
-        sample=lambda seed: list(held),
-        train=train,
-        num_instances=options.num_instances or num_instances,
+    return fixed_trace_workload(
+        f"trace:{path.name}",
+        f"trace {path.name} ({fmt})",
+        requests,
+        options,
+        num_instances=num_instances,
         profile=profile,
-        seed_dependent=False,
-        info={
-            "num_requests": len(held),
-            "rows_read": report.rows_read,
-            "quarantined": report.quarantined,
-            **info,
-        },
+        info={"rows_read": report.rows_read, "quarantined": report.quarantined},
     )
 
 
@@ -517,19 +532,15 @@ def warehouse_workload(
 
     options = options or WorkloadOptions()
     requests = warehouse_requests(warehouse, where=where, max_output_tokens=MAX_OUTPUT_TOKENS)
-    train, held, info = split_and_scale(requests, rate=options.rate, num_requests=options.num_requests)
-    rate = f", time-scaled to {options.rate:g} req/s" if options.rate else ""
-    return Workload(
-        name="warehouse",
-        description=f"{'SYNTHETIC ' if synthetic else ''}warehouse requests where {where}: {len(held)} "
-        f"held-out after the first {TRAIN_WINDOW_FRACTION:.0%} of their time span{rate}",
-        synthetic=synthetic,
-        sample=lambda seed: list(held),
-        train=train,
-        num_instances=options.num_instances or num_instances,
+    return fixed_trace_workload(
+        "warehouse",
+        f"warehouse requests where {where}",
+        requests,
+        options,
+        num_instances=num_instances,
         profile=profile,
-        seed_dependent=False,
-        info={"num_requests": len(held), "where": where, **info},
+        synthetic=synthetic,
+        info={"where": where},
     )
 
 
