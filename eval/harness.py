@@ -32,7 +32,7 @@ from eval.report import EvalReport, GroupMetrics, RouterResult, summarize_group,
 from eval.workloads import Workload
 from training.routing.estimates import isolated_decode_s, prefill_s
 from training.routing.predictors import LengthPredictor, OraclePredictor, TaskMeanPredictor
-from training.routing.registry import LatencyEstimator, RouterContext, get_entry, get_router
+from training.routing.registry import RouterContext, get_entry, get_router
 from training.simulator.config import ClusterConfig
 from training.simulator.latency import LatencyModel
 from training.simulator.request import Request
@@ -54,7 +54,7 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(router, seed, done)`` called after each replay (the CLI draws a progress bar)."""
 
 
-def workload_classes(requests: Sequence[Request], latency_model: LatencyEstimator) -> list[str]:
+def workload_classes(requests: Sequence[Request], latency_model: LatencyModel) -> list[str]:
     """Paper workload class per request: ``LL``, ``LH``, ``HL``, ``HH`` (prefill letter first).
 
     Heavy prefill: ``prefill(prompt) >= 0.5 s``; heavy decode: isolated decode ``>= 5 s``, both
@@ -89,7 +89,7 @@ def split_threshold_tokens(predictor: LengthPredictor, train: Sequence[Request])
     return float((values[k] + values[k + 1]) / 2.0)
 
 
-def length_threshold_tokens(latency_model: LatencyEstimator, prompt_tokens: float = 128.0) -> float:
+def length_threshold_tokens(latency_model: LatencyModel, prompt_tokens: float = 128.0) -> float:
     """Output tokens whose isolated decode takes ``HEAVY_DECODE_S`` (the paper's heavy-decode boundary)."""
     lo, hi = 1.0, 1.0
     while isolated_decode_s(latency_model, prompt_tokens, hi) < HEAVY_DECODE_S and hi < 1e6:

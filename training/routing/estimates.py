@@ -10,22 +10,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from training.routing.base import DELAY, ClusterView, InstanceView
-from training.routing.registry import LatencyEstimator, RouterContext
+from training.routing.registry import RouterContext
+from training.simulator.latency import LatencyModel
 from training.simulator.profiles import PAPER_PROFILE, load_latency_model
 
 
-def latency_model_of(ctx: RouterContext) -> LatencyEstimator:
+def latency_model_of(ctx: RouterContext) -> LatencyModel:
     """The context's latency model, else the paper's linear V100 profile (needs no files)."""
     return ctx.latency_model if ctx.latency_model is not None else load_latency_model(PAPER_PROFILE)
 
 
-def prefill_s(lm: LatencyEstimator, prompt_tokens: float) -> float:
+def prefill_s(lm: LatencyModel, prompt_tokens: float) -> float:
     """Seconds to prefill one prompt alone (one iteration, no decodes in the batch)."""
     p = max(0, round(prompt_tokens))
     return float(lm.iteration_time(p, float(p) * p, 0, 0)) if p else 0.0
 
 
-def decode_step_s(lm: LatencyEstimator, decode_seqs: int, context_tokens: float) -> float:
+def decode_step_s(lm: LatencyModel, decode_seqs: int, context_tokens: float) -> float:
     """Seconds for one decode-only iteration of ``decode_seqs`` sequences over ``context_tokens``."""
     if decode_seqs <= 0:
         return 0.0
@@ -33,7 +34,7 @@ def decode_step_s(lm: LatencyEstimator, decode_seqs: int, context_tokens: float)
     return float(a + b * max(0.0, context_tokens))
 
 
-def isolated_decode_s(lm: LatencyEstimator, prompt_tokens: float, output_tokens: float) -> float:
+def isolated_decode_s(lm: LatencyModel, prompt_tokens: float, output_tokens: float) -> float:
     """Seconds to decode ``output_tokens`` alone on an idle instance (context grows by one per token)."""
     n = max(0.0, output_tokens)
     a, b = lm.decode_coeffs(1)

@@ -3,7 +3,7 @@
 Who calls this: the simulator through the registry, once per routing decision. All three read only
 the frozen views plus ``RouterContext`` (latency model, block size, batch limit); output lengths
 are the injected predictor's (``predicted_output_tokens`` / ``outstanding_decode_tokens``), never
-the true ones. Costs are in seconds of simulated time, from ``LatencyEstimator``
+the true ones. Costs are in seconds of simulated time, from ``LatencyModel``
 (``iteration_time`` / ``decode_coeffs``; the paper's linear V100 model when the context has none).
 
 Shared estimates, per instance ``i`` and the request ``r`` (prompt ``p``, predicted output ``o``):

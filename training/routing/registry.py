@@ -27,33 +27,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from training.routing.base import Router
+from training.simulator.latency import LatencyModel
 
 DEFAULT_LENGTH_THRESHOLD_TOKENS = 256.0
 """Short/long output boundary when the context gives none (about 5 s of decode on the paper's V100)."""
-
-
-class LatencyEstimator(Protocol):
-    """The part of the simulator's ``LatencyModel`` that routers use (same method names and units).
-
-    ``iteration_time``: seconds for one engine iteration with ``prefill_tokens`` prompt tokens
-    (``prefill_attention_tokens2``: sum of squared prompt lengths, for attention cost) and
-    ``decode_seqs`` decoding sequences holding ``decode_context_tokens`` context tokens in total.
-    ``decode_coeffs(decode_seqs)``: ``(a, b)`` with a decode-only iteration costing
-    ``a + b * decode_context_tokens`` seconds.
-    """
-
-    def iteration_time(
-        self,
-        prefill_tokens: int,
-        prefill_attention_tokens2: float,
-        decode_seqs: int,
-        decode_context_tokens: int,
-    ) -> float: ...
-
-    def decode_coeffs(self, decode_seqs: int) -> tuple[float, float]: ...
 
 
 @dataclass(frozen=True)
@@ -73,7 +52,7 @@ class RouterContext:
     """
 
     num_instances: int
-    latency_model: LatencyEstimator | None = None
+    latency_model: LatencyModel | None = None
     length_threshold_tokens: float = DEFAULT_LENGTH_THRESHOLD_TOKENS
     block_size: int = 16
     max_batch_size: int = 256
