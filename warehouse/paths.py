@@ -38,14 +38,3 @@ def prefect_home() -> Path:
 def shared_data_dir() -> Path:
     env = os.environ.get("LOADWISE_DATA_DIR")
     return Path(env).resolve() if env else (PROJECT_ROOT.parent / "shared" / "data").resolve()
-
-
-def require_shared_data(*parts: str) -> Path:
-    """Return a path under the shared data folder, or raise a clear error if it is absent."""
-    path = shared_data_dir().joinpath(*parts)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: loadwise reads public traces and GPU profiles from ../shared/data "
-            "(or $LOADWISE_DATA_DIR); see the README's 'Data' section"
-        )
-    return path
