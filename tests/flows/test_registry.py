@@ -1,0 +1,99 @@
+"""The MLflow service against a temporary SQLite store: publish, aliases, gate, isolated consumer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.registry import CHALLENGER, CHAMPION, ModelPackage, ModelRegistry, RegistryError
+from tests.consumer import consume
+
+SERVING = '''"""A self-contained toy model: y = scale * x (imports only third-party packages)."""
+import json
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+
+
+class ScaleModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        self.scale = json.loads(Path(context.artifacts["params"]).read_text())["scale"]
+
+    def predict(self, context, model_input, params=None):
+        return pd.DataFrame({"y": model_input["x"].astype("float64") * self.scale})
+'''
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+    """One store for the module (creating a SQLite store costs seconds); tests use distinct names."""
+    return ModelRegistry(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+
+
+def package(tmp_path: Path, scale: float, metric: float, name: str = "toy-model") -> ModelPackage:
+    module = tmp_path / "scale_serving.py"
+    module.write_text(SERVING)
+    params = tmp_path / f"params-{scale}.json"
+    params.write_text(json.dumps({"scale": scale}))
+    x = pd.DataFrame({"x": [1.0, 2.0]})
+    return ModelPackage(
+        name=name,
+        serving_module=module,
+        model_class="ScaleModel",
+        artifacts={"params": params},
+        input_example=x,
+        output_example=pd.DataFrame({"y": x["x"] * scale}),
+        pip_requirements=["mlflow==3.17.2", "pandas==3.1.1"],
+        config={"scale": scale, "nested": {"k": 1}},
+        metrics={"accuracy": metric},
+        data_fingerprint="sha256:abc",
+        reports={"report.md": "# toy"},
+        description="toy",
+    )
+
+
+def test_publish_tags_lineage_and_sets_challenger(registry: ModelRegistry, tmp_path: Path):
+    v = registry.publish(package(tmp_path, 2.0, 0.5, name="toy-lineage"))
+    assert v.version == "1"
+    assert v.aliases == (CHALLENGER,)
+    assert v.metrics == {"accuracy": 0.5}
+    assert v.tags["loadwise.data_fingerprint"] == "sha256:abc"
+    assert len(v.tags["loadwise.git_commit"]) in (7, 40) or v.tags["loadwise.git_commit"] == "unknown"
+    assert json.loads(v.tags["loadwise.config"]) == {"nested": {"k": 1}, "scale": 2.0}
+    assert "toy-lineage" in registry.model_names()
+
+
+def test_gate_promotes_the_first_and_better_versions_only(registry: ModelRegistry, tmp_path: Path):
+    v1 = registry.publish(package(tmp_path, 2.0, 0.5))
+    assert registry.promote_if_better("toy-model", v1.version, "accuracy", higher_is_better=True).promoted
+    v2 = registry.publish(package(tmp_path, 3.0, 0.4))
+    decision = registry.promote_if_better("toy-model", v2.version, "accuracy", higher_is_better=True)
+    assert not decision.promoted
+    assert "kept champion" in decision.reason
+    assert registry.get("toy-model", CHAMPION).version == "1"
+    assert registry.get("toy-model", CHALLENGER).version == "2"
+    v3 = registry.publish(package(tmp_path, 4.0, 0.6))
+    assert registry.promote_if_better("toy-model", v3.version, "accuracy", higher_is_better=True).promoted
+    assert [v.version for v in registry.versions("toy-model")] == ["3", "2", "1"]
+    registry.promote("toy-model", "1")  # by hand (rollback)
+    assert registry.get("toy-model", CHAMPION).version == "1"
+
+
+def test_unknown_versions_and_aliases_raise_clearly(registry: ModelRegistry, tmp_path: Path):
+    registry.publish(package(tmp_path, 2.0, 0.5, name="toy-errors"))
+    with pytest.raises(RegistryError, match="no version '7' of model 'toy-errors'"):
+        registry.get("toy-errors", "7")
+    assert registry.find("toy-errors", CHAMPION) is None
+    with pytest.raises(RegistryError):
+        registry.set_alias("toy-errors", CHAMPION, "9")
+
+
+def test_a_process_without_the_project_loads_the_champion(registry: ModelRegistry, tmp_path: Path):
+    v = registry.publish(package(tmp_path, 2.5, 0.5, name="toy-consumer"))
+    registry.promote("toy-consumer", v.version)
+    out, _ = consume("models:/toy-consumer@champion", registry.tracking_uri, pd.DataFrame({"x": [2.0, 4.0]}))
+    assert out["y"].tolist() == [5.0, 10.0]
