@@ -42,6 +42,7 @@ DEFAULT_EXPERIMENT = "loadwise"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_PREFIX = "loadwise."
+HISTORY_TAG = "loadwise.champion_history"
 
 
 def default_tracking_uri() -> str:
@@ -275,9 +276,31 @@ class ModelRegistry:
         self.client.set_registered_model_alias(name, alias, version)
 
     def promote(self, name: str, version: str) -> RegisteredVersion:
-        """Move ``champion`` to ``version`` (by hand or after a gate passed)."""
+        """Move ``champion`` to ``version`` (by hand or after a gate passed); remembered for rollback."""
         self.set_alias(name, CHAMPION, version)
+        history = self.champion_history(name)
+        if not history or history[-1] != version:
+            history.append(version)
+        self.client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-50:]))
         return self.get(name, version)
+
+    def champion_history(self, name: str) -> list[str]:
+        """Versions that held ``champion``, oldest first (the registered model's history tag)."""
+        tags = self.client.get_registered_model(name).tags or {}
+        return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+
+    def rollback(self, name: str) -> tuple[str, str]:
+        """Move ``champion`` back to the version that held it before; returns ``(from, to)``."""
+        current = self.find(name, CHAMPION)
+        if current is None:
+            raise RegistryError(f"model {name!r} has no champion to roll back")
+        history = [v for v in self.champion_history(name) if v != current.version]
+        if not history:
+            raise RegistryError(f"model {name!r}: champion v{current.version} has no previous champion")
+        target = history[-1]
+        self.client.set_registered_model_alias(name, CHAMPION, target)
+        self.client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+        return current.version, target
 
     def promote_if_better(
         self, name: str, version: str, metric: str, higher_is_better: bool, tolerance: float = 0.0

@@ -79,8 +79,13 @@ def test_gate_promotes_the_first_and_better_versions_only(registry: ModelRegistr
     v3 = registry.publish(package(tmp_path, 4.0, 0.6))
     assert registry.promote_if_better("toy-model", v3.version, "accuracy", higher_is_better=True).promoted
     assert [v.version for v in registry.versions("toy-model")] == ["3", "2", "1"]
-    registry.promote("toy-model", "1")  # by hand (rollback)
+    assert registry.champion_history("toy-model") == ["1", "3"]
+    assert registry.rollback("toy-model") == ("3", "1")
     assert registry.get("toy-model", CHAMPION).version == "1"
+    with pytest.raises(RegistryError, match="no previous champion"):
+        registry.rollback("toy-model")
+    registry.promote("toy-model", "2")  # by hand
+    assert registry.get("toy-model", CHAMPION).version == "2"
 
 
 def test_unknown_versions_and_aliases_raise_clearly(registry: ModelRegistry, tmp_path: Path):
