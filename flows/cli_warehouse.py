@@ -93,6 +93,24 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         else:
             _print_ingest_table(report)
 
+    @app.command("export-parquet")
+    def export_parquet_cmd(
+        root: Annotated[
+            str, typer.Argument(help="folder (or s3:// URL with a DuckDB secret) to write under")
+        ],
+        warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
+    ) -> None:
+        """Export marts.requests as Parquet partitioned by source and day (Hive layout)."""
+        from warehouse.errors import WarehouseError
+        from warehouse.parquet import export_partitioned
+
+        try:
+            counts = export_partitioned(root, warehouse)
+        except (WarehouseError, OSError) as exc:
+            raise _fail(str(exc)) from None
+        for table, rows in counts.items():
+            typer.echo(f"{table}: {rows} rows -> {root.rstrip('/')}/{table}/source=*/day=*/")
+
     @app.command("sql")
     def sql_cmd(
         query: Annotated[
