@@ -1,0 +1,126 @@
+"""Serve the scheduled deployments against a real Prefect server on loopback (``loadwise serve``).
+
+Who calls this: ``loadwise serve`` (long-running, until Ctrl-C / SIGTERM) and its test.
+
+Prefect's ``serve()`` does not schedule against the ephemeral in-process server ("Cannot schedule
+flows on an ephemeral server"), so a schedule needs a real API. ``PrefectServer`` starts
+``prefect server start --host 127.0.0.1`` in its own process group (``setsid``; STACK.md: stopping
+only the parent leaves its workers behind), waits for ``/api/health`` (7-26 s here), points
+``PREFECT_API_URL`` at it, and on exit stops the whole group (SIGTERM, then SIGKILL after a grace
+period). With ``--api-url`` an existing server (or Prefect Cloud) is used and nothing is started.
+
+The server keeps its SQLite database under ``PREFECT_HOME`` (``$LOADWISE_HOME/prefect``), so flow-run
+history survives restarts of ``loadwise serve``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 4200
+DEFAULT_CRON = "0 2 * * *"
+"""Nightly at 02:00 in ``DEFAULT_TIMEZONE``."""
+DEFAULT_TIMEZONE = "UTC"
+
+
+class ServerError(RuntimeError):
+    """The Prefect server did not become healthy (its log tail is in the message)."""
+
+
+def _healthy(api_url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def prefect_server(
+    port: int = DEFAULT_PORT,
+    home: Path | None = None,
+    startup_timeout_s: float = 120.0,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Start ``prefect server`` on ``127.0.0.1:port``; yield its API URL; stop it (whole group) on exit."""
+    from warehouse.paths import prefect_home
+
+    home = home or prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    api_url = f"http://127.0.0.1:{port}/api"
+    if _healthy(api_url, 1.0):
+        raise ServerError(f"something already answers on {api_url}; pass --api-url {api_url} to use it")
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **(extra_env or {}),
+    }
+    env.pop("PREFECT_API_URL", None)  # the server itself must not point at another API
+    log_path = home / "server.log"
+    prefect = Path(sys.executable).with_name("prefect")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: stop() takes its workers too
+        )
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not _healthy(api_url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                why = f"exited with {proc.returncode}" if proc.poll() is not None else "not healthy in time"
+                raise ServerError(f"prefect server on port {port} {why}; log {log_path}:\n{tail}")
+            time.sleep(0.5)
+        yield api_url
+    finally:
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace_s)
+    except ProcessLookupError:
+        pass
+
+
+def nightly_deployments(cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE) -> list[Any]:
+    """The deployments ``loadwise serve`` serves: the retraining pipeline on ``cron``."""
+    from flows.pipeline import retrain_pipeline
+
+    return [
+        retrain_pipeline.to_deployment(
+            name="nightly",
+            cron=cron,
+            timezone=timezone,
+            description="The retraining pipeline on a schedule (loadwise serve)",
+            tags=["loadwise", "nightly"],
+        )
+    ]
+
+
+def serve_deployments(deployments: Sequence[Any], api_url: str, limit: int | None = None) -> None:
+    """Serve ``deployments`` against ``api_url`` until interrupted (blocks)."""
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        serve(*deployments, limit=limit, print_starting_message=True)

@@ -1,0 +1,95 @@
+"""``loadwise serve``'s machinery: a real Prefect server on loopback, a schedule that creates runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.serve import ServerError, prefect_server
+
+TINY = """
+import sys
+from datetime import timedelta
+
+from prefect import flow
+
+from flows.serve import serve_deployments
+
+
+@flow(name="tiny-scheduled")
+def tiny(x: int = 1) -> int:
+    print("tiny ran", x)
+    return x
+
+
+if __name__ == "__main__":
+    dep = tiny.to_deployment(name="every-5s", interval=timedelta(seconds=5))
+    serve_deployments([dep], sys.argv[1], limit=1)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def completed_runs(api_url: str) -> list[str]:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    async with PrefectClient(api_url) as client:
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["every-5s"]))
+        )
+    return [r.name for r in runs if r.state and r.state.is_completed()]
+
+
+@pytest.mark.slow
+def test_a_schedule_creates_and_runs_flow_runs(tmp_path: Path):
+    (tmp_path / "tiny_serve.py").write_text(TINY)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    with prefect_server(
+        port=free_port(),
+        home=tmp_path / "prefect",
+        extra_env={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"},
+    ) as api_url:
+        served = subprocess.Popen(
+            [sys.executable, "tiny_serve.py", api_url],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline, done = time.monotonic() + 150, []
+            while time.monotonic() < deadline and not done:
+                time.sleep(3)
+                done = asyncio.run(completed_runs(api_url))
+            assert done, "no scheduled run completed within 150 s"
+        finally:
+            os.killpg(served.pid, signal.SIGINT)  # Ctrl-C: the runner cancels and exits
+            try:
+                served.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(served.pid, signal.SIGKILL)
+                served.wait(timeout=10)
+    port = int(api_url.split(":")[2].split("/")[0])
+    with pytest.raises(ConnectionRefusedError):  # the server's whole process group is gone
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_a_port_already_serving_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("flows.serve._healthy", lambda url, timeout_s=2.0: True)
+    with pytest.raises(ServerError, match="already answers"), prefect_server(port=free_port(), home=tmp_path):
+        pass
