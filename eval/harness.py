@@ -53,6 +53,11 @@ class ResultSink(Protocol):
 ProgressFn = Callable[[str, int, int], None]
 """``progress(router, seed, done)`` called after each replay (the CLI draws a progress bar)."""
 
+Executor = Callable[[Callable[["ReplayJob"], dict[str, Any]], list["ReplayJob"]], list[dict[str, Any]]]
+"""``executor(replay_job, jobs) -> results`` in job order: where replays run. The default runs them
+in this process (or a process pool with ``workers > 1``); ``flows.distributed`` maps them over a
+Prefect task runner (a Dask cluster), with the same ``replay_job`` and the same results."""
+
 
 def workload_classes(requests: Sequence[Request], latency_model: LatencyModel) -> list[str]:
     """Paper workload class per request: ``LL``, ``LH``, ``HL``, ``HH`` (prefill letter first).
@@ -104,7 +109,9 @@ def length_threshold_tokens(latency_model: LatencyModel, prompt_tokens: float = 
 
 
 @dataclass(frozen=True)
-class _Job:
+class ReplayJob:
+    """One (router, seed) replay of an evaluation: picklable, so any executor can run it anywhere."""
+
     router: str
     seed: int
     requests: list[Request]
@@ -115,7 +122,7 @@ class _Job:
     keep_series: bool
 
 
-def _replay(job: _Job) -> dict[str, Any]:
+def replay_job(job: ReplayJob) -> dict[str, Any]:
     """One replay; returns only what the report needs (picklable, small)."""
     from training.simulator import simulate
 
@@ -168,6 +175,7 @@ def run_evaluation(
     context_options: dict[str, object] | None = None,
     progress: ProgressFn | None = None,
     workers: int = 1,
+    executor: Executor | None = None,
 ) -> EvalRun:
     """Replay every router on every seed; see ``evaluate`` (this also returns first-seed arrays)."""
     if not routers:
@@ -194,7 +202,7 @@ def run_evaluation(
     classes = {s: np.array(workload_classes(traces[s], latency_model)) for s in seeds}
     tasks = {s: np.array([r.task for r in traces[s]]) for s in seeds}
     jobs = [
-        _Job(
+        ReplayJob(
             n,
             s,
             traces[s],
@@ -208,15 +216,23 @@ def run_evaluation(
         for s in seeds
     ]
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    if workers > 1 and len(jobs) > 1:
+    if executor is not None:
+        outs = executor(replay_job, jobs)
+        if len(outs) != len(jobs):
+            raise RuntimeError(f"executor returned {len(outs)} results for {len(jobs)} replays")
+        for k, (job, out) in enumerate(zip(jobs, outs, strict=True)):
+            results[(job.router, job.seed)] = out
+            if progress:
+                progress(job.router, job.seed, k + 1)
+    elif workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for k, (job, out) in enumerate(zip(jobs, pool.map(_replay, jobs), strict=True)):
+            for k, (job, out) in enumerate(zip(jobs, pool.map(replay_job, jobs), strict=True)):
                 results[(job.router, job.seed)] = out
                 if progress:
                     progress(job.router, job.seed, k + 1)
     else:
         for k, job in enumerate(jobs):
-            results[(job.router, job.seed)] = _replay(job)
+            results[(job.router, job.seed)] = replay_job(job)
             if progress:
                 progress(job.router, job.seed, k + 1)
 
@@ -292,6 +308,7 @@ def evaluate(
     context_options: dict[str, object] | None = None,
     progress: ProgressFn | None = None,
     workers: int = 1,
+    executor: Executor | None = None,
 ) -> EvalReport:
     """Replay ``routers`` (registry names) on ``workload``'s held-out requests for every seed.
 
@@ -304,6 +321,7 @@ def evaluate(
             ``queue_<router>.png`` (first seed) there.
         sink: when given, ``sink.write(report)`` stores the report (e.g. ``eval.sinks.DuckDBSink``).
         workers: >1 runs replays in that many processes (same results: every replay is seeded).
+        executor: runs the replays instead (e.g. over a Dask cluster; see ``Executor``).
 
     Returns the frozen ``EvalReport``; ``vs_baseline_pct`` is present when ``round_robin`` is among
     ``routers``.
@@ -318,6 +336,7 @@ def evaluate(
         context_options=context_options,
         progress=progress,
         workers=workers,
+        executor=executor,
     )
     if out_dir is not None:
         write_outputs(run, Path(out_dir))

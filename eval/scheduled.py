@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.harness import evaluate
+from eval.harness import Executor, evaluate
 from eval.report import EvalReport
 from eval.sinks import DuckDBSink
 from eval.workloads import WorkloadOptions, warehouse_workload
@@ -50,11 +50,13 @@ def evaluate_warehouse_routers(
     num_requests: int = 4000,
     num_instances: int = 4,
     out_dir: Path | None = None,
+    executor: Executor | None = None,
 ) -> EvalReport:
     """Replay ``routers`` (default: every registered one) on the warehouse's held-out requests.
 
     The report is stored in the warehouse (``marts.eval_results``) and, with ``out_dir``, written
-    as ``report.json`` / ``report.md`` / plots there.
+    as ``report.json`` / ``report.md`` / plots there. ``executor`` runs the replays elsewhere (a
+    Prefect task runner over a Dask cluster, ``flows.distributed``); results are identical.
     """
     profile = profile or pick_profile()
     options = WorkloadOptions(
@@ -70,4 +72,5 @@ def evaluate_warehouse_routers(
         seeds=seeds,
         out_dir=out_dir,
         sink=DuckDBSink(Path(warehouse)),
+        executor=executor,
     )

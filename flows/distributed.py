@@ -1,0 +1,101 @@
+"""Parallel work through a Prefect task runner: in-process threads locally, a Dask cluster to scale out.
+
+Who calls this: flows that fan out independent replays (router evaluation over routers x seeds;
+router training over seeds / hyper-parameters), once per run. The work itself is the same
+library function either way (``eval.harness.replay_job``); only the task runner changes, so a local
+run and a cluster run take the same code path and give the same numbers (every replay is seeded).
+
+**Why Dask** (``prefect-dask``) and not Ray (``prefect-ray``): the work is CPU-bound pure-Python
+replays of a few seconds each with small, picklable inputs and outputs, which is what
+``distributed`` schedules well; it is a small pure-Python install (11 packages, no native wheels),
+starts a ``LocalCluster`` in seconds on this 2-core machine (tests start one), and points at a remote
+scheduler with one address (``tcp://scheduler:8786``, e.g. a dask-kubernetes or Coiled cluster).
+Ray's strengths (actors, GPU scheduling, RLlib) are unused here: training runs SB3 in one process.
+
+Task runners (``task_runner(spec)``):
+
+- ``"threads"``: Prefect's ``ThreadPoolTaskRunner`` (default; the GIL makes it about serial for
+  replays, but it needs nothing else);
+- ``"dask"``: a temporary ``LocalCluster`` with ``n_workers`` single-threaded worker processes;
+- ``"tcp://host:8786"`` (any Dask scheduler address): that existing cluster. Its workers need this
+  project installed (the same version) and access to the data the jobs carry (jobs carry their
+  requests, so no shared filesystem is needed for evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+THREADS = "threads"
+LOCAL_DASK = "dask"
+
+
+def task_runner(spec: str = THREADS, n_workers: int = 2) -> Any:
+    """A Prefect task runner for ``spec``: ``threads``, ``dask`` (local cluster) or a scheduler address."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    if spec == THREADS:
+        return ThreadPoolTaskRunner(max_workers=n_workers)
+    from prefect_dask import DaskTaskRunner
+
+    if spec == LOCAL_DASK:
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": n_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    if "://" not in spec:
+        raise ValueError(
+            f"task runner must be {THREADS!r}, {LOCAL_DASK!r} or a Dask scheduler address, got {spec!r}"
+        )
+    return DaskTaskRunner(address=spec)
+
+
+@task(name="replay", cache_policy=NO_CACHE)
+def run_job(fn: Callable[[Any], Any], job: Any) -> Any:
+    """One unit of parallel work: ``fn(job)`` (e.g. ``eval.harness.replay_job``)."""
+    return fn(job)
+
+
+def prefect_executor(fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+    """Map ``fn`` over ``jobs`` with the current flow's task runner; results in job order.
+
+    Must be called inside a flow run (the runner is the flow's ``task_runner``)."""
+    futures = run_job.map(fn, jobs)
+    return [f.result() for f in futures]
+
+
+@flow(name="evaluate-routers", log_prints=True)
+def evaluate_routers(
+    warehouse: str,
+    routers: list[str] | None = None,
+    seeds: list[int] | None = None,
+    num_requests: int = 4000,
+    synthetic: bool = False,
+    out_dir: str | None = None,
+) -> dict[str, Any]:
+    """Replay routers on the warehouse's held-out traces, the replays fanned out over the task runner.
+
+    Run with a runner: ``evaluate_routers.with_options(task_runner=task_runner("dask"))(...)``.
+    """
+    from eval.scheduled import evaluate_warehouse_routers
+
+    report = evaluate_warehouse_routers(
+        warehouse,
+        routers=routers,
+        seeds=tuple(seeds or (0, 1)),
+        num_requests=num_requests,
+        synthetic=synthetic,
+        out_dir=Path(out_dir) if out_dir else None,
+        executor=prefect_executor,
+    )
+    print(report.summary())
+    return report.model_dump(mode="json")
