@@ -29,8 +29,11 @@ import json
 import os
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Mapping
+from contextlib import redirect_stderr
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -169,12 +172,26 @@ class ModelRegistry:
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
             return str(exp.experiment_id)
-        location = None
+        return str(self.client.create_experiment(self.experiment, artifact_location=self._artifact_root()))
+
+    def _artifact_root(self) -> str | None:
+        """Where a new experiment keeps its artifacts when the store is a database.
+
+        ``LOADWISE_ARTIFACT_ROOT`` (e.g. ``s3://bucket/mlflow``) when set; else ``mlartifacts`` beside a
+        SQLite file, or ``$LOADWISE_HOME/mlartifacts`` for other databases (PostgreSQL). A tracking
+        *server* (``http(s)://``) decides for itself (``--artifacts-destination``): ``None``.
+        """
+        explicit = os.environ.get("LOADWISE_ARTIFACT_ROOT")
+        if explicit:
+            return explicit
+        if self.tracking_uri.startswith(("http://", "https://", "databricks")):
+            return None
         if self.tracking_uri.startswith("sqlite:///"):
             root = Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
-            root.mkdir(parents=True, exist_ok=True)
-            location = root.resolve().as_uri()
-        return str(self.client.create_experiment(self.experiment, artifact_location=location))
+        else:
+            root = loadwise_home() / "mlartifacts"
+        root.mkdir(parents=True, exist_ok=True)
+        return root.resolve().as_uri()
 
     # -- publish ----------------------------------------------------------------------------
     def publish(self, pkg: ModelPackage, alias: str = CHALLENGER) -> RegisteredVersion:
@@ -192,7 +209,9 @@ class ModelRegistry:
         }
         tags = {f"{TAG_PREFIX}{k}": v for k, v in lineage.items()}
         tags[f"{TAG_PREFIX}config"] = json.dumps(pkg.config, sort_keys=True, default=str)[:5000]
-        signature = infer_signature(pkg.input_example, pkg.output_example)
+        with warnings.catch_warnings():  # the integer-columns hint: our examples are what we serve
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            signature = infer_signature(pkg.input_example, pkg.output_example)
         self._experiment_id()
         mlflow.set_experiment(self.experiment)
         with tempfile.TemporaryDirectory(prefix="loadwise-model-") as tmp:
@@ -218,7 +237,8 @@ class ModelRegistry:
                     input_example=pkg.input_example,
                     pip_requirements=list(pkg.pip_requirements),
                 )
-        mv = mlflow.register_model(info.model_uri, pkg.name, tags={**tags, **_metric_tags(pkg.metrics)})
+        with redirect_stderr(StringIO()):  # MLflow prints "Successfully registered model ..." there
+            mv = mlflow.register_model(info.model_uri, pkg.name, tags={**tags, **_metric_tags(pkg.metrics)})
         if pkg.description:
             self.client.update_model_version(pkg.name, mv.version, description=pkg.description)
         self.client.set_registered_model_alias(pkg.name, alias, str(mv.version))
@@ -307,18 +327,16 @@ class ModelRegistry:
     ) -> PromotionDecision:
         """Move ``champion`` to ``version`` unless the current champion is better on ``metric``.
 
-        The first version of a model becomes champion. A candidate missing ``metric`` is refused.
+        The first version of a model becomes champion; later, a candidate missing ``metric`` is refused.
         ``tolerance``: a candidate within this much of the champion still counts as not worse.
         """
         cand = self.get(name, version)
-        if metric not in cand.metrics:
-            return PromotionDecision(
-                False, f"version {version} has no metric {metric!r}", self._champion(name)
-            )
         champ = self.find(name, CHAMPION)
         if champ is None:
             self.promote(name, version)
             return PromotionDecision(True, f"first champion of {name} (no previous champion)", version)
+        if metric not in cand.metrics:
+            return PromotionDecision(False, f"version {version} has no metric {metric!r}", champ.version)
         if champ.version == version:
             return PromotionDecision(False, f"version {version} already is the champion", version)
         new, old = cand.metrics[metric], champ.metrics.get(metric)
