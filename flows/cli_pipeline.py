@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,3 +93,41 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 f"{evaluation['description']} on {evaluation['latency_model']}: mean over seeds {list(seeds)}"
             )
             console.print(router_table(evaluation["routers"], title))
+
+    @app.command("serve")
+    def serve(
+        cron: Annotated[str, typer.Option(help="cron schedule of the nightly run")] = "0 2 * * *",
+        timezone: Annotated[str, typer.Option(help="time zone of the cron schedule")] = "UTC",
+        api_url: Annotated[
+            str | None,
+            typer.Option(
+                help="an existing Prefect API (http://host:4200/api); default: start one on loopback"
+            ),
+        ] = None,
+        port: Annotated[int, typer.Option(help="port of the Prefect server started here")] = 4200,
+    ) -> None:
+        """Serve the scheduled retraining deployment until Ctrl-C (starts a Prefect server on loopback)."""
+        from flows.serve import ServerError, nightly_deployments, prefect_server, serve_deployments
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt  # SIGTERM (systemd, docker stop) too: stop the server cleanly
+
+        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, interrupt)  # even when started with SIGINT ignored (nohup, &)
+        deployments = nightly_deployments(cron=cron, timezone=timezone)
+        if api_url:
+            serve_deployments(deployments, api_url)
+            return
+        try:
+            with prefect_server(port=port) as url:
+                typer.echo(
+                    f"Prefect server on {url.removesuffix('/api')} (UI); serving on '{cron}' {timezone}"
+                )
+                try:
+                    serve_deployments(deployments, url)
+                except KeyboardInterrupt:
+                    pass
+                typer.echo("stopping the Prefect server (its whole process group)")
+        except ServerError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None

@@ -104,13 +104,14 @@ def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
 
 def nightly_deployments(cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE) -> list[Any]:
     """The deployments ``loadwise serve`` serves: the retraining pipeline on ``cron``."""
+    from prefect.schedules import Cron
+
     from flows.pipeline import retrain_pipeline
 
     return [
         retrain_pipeline.to_deployment(
             name="nightly",
-            cron=cron,
-            timezone=timezone,
+            schedules=[Cron(cron, timezone=timezone)],
             description="The retraining pipeline on a schedule (loadwise serve)",
             tags=["loadwise", "nightly"],
         )
