@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -123,10 +124,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 typer.echo(
                     f"Prefect server on {url.removesuffix('/api')} (UI); serving on '{cron}' {timezone}"
                 )
-                try:
+                with contextlib.suppress(KeyboardInterrupt):
                     serve_deployments(deployments, url)
-                except KeyboardInterrupt:
-                    pass
                 typer.echo("stopping the Prefect server (its whole process group)")
         except ServerError as exc:
             typer.echo(f"error: {exc}", err=True)
