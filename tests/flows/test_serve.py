@@ -72,7 +72,7 @@ def test_a_schedule_creates_and_runs_flow_runs(tmp_path: Path):
             start_new_session=True,
         )
         try:
-            deadline, done = time.monotonic() + 150, []
+            deadline, done = time.monotonic() + 150, list[str]()
             while time.monotonic() < deadline and not done:
                 time.sleep(3)
                 done = asyncio.run(completed_runs(api_url))
@@ -93,3 +93,31 @@ def test_a_port_already_serving_is_refused(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr("flows.serve._healthy", lambda url, timeout_s=2.0: True)
     with pytest.raises(ServerError, match="already answers"), prefect_server(port=free_port(), home=tmp_path):
         pass
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_the_nightly_schedule_to_a_work_pool(tmp_path: Path):
+    repo = Path(__file__).resolve().parents[2]
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    with prefect_server(port=free_port(), home=tmp_path / "prefect") as api_url:
+        env = {**os.environ, "PREFECT_API_URL": api_url, "LOADWISE_REPO": str(repo)}
+        for cmd in (
+            ["work-pool", "create", "loadwise", "--type", "process"],
+            ["--no-prompt", "deploy", "--all"],
+        ):
+            done = subprocess.run(
+                [prefect, *cmd], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        deployments = asyncio.run(_deployments(api_url))
+    assert deployments == {"nightly": ["0 2 * * *"]}
+
+
+async def _deployments(api_url: str) -> dict[str, list[str]]:
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api_url) as client:
+        return {
+            d.name: [getattr(s.schedule, "cron", "") for s in d.schedules]
+            for d in await client.read_deployments()
+        }
