@@ -15,6 +15,7 @@ RUN_ENV: dict[str, str] = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # not "Creating initial MLflow database tables..." on every new store
     "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from HF tokenizers under Prefect/pytest
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
