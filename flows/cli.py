@@ -25,9 +25,9 @@ app.add_typer(bench_app, name="bench")
 
 
 def _register() -> None:
-    from flows import cli_pipeline, cli_replay, cli_warehouse
+    from flows import cli_models, cli_pipeline, cli_replay, cli_warehouse
 
-    for module in (cli_warehouse, cli_replay, cli_pipeline):
+    for module in (cli_warehouse, cli_replay, cli_models, cli_pipeline):
         module.register(app, bench_app)
 
 

@@ -283,9 +283,9 @@ class ModelRegistry:
         )
 
     def versions(self, name: str) -> list[RegisteredVersion]:
-        """Every version of ``name``, newest first."""
+        """Every version of ``name``, newest first (with aliases: the search API leaves them out)."""
         found = self.client.search_model_versions(f"name = '{name}'")
-        return sorted((self._describe(mv) for mv in found), key=lambda v: -int(v.version))
+        return sorted((self.get(name, str(mv.version)) for mv in found), key=lambda v: -int(v.version))
 
     def model_names(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models())

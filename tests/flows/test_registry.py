@@ -78,7 +78,11 @@ def test_gate_promotes_the_first_and_better_versions_only(registry: ModelRegistr
     assert registry.get("toy-model", CHALLENGER).version == "2"
     v3 = registry.publish(package(tmp_path, 4.0, 0.6))
     assert registry.promote_if_better("toy-model", v3.version, "accuracy", higher_is_better=True).promoted
-    assert [v.version for v in registry.versions("toy-model")] == ["3", "2", "1"]
+    assert [(v.version, v.aliases) for v in registry.versions("toy-model")] == [
+        ("3", (CHALLENGER, CHAMPION)),
+        ("2", ()),
+        ("1", ()),
+    ]
     assert registry.champion_history("toy-model") == ["1", "3"]
     assert registry.rollback("toy-model") == ("3", "1")
     assert registry.get("toy-model", CHAMPION).version == "1"

@@ -1,0 +1,232 @@
+"""CLI commands of the learned models: ``train-predictor``, ``fit-estimator``. See flows/cli.py.
+
+Each trains / fits, evaluates on held-out data, logs and registers a new MLflow model version
+(alias ``challenger``) and runs the model's promotion gate (``flows.models``). ``--json`` prints one
+object: the metrics, the registered name, version and aliases, and the gate's decision. ``--flow``
+runs the same job as its Prefect flow (a run with a markdown report artifact).
+``MLFLOW_TRACKING_URI`` is respected; the default store is ``$LOADWISE_HOME/mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _progress(quiet: bool) -> Any:
+    if quiet:
+        return None
+    return lambda msg: typer.echo(f"· {msg}", err=True)
+
+
+def _print_result(result: dict[str, Any], tracking_uri: str, headline: tuple[str, ...]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    model = result["model"]
+    table = Table(title=f"{model['name']} v{model['version']}  ({', '.join(model['aliases']) or 'no alias'})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    metrics = result["metrics"]
+    shown = [k for k in headline if k in metrics] or sorted(metrics)
+    for key in shown:
+        table.add_row(key, f"{metrics[key]:.4g}")
+    console.print(table)
+    promo = result["promotion"]
+    console.print(("[green]promoted[/green]: " if promo["promoted"] else "not promoted: ") + promo["reason"])
+    console.print(
+        f"all {len(metrics)} metrics, config and report: mlflow ui --backend-store-uri {tracking_uri}"
+    )
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add this module's commands to the loadwise app."""
+
+    @app.command("train-predictor")
+    def train_predictor_cmd(
+        serving_model: Annotated[
+            str, typer.Option(help="serving model whose output lengths to learn (CASTILLO name)")
+        ] = "meta-llama--Llama-3.1-8B-Instruct",
+        buckets: Annotated[str, typer.Option(help="time|equal|quantile|log2 output-length buckets")] = "time",
+        seed: Annotated[int, typer.Option(help="split and training seed")] = 0,
+        warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow")] = False,
+    ) -> None:
+        """Train the task-aware output-length predictor on the warehouse; register length-predictor."""
+        if buckets not in ("time", "equal", "quantile", "log2"):
+            raise _fail(f"--buckets must be time, equal, quantile or log2, got {buckets!r}")
+        config = {"serving_model": serving_model, "buckets": buckets, "seed": seed}
+        from flows.registry import ModelRegistry
+
+        registry = ModelRegistry()
+        try:
+            if flow:
+                from flows.models import retrain_length_predictor
+
+                result = retrain_length_predictor(
+                    config, str(warehouse) if warehouse else None, registry.tracking_uri
+                )
+            else:
+                from flows.models import train_and_register_predictor
+
+                result = train_and_register_predictor(
+                    config, warehouse, registry, _progress(as_json)
+                ).to_dict()
+        except (ValueError, FileNotFoundError) as exc:
+            raise _fail(str(exc)) from None
+        if as_json:
+            typer.echo(json.dumps(result, default=str))
+        else:
+            _print_result(result, registry.tracking_uri, PREDICTOR_HEADLINE)
+
+    @app.command("fit-estimator")
+    def fit_estimator_cmd(
+        profile: Annotated[str, typer.Option(help="GPU latency profile to fit")] = "a100-llama2-7b",
+        seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow")] = False,
+    ) -> None:
+        """Fit the workload impact estimator from GPU profiles; register impact-estimator."""
+        from flows.registry import ModelRegistry
+        from training.simulator.profiles import PROFILE_NAMES
+
+        if profile not in PROFILE_NAMES:
+            raise _fail(f"unknown --profile {profile!r}; one of {', '.join(PROFILE_NAMES)}")
+        config = {"profile": profile, "seed": seed}
+        registry = ModelRegistry()
+        try:
+            if flow:
+                from flows.models import refit_impact_estimator
+
+                result = refit_impact_estimator(config, registry.tracking_uri)
+            else:
+                from flows.models import fit_and_register_estimator
+
+                result = fit_and_register_estimator(config, registry, _progress(as_json)).to_dict()
+        except (ValueError, FileNotFoundError) as exc:
+            raise _fail(str(exc)) from None
+        if as_json:
+            typer.echo(json.dumps(result, default=str))
+        else:
+            _print_result(result, registry.tracking_uri, ESTIMATOR_HEADLINE)
+
+    @app.command("models")
+    def models_cmd(
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        all_metrics: Annotated[
+            bool, typer.Option("--all-metrics", help="every metric, not the headline")
+        ] = False,
+    ) -> None:
+        """List registered models: versions, aliases and headline metrics."""
+        from flows.registry import ModelRegistry
+
+        registry = ModelRegistry()
+        listing: list[dict[str, Any]] = []
+        for name in registry.model_names():
+            versions: list[dict[str, Any]] = []
+            for v in registry.versions(name):
+                keep = v.metrics if all_metrics else {k: m for k, m in v.metrics.items() if k in HEADLINE}
+                versions.append(
+                    {
+                        "version": v.version,
+                        "aliases": list(v.aliases),
+                        "metrics": keep,
+                        "run_id": v.run_id,
+                        "git_commit": v.tags.get("loadwise.git_commit", ""),
+                        "data_fingerprint": v.tags.get("loadwise.data_fingerprint", ""),
+                    }
+                )
+            listing.append({"name": name, "versions": versions})
+        if as_json:
+            typer.echo(json.dumps({"tracking_uri": registry.tracking_uri, "models": listing}))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"registered models ({registry.tracking_uri})")
+        for col in ("model", "version", "aliases", "metrics", "commit"):
+            table.add_column(col)
+        for model in listing:
+            for row in model["versions"]:
+                metrics = ", ".join(f"{k}={x:.4g}" for k, x in sorted(row["metrics"].items()))
+                table.add_row(
+                    model["name"], row["version"], ",".join(row["aliases"]), metrics, row["git_commit"][:8]
+                )
+        Console().print(table if listing else "no registered models yet")
+
+    @app.command("promote")
+    def promote_cmd(
+        name: Annotated[str, typer.Argument(help="registered model name")],
+        version: Annotated[str, typer.Argument(help="version number to make champion")],
+    ) -> None:
+        """Move the champion alias to VERSION by hand (shows it next to the current champion)."""
+        from flows.registry import CHAMPION, ModelRegistry, RegistryError
+
+        registry = ModelRegistry()
+        try:
+            before = registry.find(name, CHAMPION)
+            after = registry.promote(name, version)
+        except RegistryError as exc:
+            raise _fail(str(exc)) from None
+        _show_move(name, before, after)
+
+    @app.command("rollback")
+    def rollback_cmd(name: Annotated[str, typer.Argument(help="registered model name")]) -> None:
+        """Move the champion alias back to the version that held it before."""
+        from flows.registry import ModelRegistry, RegistryError
+
+        registry = ModelRegistry()
+        try:
+            old, new = registry.rollback(name)
+            _show_move(name, registry.get(name, old), registry.get(name, new))
+        except RegistryError as exc:
+            raise _fail(str(exc)) from None
+
+
+PREDICTOR_HEADLINE = (
+    "acc",
+    "acc_tabular",
+    "baseline_task_majority",
+    "ceiling",
+    "honest_score",
+    "kendall_tau",
+    "mae_tokens",
+)
+HEADLINE = (
+    "acc",
+    "honest_score",
+    "mae_tokens",
+    "chosen.holdout_r2",
+    "chosen.holdout_mape_pct",
+    "mean_e2e_s",
+    "improvement_vs_round_robin_pct",
+)
+"""Metrics ``loadwise models`` shows by default (each model logs a few of these)."""
+ESTIMATOR_HEADLINE = (
+    "chosen.holdout_r2",
+    "chosen.holdout_mape_pct",
+    "chosen.grad1_s_per_prefill_token",
+    "chosen.grad2_s_per_decode_context_token",
+    "chosen.per_decode_seq_s",
+    "fitted",
+)
+
+
+def _show_move(name: str, before: Any, after: Any) -> None:
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "none"
+        shown = ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items()) if k in HEADLINE)
+        return f"v{v.version} ({shown or 'no headline metrics'})"
+
+    typer.echo(f"{name}: champion {fmt(before)} -> {fmt(after)}")

@@ -1,0 +1,251 @@
+"""Train / fit the learned models and register them: the jobs behind the CLI and their Prefect flows.
+
+Who calls this: ``loadwise train-predictor`` / ``loadwise fit-estimator`` (directly, or with
+``--flow`` through the Prefect flows ``retrain-length-predictor`` / ``refit-impact-estimator``), and
+the nightly pipeline. Each job is: one library call that trains and evaluates (``training.*``), then
+one ``ModelRegistry.publish`` (new version, alias ``challenger``), then the promotion gate.
+
+The gates here are deliberately simple (the router's statistical gate is the nightly pipeline's):
+
+- ``length-predictor``: ``champion`` moves when the challenger's expected-length MAE in tokens on
+  held-out prompts is not worse than the champion's, for the same serving model (a bucket-free
+  metric, so predictors with different bucket schemes compare fairly). A different serving model
+  never replaces the champion automatically; promote it by hand.
+- ``impact-estimator``: ``champion`` moves when held-out MAPE of iteration time is not worse, for
+  the same GPU profile (the paper's V100 preset has no held-out points: it becomes champion only
+  when there is none).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.ingest import retry_on_io
+from flows.registry import ModelPackage, ModelRegistry, PromotionDecision, RegisteredVersion
+
+LENGTH_PREDICTOR = "length-predictor"
+IMPACT_ESTIMATOR = "impact-estimator"
+PREDICTOR_GATE_METRIC = "mae_tokens"
+ESTIMATOR_GATE_METRIC = "chosen.holdout_mape_pct"
+ESTIMATOR_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
+"""What the estimator's pyfunc needs at serving time (``training/impact/serving.py`` imports no more)."""
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a train-and-register job returns (the CLI's ``--json`` payload)."""
+
+    version: RegisteredVersion
+    decision: PromotionDecision
+    metrics: dict[str, float]
+    report_markdown: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.version.to_dict(),
+            "promotion": {
+                "promoted": self.decision.promoted,
+                "reason": self.decision.reason,
+                "champion_version": self.decision.champion_version,
+            },
+            "metrics": self.metrics,
+        }
+
+
+def _gate_applies(registry: ModelRegistry, name: str, key: str, value: str) -> str | None:
+    """``None`` when the current champion was trained for the same ``key`` (else why not)."""
+    champ = registry.find(name, "champion")
+    if champ is None:
+        return None
+    import json
+
+    theirs = json.loads(champ.tags.get("loadwise.config", "{}")).get(key)
+    if theirs is not None and theirs != value:
+        return (
+            f"champion v{champ.version} is for {key}={theirs!r}, this version for {value!r}: promote by hand"
+        )
+    return None
+
+
+def _publish(
+    registry: ModelRegistry,
+    pkg: ModelPackage,
+    gate_metric: str,
+    higher_is_better: bool,
+    scope_key: str,
+    scope_value: str,
+    report_md: str,
+) -> Published:
+    version = registry.publish(pkg)
+    refuse = _gate_applies(registry, pkg.name, scope_key, scope_value)
+    if refuse is not None:
+        decision = PromotionDecision(False, refuse, registry.find(pkg.name, "champion").version)  # type: ignore[union-attr]
+    else:
+        decision = registry.promote_if_better(pkg.name, version.version, gate_metric, higher_is_better)
+    return Published(registry.get(pkg.name, version.version), decision, dict(pkg.metrics), report_md)
+
+
+# -- length predictor ---------------------------------------------------------------------------
+def train_predictor(
+    config: dict[str, Any], warehouse: Path | None = None, progress: Progress | None = None
+) -> Any:
+    """Train and evaluate the length predictor on the warehouse (``training.length``)."""
+    from training.length.config import PredictorConfig
+    from training.length.train import train_length_predictor
+    from warehouse.paths import default_warehouse_path
+
+    return train_length_predictor(
+        warehouse or default_warehouse_path(), PredictorConfig(**config), progress=progress
+    )
+
+
+def register_predictor(trained: Any, registry: ModelRegistry) -> Published:
+    """Register a trained length predictor as a new ``length-predictor`` version; run the gate."""
+    from training.length import serving
+
+    cfg = trained.config
+    with tempfile.TemporaryDirectory(prefix="loadwise-predictor-") as tmp:
+        folder = Path(tmp) / "predictor"
+        trained.save(folder)
+        example = trained.input_example()
+        report_md = trained.report.to_markdown()
+        pkg = ModelPackage(
+            name=LENGTH_PREDICTOR,
+            serving_module=Path(serving.__file__),
+            model_class="LengthPredictorModel",
+            artifacts={"predictor": folder},
+            input_example=example,
+            output_example=trained.predict_frame(example),
+            pip_requirements=trained.pip_requirements(),
+            config=cfg.model_dump(mode="json"),
+            metrics=trained.report.metrics(),
+            data_fingerprint=trained.data_fingerprint,
+            reports={"length_predictor.md": report_md},
+            description=f"output-length predictor for {cfg.serving_model} ({cfg.buckets} buckets)",
+        )
+        return _publish(
+            registry, pkg, PREDICTOR_GATE_METRIC, False, "serving_model", cfg.serving_model, report_md
+        )
+
+
+def train_and_register_predictor(
+    config: dict[str, Any],
+    warehouse: Path | None = None,
+    registry: ModelRegistry | None = None,
+    progress: Progress | None = None,
+) -> Published:
+    """The ``loadwise train-predictor`` job: train, evaluate, register, gate."""
+    trained = train_predictor(config, warehouse, progress)
+    registry = registry or ModelRegistry()
+    if progress:
+        progress(f"registering {LENGTH_PREDICTOR} in {registry.tracking_uri}")
+    return register_predictor(trained, registry)
+
+
+# -- impact estimator ---------------------------------------------------------------------------
+def fit_estimator(config: dict[str, Any], progress: Progress | None = None) -> Any:
+    """Fit the impact estimator for a GPU profile (``training.impact.fit``)."""
+    from training.impact.fit import EstimatorConfig, fit_impact_estimator
+
+    return fit_impact_estimator(EstimatorConfig(**config), progress=progress)
+
+
+def register_estimator(fitted: Any, registry: ModelRegistry) -> Published:
+    """Register a fitted impact estimator as a new ``impact-estimator`` version; run the gate."""
+    from training.impact import serving
+
+    cfg = fitted.config
+    with tempfile.TemporaryDirectory(prefix="loadwise-estimator-") as tmp:
+        path = Path(tmp) / "estimator.json"
+        path.write_text(fitted.to_json())
+        example = fitted.input_example()
+        report_md = fitted.report.to_markdown()
+        pkg = ModelPackage(
+            name=IMPACT_ESTIMATOR,
+            serving_module=Path(serving.__file__),
+            model_class="ImpactEstimatorModel",
+            artifacts={"estimator": path},
+            input_example=example,
+            output_example=serving.predict_iteration_time(fitted.coefficients, example),
+            pip_requirements=ESTIMATOR_REQUIREMENTS,
+            config=cfg.model_dump(mode="json"),
+            metrics=fitted.report.metrics(),
+            data_fingerprint=fitted.data_fingerprint,
+            reports={"impact_estimator.md": report_md},
+            description=f"iteration latency vs prefill/decode mix for {cfg.profile} ({fitted.chosen})",
+        )
+        return _publish(registry, pkg, ESTIMATOR_GATE_METRIC, False, "profile", cfg.profile, report_md)
+
+
+def fit_and_register_estimator(
+    config: dict[str, Any], registry: ModelRegistry | None = None, progress: Progress | None = None
+) -> Published:
+    """The ``loadwise fit-estimator`` job: fit, evaluate on held-out points, register, gate."""
+    fitted = fit_estimator(config, progress)
+    registry = registry or ModelRegistry()
+    if progress:
+        progress(f"registering {IMPACT_ESTIMATOR} in {registry.tracking_uri}")
+    return register_estimator(fitted, registry)
+
+
+# -- Prefect flows (thin: one library call per task; retries only where I/O can fail) -------------
+@task(name="train-length-predictor", cache_policy=NO_CACHE)
+def _train_predictor_task(config: dict[str, Any], warehouse: str | None) -> Any:
+    return train_predictor(config, Path(warehouse) if warehouse else None, progress=print)
+
+
+@task(name="fit-impact-estimator", cache_policy=NO_CACHE)
+def _fit_estimator_task(config: dict[str, Any]) -> Any:
+    return fit_estimator(config, progress=print)
+
+
+@task(
+    name="register-model",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_on_io,
+)
+def _register_task(kind: str, trained: Any, tracking_uri: str | None) -> Published:
+    registry = ModelRegistry(tracking_uri)
+    return (
+        register_predictor(trained, registry)
+        if kind == LENGTH_PREDICTOR
+        else register_estimator(trained, registry)
+    )
+
+
+@task(name="publish-model-report", cache_policy=NO_CACHE)
+def _report_task(kind: str, published: Published) -> dict[str, Any]:
+    v = published.version
+    header = f"# {kind} v{v.version}\n\n{published.decision.reason}\n\n"
+    create_markdown_artifact(header + published.report_markdown, key=f"{kind}-report")
+    return published.to_dict()
+
+
+@flow(name="retrain-length-predictor", log_prints=True)
+def retrain_length_predictor(
+    config: dict[str, Any] | None = None, warehouse: str | None = None, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """Train, evaluate, register ``length-predictor``; the report is a markdown artifact."""
+    trained = _train_predictor_task(config or {}, warehouse)
+    return _report_task(LENGTH_PREDICTOR, _register_task(LENGTH_PREDICTOR, trained, tracking_uri))
+
+
+@flow(name="refit-impact-estimator", log_prints=True)
+def refit_impact_estimator(
+    config: dict[str, Any] | None = None, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """Fit, evaluate, register ``impact-estimator``; the report is a markdown artifact."""
+    fitted = _fit_estimator_task(config or {})
+    return _report_task(IMPACT_ESTIMATOR, _register_task(IMPACT_ESTIMATOR, fitted, tracking_uri))

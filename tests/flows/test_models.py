@@ -1,0 +1,110 @@
+"""Fit / train -> register -> a separate process without the project loads the champion and predicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.registry import CHAMPION, ModelRegistry
+from tests.consumer import consume
+from training.simulator.profiles import PAPER_PROFILE, load_latency_model
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "home"
+
+
+def batches() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "prefill_tokens": [0, 512, 2048],
+            "prefill_attention_tokens2": [0.0, 512.0**2, 2048.0**2],
+            "decode_seqs": [8, 4, 0],
+            "decode_context_tokens": [8000, 3000, 0],
+        }
+    )
+
+
+def test_fit_estimator_cli_registers_a_champion_a_bare_process_can_use(home: Path):
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["fit-estimator", "--profile", PAPER_PROFILE, "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["model"]["name"] == "impact-estimator"
+    assert result["model"]["version"] == "1"
+    assert set(result["model"]["aliases"]) == {"challenger", CHAMPION}
+    assert result["promotion"]["promoted"]
+    registry = ModelRegistry()
+    assert registry.tracking_uri == f"sqlite:///{(home / 'mlflow.db').resolve()}"
+    v = registry.get("impact-estimator", CHAMPION)
+    assert json.loads(v.tags["loadwise.config"])["profile"] == PAPER_PROFILE
+    frame = batches()
+    got, _ = consume("models:/impact-estimator@champion", registry.tracking_uri, frame)
+    lm = load_latency_model(PAPER_PROFILE)
+    want = [lm.iteration_time(*row) for row in frame.itertuples(index=False)]
+    assert got["iteration_time_s"].tolist() == pytest.approx(want, rel=1e-12)
+
+
+def test_a_different_profile_does_not_replace_the_champion(home: Path, shared_data: Path):
+    from flows.models import fit_and_register_estimator
+
+    registry = ModelRegistry()
+    first = fit_and_register_estimator({"profile": PAPER_PROFILE}, registry)
+    second = fit_and_register_estimator({"profile": "a100-llama2-7b"}, registry)
+    assert first.decision.promoted
+    assert not second.decision.promoted
+    assert "promote by hand" in second.decision.reason
+    assert second.metrics["chosen.holdout_mape_pct"] < 5.0
+    assert registry.get("impact-estimator", CHAMPION).version == first.version.version
+
+
+@pytest.mark.prefect
+def test_refit_flow_registers_and_publishes_the_report(prefect_harness: None, home: Path):
+    from prefect.artifacts import Artifact
+
+    from flows.models import refit_impact_estimator
+
+    uri = f"sqlite:///{home / 'flow-mlflow.db'}"
+    home.mkdir(parents=True, exist_ok=True)
+    result = refit_impact_estimator({"profile": PAPER_PROFILE}, tracking_uri=uri)
+    assert result["model"]["name"] == "impact-estimator"
+    assert result["promotion"]["promoted"]
+    artifact = Artifact.get("impact-estimator-report")
+    assert artifact is not None
+    assert "impact-estimator v1" in str(artifact.data)
+
+
+def test_tiny_predictor_train_register_and_predict_in_a_bare_process(home: Path, tmp_path: Path):
+    """The issue's tiny end-to-end: train (tiny random encoder) -> register -> load elsewhere -> predict."""
+    from flows.models import LENGTH_PREDICTOR, train_and_register_predictor
+    from tests.length.samples import castillo_rows, tiny_config, write_warehouse
+
+    wh = write_warehouse(tmp_path / "w.duckdb", castillo_rows())
+    registry = ModelRegistry()
+    published = train_and_register_predictor(tiny_config().model_dump(), wh, registry)
+    assert published.decision.promoted
+    assert "mae_tokens" in published.metrics
+    frame = pd.DataFrame(
+        {
+            "prompt_text": ["Please write a long essay about topic 3 for Apps.", None],
+            "prompt_tokens": [13, 40],
+            "task": ["Apps", "ShareGPT"],
+        }
+    )
+    got, _ = consume(f"models:/{LENGTH_PREDICTOR}@champion", registry.tracking_uri, frame)
+    probs = got[[c for c in got.columns if c.startswith("p_bucket_")]]
+    assert probs.sum(axis=1).tolist() == pytest.approx([1.0, 1.0])
+    assert (got["expected_output_tokens"] > 0).all()
+    from training.length.train import TrainedLengthPredictor
+
+    folder = registry.download_artifact(LENGTH_PREDICTOR, CHAMPION, "predictor", tmp_path / "dl")
+    local = TrainedLengthPredictor.load(folder).predict_frame(frame)
+    assert got["expected_output_tokens"].tolist() == pytest.approx(local["expected_output_tokens"].tolist())
