@@ -30,6 +30,28 @@ def _print_tables(tables: list[dict[str, Any]]) -> None:
         console.print(table)
 
 
+def _print_models(models: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.registry import default_tracking_uri
+
+    table = Table(title="registered models (MLflow)")
+    for column in ("model", "version", "aliases", "gate"):
+        table.add_column(column)
+    for entry in models:
+        model = entry["model"]
+        if "skipped" in entry:
+            table.add_row(model["name"], "-", "-", f"skipped: {entry['skipped']}")
+            continue
+        table.add_row(
+            model["name"], model["version"], ",".join(model["aliases"]), entry["promotion"]["reason"]
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"MLflow UI: mlflow ui --backend-store-uri {default_tracking_uri()}", soft_wrap=True)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to the loadwise app and its bench group."""
 
@@ -48,6 +70,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ] = True,
         eval_seeds: Annotated[str, typer.Option(help="comma-separated replay seeds")] = "0,1,2",
         eval_requests: Annotated[int, typer.Option(min=1, help="held-out requests to replay")] = 4000,
+        train: Annotated[
+            bool,
+            typer.Option(
+                "--train/--no-train", help="refit the impact estimator, retrain the length predictor"
+            ),
+        ] = True,
     ) -> None:
         """Run the retrain pipeline (Prefect flow ``retrain-pipeline``): ingest traces, print analytics,
         evaluate every router on the held-out traces (stored in ``marts.eval_results``)."""
@@ -72,6 +100,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 evaluate=evaluate,
                 eval_seeds=seeds,
                 eval_requests=eval_requests,
+                train=train,
             )
         except WarehouseError as exc:
             console.print(f"[red]error:[/red] {exc}")
@@ -87,6 +116,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             "duplicate files skipped"
         )
         _print_tables(result["summary"])
+        if result["models"]:
+            _print_models(result["models"])
         evaluation = result["evaluation"]
         if evaluation is not None:
             console.width = max(console.width, 140)

@@ -96,6 +96,18 @@ def _publish(
 
 
 # -- length predictor ---------------------------------------------------------------------------
+def has_predictor_data(warehouse: str | Path, serving_model: str | None = None) -> bool:
+    """Whether the warehouse holds prompt texts with the serving model's output lengths."""
+    from training.length.config import PredictorConfig
+    from training.length.data import load_rows
+
+    cfg = PredictorConfig(serving_model=serving_model) if serving_model else PredictorConfig()
+    try:
+        return not load_rows(Path(warehouse), cfg).empty
+    except ValueError:
+        return False
+
+
 def train_predictor(
     config: dict[str, Any], warehouse: Path | None = None, progress: Progress | None = None
 ) -> Any:

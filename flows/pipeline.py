@@ -74,6 +74,38 @@ def evaluate_routers(
             "routers": report.summary()}  # fmt: skip
 
 
+def train_models(db: str, synthetic: bool, tracking_uri: str | None) -> list[dict[str, Any]]:
+    """Refit the impact estimator and retrain the length predictor; register both (gate included).
+
+    The estimator is fitted for the profile the evaluation uses (``eval.scheduled.pick_profile``).
+    The length predictor needs prompt texts with serving-model output lengths (CASTILLO): without
+    them (synthetic runs) it is skipped, and the result says so.
+    """
+    from eval.scheduled import pick_profile
+    from flows.models import (
+        IMPACT_ESTIMATOR,
+        LENGTH_PREDICTOR,
+        _fit_estimator_task,
+        _register_task,
+        _report_task,
+        _train_predictor_task,
+        has_predictor_data,
+    )
+
+    results = []
+    fitted = _fit_estimator_task({"profile": pick_profile()})
+    results.append(_report_task(IMPACT_ESTIMATOR, _register_task(IMPACT_ESTIMATOR, fitted, tracking_uri)))
+    if synthetic or not has_predictor_data(db):
+        print("length predictor: no prompt texts with serving-model output lengths in the warehouse; skipped")
+        results.append({"model": {"name": LENGTH_PREDICTOR}, "skipped": "no CASTILLO rows"})
+    else:
+        trained = _train_predictor_task({}, db)
+        results.append(
+            _report_task(LENGTH_PREDICTOR, _register_task(LENGTH_PREDICTOR, trained, tracking_uri))
+        )
+    return results
+
+
 @flow(name="retrain-pipeline", log_prints=True)
 def retrain_pipeline(
     warehouse: str | None = None,
@@ -83,11 +115,14 @@ def retrain_pipeline(
     evaluate: bool = True,
     eval_seeds: tuple[int, ...] = (0, 1, 2),
     eval_requests: int = 4000,
+    train: bool = True,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest the real (or synthetic) traces into ``warehouse``, summarise it, evaluate the routers.
+    """Ingest the real (or synthetic) traces into ``warehouse``, summarise it, refit / retrain and
+    register the learned models (``train``), evaluate the routers.
 
     Returns ``{"synthetic": bool, "warehouse": str, "ingest": <report dict>, "summary": [tables],
-    "evaluation": <summary dict> | None}``.
+    "models": [registration results], "evaluation": <summary dict> | None}``.
     """
     from warehouse.paths import loadwise_home, shared_data_dir
     from warehouse.store import resolve_path
@@ -107,6 +142,7 @@ def retrain_pipeline(
         f"{report['quarantined']} quarantined; {report['duplicates_skipped']} duplicate rows skipped"
     )
     summary = summarize(db)
+    models = train_models(db, synthetic, tracking_uri) if train else []
     evaluation = None
     if evaluate:
         out_dir = str(loadwise_home() / "eval" / "pipeline")
@@ -117,5 +153,6 @@ def retrain_pipeline(
         "warehouse": db,
         "ingest": report,
         "summary": summary,
+        "models": models,
         "evaluation": evaluation,
     }
