@@ -37,7 +37,9 @@ class DriftThresholds(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     psi: float = Field(default=0.25, gt=0, description="PSI of prompt or output length above this")
-    ks_pvalue: float = Field(default=1e-3, gt=0, lt=1, description="and KS p-value below this (both must hold)")
+    ks_pvalue: float = Field(
+        default=1e-3, gt=0, lt=1, description="and KS p-value below this (both must hold)"
+    )
     rate_ratio: float = Field(default=1.5, gt=1, description="arrival-rate ratio above this or below 1/this")
 
 

@@ -55,6 +55,7 @@ def test_impact_grows_with_the_load_already_there():
 def test_alpha_mixes_the_two_parts():
     imp = MixingImpact(prefill_s=2.0, decode_s=4.0)
     assert imp.penalty() == 3.0
-    assert imp.penalty(1.0) == 2.0 and imp.penalty(0.0) == 4.0
+    assert imp.penalty(1.0) == 2.0
+    assert imp.penalty(0.0) == 4.0
     with pytest.raises(ValueError, match="alpha"):
         imp.penalty(1.5)
