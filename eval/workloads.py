@@ -56,6 +56,8 @@ class Workload:
         profile: the latency profile the setting is meant for.
         seed_dependent: whether ``sample`` changes with the seed.
         info: extra facts for reports (rates, counts, sources).
+        sample_train: ``seed -> requests`` like ``sample`` but drawn from the TRAINING pool (the RL
+            router's episodes; ``None`` where the workload has no sampler over it).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Workload:
     profile: str
     seed_dependent: bool = True
     info: dict[str, object] = field(default_factory=dict)
+    sample_train: Callable[[int], list[Request]] | None = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,10 @@ def build_main(options: WorkloadOptions) -> Workload:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1001]))
         return _sample_mix(held, n, rate, rng, "main-")
 
+    def sample_train(seed: int) -> list[Request]:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 1002]))
+        return _sample_mix(train, n, rate, rng, "main-train-")
+
     return Workload(
         name="main",
         description=desc,
@@ -277,6 +284,7 @@ def build_main(options: WorkloadOptions) -> Workload:
         num_instances=4,
         profile="v100-llama2-7b-paper",
         info={"num_requests": n, "rate_rps": rate, "tasks": list(MAIN_TASKS)},
+        sample_train=sample_train,
     )
 
 

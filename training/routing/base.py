@@ -61,6 +61,10 @@ class InstanceView:
             router (SGLang, llm-d prefix scorer) approximates by its own index.
         accepting: False when the instance's queue is at its configured limit; a router must then not
             pick it.
+        request_stats: only when the replay's ``ClusterConfig.request_stats`` is set (the RL env):
+            one ``(prompt_tokens, predicted_output_tokens, generated_tokens, decoding)`` tuple per
+            request on the instance (waiting, preempted, then running), what a proxying router knows
+            from its own bookkeeping and the tokens it streamed back. ``None`` otherwise.
     """
 
     index: int
@@ -74,6 +78,7 @@ class InstanceView:
     num_decode_requests: int
     cached_prefix_blocks: int = 0
     accepting: bool = True
+    request_stats: tuple[tuple[int, float, int, bool], ...] | None = None
 
     @property
     def kv_usage(self) -> float:

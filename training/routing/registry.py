@@ -82,6 +82,10 @@ class RouterEntry:
     factory: RouterFactory | None = None
     import_path: str | None = None
     """``"module:attr"`` of the factory, for lazily registered (heavy) routers."""
+    required_options: tuple[str, ...] = ()
+    """``RouterContext.options`` keys the factory cannot work without (the learned router's
+    ``policy_dir``). Such routers are listed by ``router_names`` only on request, so "every router"
+    (the contract suite, ``--routers all``) means every router that runs without options."""
 
     @property
     def is_lazy(self) -> bool:
@@ -152,6 +156,7 @@ def register_lazy(
     needs_predictions: bool = False,
     needs_latency_model: bool = False,
     mirrors: str = "",
+    required_options: tuple[str, ...] = (),
 ) -> RouterEntry:
     """Register a router whose factory is imported (``"module:attr"``) only when first requested."""
     entry = RouterEntry(
@@ -162,6 +167,7 @@ def register_lazy(
         needs_latency_model=needs_latency_model,
         mirrors=mirrors,
         import_path=import_path,
+        required_options=tuple(required_options),
     )
     _add(entry)
     return entry
@@ -179,12 +185,31 @@ def _load_builtins() -> None:
     _BUILTINS_LOADED = True
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    if "rl" not in _REGISTRY:
+        register_lazy(
+            "rl",
+            "training.rl.router:make_router",
+            description="learned RL router (Double DQN / MaskablePPO policy exported to numpy); "
+            "needs options['policy_dir']",
+            needs_predictions=True,
+            needs_latency_model=True,
+            mirrors="paper's workload-guided RL router (Jain et al., arXiv 2408.13510)",
+            required_options=("policy_dir",),
+        )
 
 
-def router_names(*, include_oracle: bool = True) -> list[str]:
-    """Registered names, in registration order (built-ins first)."""
+def router_names(*, include_oracle: bool = True, include_configured: bool = False) -> list[str]:
+    """Registered names, in registration order (built-ins first).
+
+    ``include_configured``: also list routers with ``required_options`` (the learned ``rl``, which
+    needs a policy folder); they are left out by default.
+    """
     _load_builtins()
-    return [n for n, e in _REGISTRY.items() if include_oracle or not e.oracle]
+    return [
+        n
+        for n, e in _REGISTRY.items()
+        if (include_oracle or not e.oracle) and (include_configured or not e.required_options)
+    ]
 
 
 def get_entry(name: str) -> RouterEntry:
@@ -197,7 +222,11 @@ def get_entry(name: str) -> RouterEntry:
 
 def get_router(name: str, ctx: RouterContext) -> Router:
     """A fresh router instance for one replay (call ``reset`` before routing)."""
-    router = get_entry(name).load_factory()(ctx)
+    entry = get_entry(name)
+    missing = [k for k in entry.required_options if k not in ctx.options]
+    if missing:
+        raise KeyError(f"router {name!r} needs RouterContext.options {missing} (e.g. context_options=...)")
+    router = entry.load_factory()(ctx)
     if not isinstance(router, Router):
         raise TypeError(f"router {name!r}: factory returned {type(router).__name__}, not a Router")
     return router

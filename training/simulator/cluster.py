@@ -33,6 +33,7 @@ class Cluster:
         if key == self._cache_key:
             return self._cache
         views = []
+        stats = self.config.request_stats
         for inst in self.instances:
             inst.sync(now)
             prompt, n_prefill, n_decode, decode = inst.load()
@@ -49,6 +50,7 @@ class Cluster:
                     num_decode_requests=n_decode,
                     cached_prefix_blocks=0,
                     accepting=inst.accepting,
+                    request_stats=inst.request_stats() if stats else None,
                 )
             )
         self._cache_key = key

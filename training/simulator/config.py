@@ -138,12 +138,18 @@ class ClusterConfig:
             waited at least this long and the router still returns ``DELAY``, the simulator places it
             itself on the accepting instance with the fewest requests (running + waiting; lowest index
             on ties). If no instance is accepting it keeps waiting. ``None``: no cap.
+        request_stats: opt-in (the RL env sets it): every ``InstanceView`` also carries
+            ``request_stats``, one ``(prompt_tokens, predicted_output_tokens, generated_tokens,
+            decoding)`` tuple per request on the instance (what a proxying router knows per request:
+            what it sent and how many tokens it has streamed back). Off by default: it costs one
+            tuple per co-resident request per decision.
     """
 
     num_instances: int
     instance: InstanceConfig = field(default_factory=InstanceConfig)
     decision_interval_s: float = 0.02
     max_router_wait_s: float | None = None
+    request_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.num_instances < 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -66,7 +67,8 @@ def simulate(
 
     Args:
         requests: the trace; results are in this order. request_id must be unique.
-        router: decides at arrival and, after ``DELAY``, at every decision tick.
+        router: decides at arrival and, after ``DELAY``, at every decision tick. A router with a true
+            ``needs_request_stats`` attribute (the learned one) gets ``config.request_stats`` on.
         config: cluster shape, instance engine settings, router tick.
         latency_model: iteration time from batch composition.
         predictor: predicted output lengths (read by routers and LWL/BINPACK queue policies).
@@ -80,6 +82,8 @@ def simulate(
         ValueError: duplicate request ids, or a request that can never fit in one instance's KV cache.
     """
     router.reset(config.num_instances, seed)
+    if getattr(router, "needs_request_stats", False) and not config.request_stats:
+        config = replace(config, request_stats=True)  # routers that declare it see per-request stats
     decisions = replay(
         requests,
         config,

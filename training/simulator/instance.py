@@ -586,6 +586,15 @@ class Instance:
             self.wait_decode_sum + self.run_decode_left,
         )
 
+    def request_stats(self) -> tuple[tuple[int, float, int, bool], ...]:
+        """``(prompt tokens, predicted output tokens, generated tokens, decoding)`` per request on
+        this instance (waiting, preempted, running), at the last iteration boundary. O(requests):
+        built only when ``ClusterConfig.request_stats`` is set (the RL env's observation)."""
+        out = [(r.prompt, r.pred, r.generated, False) for _, _, r in self.waiting]
+        out.extend((r.prompt, r.pred, r.generated, False) for r in self.preempted)
+        out.extend((r.prompt, r.pred, r.generated, r.status is _DECODING) for r in self.running)
+        return tuple(out)
+
     def load_slow(self) -> tuple[int, int, int, float]:
         """``load`` recomputed from scratch (tests compare the two)."""
         prompt = 0

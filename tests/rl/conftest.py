@@ -1,0 +1,1 @@
+from tests.envs.conftest import tiny_requests, tiny_sampler  # noqa: F401  (shared fixtures)

@@ -1,0 +1,117 @@
+"""``RouterTrainConfig``: every setting of one RL-router training run (frozen, strict, saved with it).
+
+Who calls this: ``training.rl.train.train_router`` (reads it), ``eval.learned`` and the lead's CLI /
+flow (build it, e.g. from YAML), once per run. The resolved config is written to the policy folder
+as ``config.json`` and is what MLflow logs. No side effects in the constructor.
+
+Defaults follow the paper where it says (Jain et al., arXiv 2408.13510: Double DQN, MLP 64-64,
+batch 512, exploration off after episode 20, r_w = 60, alpha = 0.5, 2000-request windows at 20 req/s
+on 4 instances of the V100 Llama-2-7B profile); the rest was chosen by measurement (docs/rl_router.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from training.envs.rewards import RewardConfig, Variant
+from training.rl.serving import ObsSpec
+
+
+class RouterTrainConfig(BaseModel):
+    """One training run. Units: requests, req/s, seconds, environment steps (= routing decisions)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    variant: Variant = "guided"
+    algo: Literal["dqn", "maskable-ppo"] = "dqn"
+    total_timesteps: int = Field(default=100_000, ge=1)
+    seed: int = 0
+
+    # setting (episodes are windows of the workload's TRAINING pool)
+    workload: str = "main"
+    profile: str = "v100-llama2-7b-paper"
+    num_instances: int = Field(default=4, ge=1)
+    rate_rps: float = Field(default=20.0, gt=0)
+    episode_requests: int = Field(default=2000, ge=1)
+
+    # observation (training.rl.serving.ObsSpec)
+    prompt_edges: tuple[float, ...] = (256.0, 1500.0)
+    decode_edges: tuple[float, ...] = (128.0, 256.0, 512.0)
+    queue_cap: int = Field(default=64, ge=1)
+    allow_delay: bool = Field(
+        default=False,
+        description="DELAY as an action; off by default: one step = one decision, so a DELAY step is "
+        "shorter than a placement and per-step discounting favours it (measured: docs/rl_router.md)",
+    )
+    max_delay_s: float = Field(default=0.5, ge=0)
+
+    reward: RewardConfig = RewardConfig()
+
+    heuristic_prior: tuple[float, float] | None = Field(
+        default=(0.5, 2.0),
+        description="dqn 'slots': learnable (beta, w) of the prior -beta x (d_completion + w x d_penalty) "
+        "added to each instance's Q (w = 2: the paper's greedy heuristic, own latency + prefill + decode "
+        "impact); None = no prior",
+    )
+
+    # learner (shared)
+    net_arch: tuple[int, ...] = (64, 64)
+    architecture: Literal["mlp", "slots"] = Field(
+        default="slots",
+        description="dqn: 'mlp' = the paper's MLP over the whole state; 'slots' = one MLP scoring each "
+        "instance's slot (equivariant to instance order; chosen by measurement). PPO: always 'mlp'",
+    )
+    learning_rate: float = Field(default=5e-4, gt=0)
+    gamma: float = Field(default=0.9, gt=0, le=1, description="0.9 measured better than 0.99 here")
+    gamma_min: float = Field(default=0.5, gt=0, le=1, description="guided: discount while guidance is full")
+
+    # DQN (paper: batch 512, exploration off after episode 20)
+    batch_size: int = Field(default=512, ge=1)
+    buffer_size: int = Field(default=200_000, ge=1)
+    learning_starts: int = Field(default=2_000, ge=0)
+    train_freq: int = Field(default=4, ge=1)
+    gradient_steps: int = Field(default=1, ge=1)
+    target_update_interval: int = Field(default=2_000, ge=1)
+    exploration_episodes: float = Field(default=20.0, ge=0)
+    exploration_initial_eps: float = Field(default=0.3, ge=0, le=1)
+    exploration_final_eps: float = Field(default=0.0, ge=0, le=1)
+
+    # MaskablePPO
+    n_steps: int = Field(default=2048, ge=2)
+    ppo_batch_size: int = Field(default=256, ge=2)
+    n_epochs: int = Field(default=5, ge=1)
+    ent_coef: float = Field(default=0.01, ge=0)
+
+    # bookkeeping
+    eval_every_episodes: int = Field(default=10, ge=1, description="validation on training-pool windows")
+    eval_episodes: int = Field(default=2, ge=1)
+    checkpoint_every_steps: int = Field(default=50_000, ge=1)
+    torch_threads: int = Field(default=1, ge=1, description="STACK.md: 1 avoids a collapse on a loaded box")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reward_variant(cls, data: Any) -> Any:
+        """The run's ``variant`` is the reward's variant (one source of truth)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            variant = data.get("variant", "guided")
+            reward = data.get("reward")
+            if reward is None:
+                data["reward"] = RewardConfig(variant=variant)
+            elif isinstance(reward, RewardConfig):
+                data["reward"] = reward.model_copy(update={"variant": variant})
+            elif isinstance(reward, dict):
+                data["reward"] = {**reward, "variant": variant}
+        return data
+
+    def obs_spec(self) -> ObsSpec:
+        return ObsSpec(
+            num_instances=self.num_instances,
+            prompt_edges=tuple(self.prompt_edges),
+            decode_edges=tuple(self.decode_edges),
+            queue_cap=self.queue_cap,
+            allow_delay=self.allow_delay,
+            max_delay_s=self.max_delay_s,
+        )

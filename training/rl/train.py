@@ -1,0 +1,312 @@
+"""Train the RL router with stable-baselines3 / sb3-contrib and export it as a numpy policy folder.
+
+Who calls this: ``eval.learned.train_and_evaluate`` and the lead's CLI / Prefect flow, once per run.
+Side effects only under ``out_dir``:
+
+- ``policy/``: the exported policy (``policy_weights.npz``, ``obs_spec.json``), the resolved
+  ``config.json``, ``train_stats.json`` and ``input_example.json``: everything ``load_router`` and
+  ``training.rl.serving.RouterPolicyModel`` need. It holds the checkpoint with the best validation
+  mean E2E (validation = fixed windows of the TRAINING pool, never the held-out one).
+- ``policy_final/``: the policy at the end of training (same files but the stats), for comparisons.
+- ``checkpoints/``: SB3 checkpoints (``checkpoint_every_steps``), ``final_model.zip``.
+- ``train_log.jsonl``: one line per episode (return, mean E2E, mixing weight, discount) and per
+  validation.
+
+Algorithms: ``dqn`` = masked Double DQN (``training.rl.algos``; the paper's), ``maskable-ppo`` =
+sb3-contrib MaskablePPO with ``action_masks()``. Seeds: the run's ``seed`` seeds the env's episode
+sampling (``reset(seed=)``) and SB3 (which, by its own design, seeds the global random / numpy /
+torch generators it samples from); results are reproducible for a seed on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.envs.rewards import guided_gamma, mixing_weight
+from training.envs.router_env import EpisodeSampler, RouterEnv
+from training.rl.config import RouterTrainConfig
+from training.rl.serving import PolicyNet, load_policy, snapshot_columns, snapshot_to_row
+
+VALIDATION_SEED_BASE = 1_000_000
+"""Validation windows use sampler seeds from here (training episodes draw theirs from the env's RNG)."""
+
+
+@dataclass
+class TrainedRouter:
+    """The result of ``train_router``.
+
+    Attributes:
+        config: the resolved training config.
+        policy_dir: folder with the exported (best-validation) policy, its spec, config and stats.
+        train_stats: ``steps``, ``episodes``, ``wall_s``, ``steps_per_s``, ``best_validation_e2e_s``,
+            ``validation`` (list of dicts).
+    """
+
+    config: RouterTrainConfig
+    policy_dir: Path
+    train_stats: dict[str, Any] = field(default_factory=dict)
+
+    def policy(self) -> PolicyNet:
+        return load_policy(self.policy_dir)
+
+    def input_example(self) -> pd.DataFrame:
+        """One snapshot row (a real decision from a validation window), as serving expects it."""
+        d = json.loads((self.policy_dir / "input_example.json").read_text())
+        return pd.DataFrame([d["values"]], columns=d["columns"])
+
+
+def export_policy(model: Any, algo: str, env: RouterEnv) -> PolicyNet:
+    """The SB3 model's decision network as a numpy ``PolicyNet`` (Q-network or policy logits)."""
+    import torch as th
+
+    architecture = "mlp"
+    prior: tuple[float, ...] | None = None
+    if algo == "dqn":
+        seq = list(model.q_net.q_net)
+        activation = "relu"
+        if getattr(model.q_net, "slot_layout", None) is not None:
+            architecture = "slots"
+        if getattr(model.q_net, "prior", None) is not None:
+            prior = tuple(float(v) for v in model.q_net.prior.detach().cpu().numpy())
+    else:
+        seq = [*model.policy.mlp_extractor.policy_net, model.policy.action_net]
+        activation = "tanh"
+    layers = []
+    for mod in seq:
+        if isinstance(mod, th.nn.Linear):
+            layers.append(
+                (mod.weight.detach().cpu().numpy().T.copy(), mod.bias.detach().cpu().numpy().copy())
+            )
+        elif not isinstance(mod, th.nn.ReLU | th.nn.Tanh):
+            raise TypeError(f"cannot export layer {type(mod).__name__}")
+    return PolicyNet(
+        layers, activation, env.obs_spec, architecture, None if prior is None else (prior[0], prior[1])
+    )
+
+
+def run_policy_episode(
+    env: RouterEnv, policy: PolicyNet, requests: list[Any] | None = None, seed: int = 0
+) -> float:
+    """Replay one episode with the numpy policy (deterministic); returns the mean E2E (s)."""
+    obs, _ = env.reset(seed=seed, options={"requests": requests} if requests is not None else None)
+    done = False
+    m = env.obs_spec.num_instances
+    while not done:
+        a = policy.act_obs(obs)
+        obs, _, done, _, _ = env.step(m if a < 0 else a)
+    assert env.last_result is not None
+    return float(np.mean(env.last_result.e2e_s))
+
+
+class _Tracker:
+    """Episode log, guided-discount schedule, periodic validation and best-policy export."""
+
+    def __init__(
+        self, cfg: RouterTrainConfig, episodes: EpisodeSampler, out_dir: Path, policy_dir: Path
+    ) -> None:
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.policy_dir = policy_dir
+        self.val_env = RouterEnv(episodes, cfg.reward, cfg.obs_spec())
+        self.val_requests = [
+            list(episodes.sample(VALIDATION_SEED_BASE + i)) for i in range(cfg.eval_episodes)
+        ]
+        self.log = (out_dir / "train_log.jsonl").open("w")
+        self.episodes = 0
+        self.best = float("inf")
+        self.validations: list[dict[str, Any]] = []
+        self.example_written = False
+        self.t0 = time.perf_counter()
+
+    def on_episode_end(
+        self, model: Any, env: RouterEnv, info: dict[str, Any], ep_return: float | None, step: int
+    ) -> None:
+        self.episodes += 1
+        env.set_guidance_episode(self.episodes)
+        row = {
+            "kind": "episode",
+            "episode": self.episodes,
+            "step": step,
+            "mean_e2e_s": info.get("episode_mean_e2e_s"),
+            "return": ep_return,
+            "mixing_weight": info.get("mixing_weight"),
+            "gamma": float(model.gamma),
+            "exploration_rate": float(getattr(model, "exploration_rate", 0.0)),
+            "wall_s": round(time.perf_counter() - self.t0, 2),
+        }
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
+        if self.cfg.variant == "guided":
+            w0 = mixing_weight(self.cfg.reward, 0)
+            frac = mixing_weight(self.cfg.reward, self.episodes) / w0 if w0 > 0 else 0.0
+            gamma = guided_gamma(self.cfg.gamma, min(self.cfg.gamma_min, self.cfg.gamma), frac)
+            model.gamma = gamma
+            if hasattr(model, "rollout_buffer") and model.rollout_buffer is not None:
+                model.rollout_buffer.gamma = gamma
+        if self.episodes % self.cfg.eval_every_episodes == 0:
+            self.validate(model, step)
+
+    def validate(self, model: Any, step: int) -> float:
+        policy = export_policy(model, self.cfg.algo, self.val_env)
+        e2e = float(np.mean([run_policy_episode(self.val_env, policy, r) for r in self.val_requests]))
+        row = {
+            "kind": "validation",
+            "episode": self.episodes,
+            "step": step,
+            "mean_e2e_s": e2e,
+            "wall_s": round(time.perf_counter() - self.t0, 2),
+        }
+        self.validations.append(row)
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
+        if e2e < self.best:
+            self.best = e2e
+            policy.save(self.policy_dir)
+            self._write_example()
+        return e2e
+
+    def _write_example(self) -> None:
+        if self.example_written:
+            return
+        self.val_env.reset(seed=0, options={"requests": self.val_requests[0][:50]})
+        st = self.val_env._state
+        assert st is not None
+        cols = snapshot_columns(self.val_env.obs_spec)
+        (self.policy_dir / "input_example.json").write_text(
+            json.dumps({"columns": cols, "values": snapshot_to_row(st.snapshot)})
+        )
+        self.example_written = True
+
+    def close(self) -> None:
+        self.log.close()
+        self.val_env.close()
+
+
+def _make_model(cfg: RouterTrainConfig, env: Any) -> Any:
+    policy_kwargs: dict[str, Any]
+    if cfg.algo == "dqn":
+        from training.rl.algos import MaskedDoubleDQN, MaskedDQNPolicy
+
+        per_episode = cfg.episode_requests * 1.05  # decisions per episode: requests + a few DELAYs
+        fraction = min(1.0, cfg.exploration_episodes * per_episode / cfg.total_timesteps)
+        policy_kwargs = {"net_arch": list(cfg.net_arch)}
+        if cfg.architecture == "slots":
+            spec = cfg.obs_spec()
+            policy_kwargs["slot_layout"] = (spec.num_instances, spec.request_dim, spec.per_instance_dim)
+            if cfg.heuristic_prior is not None:
+                policy_kwargs["prior_init"] = tuple(cfg.heuristic_prior)
+        return MaskedDoubleDQN(
+            MaskedDQNPolicy,
+            env,
+            explore_seed=cfg.seed,
+            learning_rate=cfg.learning_rate,
+            buffer_size=cfg.buffer_size,
+            learning_starts=cfg.learning_starts,
+            batch_size=cfg.batch_size,
+            gamma=cfg.gamma_min if cfg.variant == "guided" else cfg.gamma,
+            train_freq=cfg.train_freq,
+            gradient_steps=cfg.gradient_steps,
+            target_update_interval=cfg.target_update_interval,
+            exploration_fraction=max(fraction, 1e-9),
+            exploration_initial_eps=cfg.exploration_initial_eps,
+            exploration_final_eps=cfg.exploration_final_eps,
+            policy_kwargs=policy_kwargs,
+            seed=cfg.seed,
+            device="cpu",
+            verbose=0,
+        )
+    from sb3_contrib import MaskablePPO
+
+    policy_kwargs = {"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)}}
+    return MaskablePPO(
+        "MlpPolicy",
+        env,
+        learning_rate=cfg.learning_rate,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.ppo_batch_size,
+        n_epochs=cfg.n_epochs,
+        gamma=cfg.gamma_min if cfg.variant == "guided" else cfg.gamma,
+        ent_coef=cfg.ent_coef,
+        policy_kwargs=policy_kwargs,
+        seed=cfg.seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def train_router(
+    cfg: RouterTrainConfig, episodes: EpisodeSampler, out_dir: Path, progress: bool = True
+) -> TrainedRouter:
+    """Train ``cfg.algo`` on ``cfg.variant``'s reward over episodes from ``episodes`` (TRAINING pool).
+
+    Writes under ``out_dir`` (see the module docstring) and returns the ``TrainedRouter`` whose
+    ``policy_dir`` holds the best validated policy. ``progress`` shows SB3's progress bar (tqdm +
+    rich are installed). Wall time and env steps/s are in ``train_stats``.
+    """
+    import torch as th
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+    from stable_baselines3.common.monitor import Monitor
+
+    if episodes.cluster.num_instances != cfg.num_instances:
+        raise ValueError(
+            f"the sampler's cluster has {episodes.cluster.num_instances} instances, cfg.num_instances = "
+            f"{cfg.num_instances}"
+        )
+    th.set_num_threads(cfg.torch_threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policy_dir = out_dir / "policy"
+    policy_dir.mkdir(exist_ok=True)
+    (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+
+    env = RouterEnv(episodes, cfg.reward, cfg.obs_spec())  # SB3 resets it with seed=cfg.seed
+    monitored = Monitor(env)
+    model = _make_model(cfg, monitored)
+    tracker = _Tracker(cfg, episodes, out_dir, policy_dir)
+
+    class _EpisodeCallback(BaseCallback):
+        def _on_step(self) -> bool:
+            for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
+                if done:
+                    ep = info.get("episode") if isinstance(info.get("episode"), dict) else None
+                    tracker.on_episode_end(self.model, env, info, ep["r"] if ep else None, self.num_timesteps)
+            return True
+
+    callbacks = CallbackList(
+        [
+            _EpisodeCallback(),
+            CheckpointCallback(
+                cfg.checkpoint_every_steps, str(out_dir / "checkpoints"), name_prefix="router"
+            ),
+        ]
+    )
+    tracker.validate(model, 0)  # the untrained policy (with a heuristic prior: the prior's own policy)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=cfg.total_timesteps, callback=callbacks, progress_bar=progress)
+    wall = time.perf_counter() - t0
+    final_e2e = tracker.validate(model, model.num_timesteps)
+    model.save(out_dir / "checkpoints" / "final_model.zip")
+    final_dir = out_dir / "policy_final"  # the last policy, whether or not it validated best
+    export_policy(model, cfg.algo, tracker.val_env).save(final_dir)
+    (final_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+    stats: dict[str, Any] = {
+        "steps": int(model.num_timesteps),
+        "episodes": tracker.episodes,
+        "wall_s": wall,
+        "steps_per_s": model.num_timesteps / wall if wall > 0 else float("nan"),
+        "best_validation_e2e_s": tracker.best,
+        "final_validation_e2e_s": final_e2e,
+        "validation": tracker.validations,
+    }
+    tracker.close()
+    env.close()
+    (policy_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+    (policy_dir / "train_stats.json").write_text(json.dumps(stats, indent=2))
+    return TrainedRouter(config=cfg, policy_dir=policy_dir, train_stats=stats)
