@@ -120,6 +120,88 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         else:
             _print_result(result, registry.tracking_uri, ESTIMATOR_HEADLINE)
 
+    @app.command("train-router")
+    def train_router_cmd(
+        variant: Annotated[str, typer.Option(help="baseline|aware|guided (reward variant)")] = "guided",
+        algo: Annotated[str, typer.Option(help="dqn|maskable-ppo")] = "dqn",
+        timesteps: Annotated[
+            int, typer.Option(min=1, help="environment steps (routing decisions)")
+        ] = 100_000,
+        seed: Annotated[int, typer.Option(help="training seed")] = 0,
+        requests: Annotated[
+            int, typer.Option(min=10, help="requests per episode and per held-out replay")
+        ] = 2000,
+        eval_seeds: Annotated[str, typer.Option(help="comma-separated held-out replay seeds")] = "0,1,2",
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow train-router")] = False,
+    ) -> None:
+        """Train the RL router on the training pool, evaluate it against every baseline on held-out
+        replays, register llm-router (paper setting: 4 x V100 Llama-2-7B, 20 req/s, 5-task mix)."""
+        from flows.cli_replay import parse_seeds, router_table
+        from flows.registry import ModelRegistry
+
+        if variant not in ("baseline", "aware", "guided"):
+            raise _fail(f"--variant must be baseline, aware or guided, got {variant!r}")
+        if algo not in ("dqn", "maskable-ppo"):
+            raise _fail(f"--algo must be dqn or maskable-ppo, got {algo!r}")
+        seeds = parse_seeds(eval_seeds)
+        config = {"variant": variant, "algo": algo, "total_timesteps": timesteps, "seed": seed,
+                  "episode_requests": requests}  # fmt: skip
+        registry = ModelRegistry()
+        try:
+            if flow:
+                from flows.models import train_router_flow
+
+                result = train_router_flow(config, seeds, registry.tracking_uri)
+                summary = result["evaluation"]
+            else:
+                from flows.models import train_and_register_router
+
+                published, report = train_and_register_router(config, registry, tuple(seeds), not as_json)
+                result = published.to_dict()
+                summary = report.summary()
+                result["evaluation"] = summary
+        except (ValueError, FileNotFoundError) as exc:
+            raise _fail(str(exc)) from None
+        if as_json:
+            typer.echo(json.dumps(result, default=str))
+            return
+        from rich.console import Console
+
+        Console(width=140).print(
+            router_table(summary, f"held-out replays, seeds {seeds} ('rl' = this version)")
+        )
+        _print_result(result, registry.tracking_uri, ROUTER_HEADLINE)
+
+    @bench_app.command("router")
+    def bench_router_cmd(
+        model: Annotated[str, typer.Option(help="registered router to load")] = "llm-router@champion",
+        calls: Annotated[int, typer.Option(min=100, help="timed one-request calls")] = 2000,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    ) -> None:
+        """Routing latency per request in a separate process that loads the router from MLflow."""
+        from flows.registry import ModelRegistry
+        from flows.serving_bench import run_isolated
+
+        registry = ModelRegistry()
+        name, _, ref = model.partition("@")
+        sep = "@" if ref else "/"
+        uri = f"models:/{name}{sep}{ref}" if ref else f"models:/{model}"
+        try:
+            result = run_isolated(uri, registry.tracking_uri, calls)
+        except RuntimeError as exc:
+            raise _fail(f"{exc} (is a router registered? loadwise train-router)") from None
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        typer.echo(
+            f"{uri}: loaded in {result['load_s']:.2f} s; per request p50/p99: "
+            f"{result['unwrapped_p50_ms']:.3f}/{result['unwrapped_p99_ms']:.3f} ms (unwrapped policy), "
+            f"{result['pyfunc_p50_ms']:.3f}/{result['pyfunc_p99_ms']:.3f} ms (pyfunc predict with schema "
+            f"checks of {result['columns']} columns; x{result['speedup_p99']:.1f} at p99); "
+            + ("target <= 1 ms p99 met" if result["meets_1ms_p99"] else "target <= 1 ms p99 NOT met")
+        )
+
     @app.command("models")
     def models_cmd(
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -206,12 +288,21 @@ HEADLINE = (
     "acc",
     "honest_score",
     "mae_tokens",
+    "vs_best_baseline_pct",
     "chosen.holdout_r2",
     "chosen.holdout_mape_pct",
     "mean_e2e_s",
     "improvement_vs_round_robin_pct",
 )
 """Metrics ``loadwise models`` shows by default (each model logs a few of these)."""
+ROUTER_HEADLINE = (
+    "mean_e2e_s",
+    "p99_e2e_s",
+    "improvement_vs_round_robin_pct",
+    "vs_best_baseline_pct",
+    "train.steps_per_s",
+    "train.wall_s",
+)
 ESTIMATOR_HEADLINE = (
     "chosen.holdout_r2",
     "chosen.holdout_mape_pct",

@@ -92,6 +92,7 @@ def _run(
     err = Console(stderr=True)
     if workload and trace:
         raise typer.BadParameter("give --workload or --trace, not both")
+    routers, context_options = resolve_learned(routers, err)
     for name in routers:
         try:
             get_entry(name)
@@ -139,6 +140,7 @@ def _run(
             sink=DuckDBSink(store) if store else None,
             progress=tick,
             workers=workers,
+            context_options=context_options,
         )
     summary = report.summary()
     if as_json:
@@ -193,6 +195,38 @@ def router_table(summary: dict[str, dict[str, Any]], title: str) -> Any:
             "—" if vs is None else f"{vs:+.1f} ± {s['vs_round_robin_pct_ci95']:.1f}",
         )
     return table
+
+
+def resolve_learned(routers: list[str], err: Any) -> tuple[list[str], dict[str, object]]:
+    """Replace a registered learned router (``llm-router@champion``, ``llm-router/3``) or a local
+    policy folder by the registry entry ``rl`` with that policy (``RouterContext.options``)."""
+    import tempfile
+
+    out: list[str] = []
+    options: dict[str, object] = {}
+    for name in routers:
+        local = Path(name)
+        if "@" in name or ("/" in name and name.split("/")[-1].isdigit() and not local.exists()):
+            from flows.registry import ModelRegistry, RegistryError
+
+            model, _, ref = name.partition("@") if "@" in name else name.rpartition("/")
+            try:
+                policy = ModelRegistry().download_artifact(
+                    model, ref, "policy_dir", Path(tempfile.mkdtemp(prefix="loadwise-policy-"))
+                )
+            except RegistryError as exc:
+                raise typer.BadParameter(str(exc)) from None
+            err.print(f"'rl' below is {name} (policy {policy})")
+        elif local.is_dir() and (local / "obs_spec.json").exists():
+            policy = local
+        else:
+            out.append(name)
+            continue
+        if "policy_dir" in options:
+            raise typer.BadParameter("compare one learned router at a time")
+        options["policy_dir"] = str(policy)
+        out.append("rl")
+    return out, options
 
 
 def parse_seeds(text: str) -> list[int]:

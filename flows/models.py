@@ -14,6 +14,8 @@ The gates here are deliberately simple (the router's statistical gate is the nig
 - ``impact-estimator``: ``champion`` moves when held-out MAPE of iteration time is not worse, for
   the same GPU profile (the paper's V100 preset has no held-out points: it becomes champion only
   when there is none).
+- ``llm-router``: ``champion`` moves when the held-out mean E2E is not worse than the champion's, for
+  the same GPU profile (the nightly pipeline's gate adds confidence intervals and the baselines).
 """
 
 from __future__ import annotations
@@ -210,6 +212,89 @@ def fit_and_register_estimator(
     return register_estimator(fitted, registry)
 
 
+# -- RL router -----------------------------------------------------------------------------------
+LLM_ROUTER = "llm-router"
+ROUTER_GATE_METRIC = "mean_e2e_s"
+ROUTER_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
+"""The router's pyfunc runs the exported numpy policy: no torch or stable-baselines3 at serving."""
+
+
+def router_metrics(report: Any, learned: str = "rl") -> dict[str, float]:
+    """Headline metrics of the learned router from an evaluation report (seconds, %)."""
+    summary = report.summary()
+    ours = summary[learned]
+    baselines = {n: s for n, s in summary.items() if n != learned and not s["oracle"]}
+    best_name = min(baselines, key=lambda n: baselines[n]["e2e_mean"])
+    best = baselines[best_name]
+    metrics = {
+        "mean_e2e_s": ours["e2e_mean"],
+        "p50_e2e_s": ours["e2e_p50"],
+        "p99_e2e_s": ours["e2e_p99"],
+        "mean_ttft_s": ours["ttft_mean"],
+        "best_baseline_mean_e2e_s": best["e2e_mean"],
+        "vs_best_baseline_pct": 100.0 * (best["e2e_mean"] - ours["e2e_mean"]) / best["e2e_mean"],
+    }
+    if ours["vs_round_robin_pct"] is not None:
+        metrics["improvement_vs_round_robin_pct"] = ours["vs_round_robin_pct"]
+    return metrics
+
+
+def train_router_job(
+    config: dict[str, Any],
+    out_dir: Path | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    progress: bool = True,
+) -> tuple[Any, Any]:
+    """Train the RL router on the workload's training pool and evaluate it against every baseline."""
+    from eval.learned import train_and_evaluate
+    from training.rl.config import RouterTrainConfig
+    from warehouse.paths import loadwise_home
+
+    cfg = RouterTrainConfig(**config)
+    out = out_dir or loadwise_home() / "rl" / f"{cfg.variant}-{cfg.algo}-seed{cfg.seed}"
+    return train_and_evaluate(cfg, out, seeds=seeds, progress=progress)
+
+
+def register_router(trained: Any, report: Any, registry: ModelRegistry) -> Published:
+    """Register a trained router policy as a new ``llm-router`` version; run the gate."""
+    from eval.report import to_markdown
+    from training.rl import serving
+
+    example = trained.input_example()
+    policy = serving.load_policy(trained.policy_dir)
+    report_md = to_markdown(report)
+    cfg = trained.config
+    pkg = ModelPackage(
+        name=LLM_ROUTER,
+        serving_module=Path(serving.__file__),
+        model_class="RouterPolicyModel",
+        artifacts={"policy_dir": Path(trained.policy_dir)},
+        input_example=example,
+        output_example=serving.predict_frame(policy, example),
+        pip_requirements=ROUTER_REQUIREMENTS,
+        config=cfg.model_dump(mode="json"),
+        metrics={
+            **router_metrics(report),
+            **{f"train.{k}": float(v) for k, v in trained.train_stats.items() if isinstance(v, int | float)},
+        },
+        data_fingerprint=f"workload={cfg.workload};profile={cfg.profile};seed={cfg.seed}",
+        reports={"evaluation.md": report_md, "evaluation.json": report.model_dump_json(indent=1)},
+        description=f"{cfg.variant} RL router ({cfg.algo}) for {cfg.num_instances} x {cfg.profile}",
+    )
+    return _publish(registry, pkg, ROUTER_GATE_METRIC, False, "profile", cfg.profile, report_md)
+
+
+def train_and_register_router(
+    config: dict[str, Any],
+    registry: ModelRegistry | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    progress: bool = True,
+) -> tuple[Published, Any]:
+    """The ``loadwise train-router`` job: train, evaluate against every baseline, register, gate."""
+    trained, report = train_router_job(config, seeds=seeds, progress=progress)
+    return register_router(trained, report, registry or ModelRegistry()), report
+
+
 # -- Prefect flows (thin: one library call per task; retries only where I/O can fail) -------------
 @task(name="train-length-predictor", cache_policy=NO_CACHE)
 def _train_predictor_task(config: dict[str, Any], warehouse: str | None) -> Any:
@@ -252,6 +337,34 @@ def retrain_length_predictor(
     """Train, evaluate, register ``length-predictor``; the report is a markdown artifact."""
     trained = _train_predictor_task(config or {}, warehouse)
     return _report_task(LENGTH_PREDICTOR, _register_task(LENGTH_PREDICTOR, trained, tracking_uri))
+
+
+@task(name="train-evaluate-router", cache_policy=NO_CACHE)
+def _train_router_task(config: dict[str, Any], seeds: list[int]) -> tuple[Any, Any]:
+    return train_router_job(config, seeds=tuple(seeds), progress=False)
+
+
+@task(
+    name="register-router",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_on_io,
+)
+def _register_router_task(trained: Any, report: Any, tracking_uri: str | None) -> Published:
+    return register_router(trained, report, ModelRegistry(tracking_uri))
+
+
+@flow(name="train-router", log_prints=True)
+def train_router_flow(
+    config: dict[str, Any] | None = None, seeds: list[int] | None = None, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """Train the RL router, evaluate it against every baseline, register ``llm-router``."""
+    trained, report = _train_router_task(config or {}, seeds or [0, 1, 2])
+    published = _register_router_task(trained, report, tracking_uri)
+    out = _report_task(LLM_ROUTER, published)
+    out["evaluation"] = report.summary()
+    return out
 
 
 @flow(name="refit-impact-estimator", log_prints=True)

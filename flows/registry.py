@@ -103,7 +103,7 @@ class ModelPackage:
     model_class: str
     artifacts: Mapping[str, Path]
     input_example: pd.DataFrame
-    output_example: pd.DataFrame
+    output_example: Any
     pip_requirements: list[str]
     config: Mapping[str, Any]
     metrics: Mapping[str, float]
@@ -200,7 +200,7 @@ class ModelRegistry:
         from mlflow.models import infer_signature
 
         source = pkg.serving_module.read_text()
-        if f"class {pkg.model_class}" not in source:
+        if f"class {pkg.model_class}" not in source and "def __getattr__(" not in source:
             raise RegistryError(f"{pkg.serving_module} does not define class {pkg.model_class}")
         lineage = {
             **git_lineage(),
@@ -214,13 +214,16 @@ class ModelRegistry:
             signature = infer_signature(pkg.input_example, pkg.output_example)
         self._experiment_id()
         mlflow.set_experiment(self.experiment)
+        cls = pkg.model_class
         with tempfile.TemporaryDirectory(prefix="loadwise-model-") as tmp:
             code = Path(tmp) / f"{pkg.name.replace('-', '_')}_model.py"
             code.write_text(
                 source.rstrip()
                 + "\n\n\n# Added by loadwise's registry (MLflow models from code).\n"
                 + "import mlflow.models as _mlflow_models  # noqa: E402\n\n"
-                + f"_mlflow_models.set_model({pkg.model_class}())\n"
+                # a class defined in the file, or one its module __getattr__ builds on first use
+                + f"_cls = globals().get({cls!r}) or globals()['__getattr__']({cls!r})\n"
+                + "_mlflow_models.set_model(_cls())\n"
             )
             with mlflow.start_run(run_name=f"{pkg.name}"):
                 mlflow.set_tags({**tags, "mlflow.source.git.commit": lineage["git_commit"]})
@@ -366,14 +369,16 @@ class ModelRegistry:
     def download_artifact(self, name: str, version_or_alias: str, artifact: str, dst: Path) -> Path:
         """Download one of a version's model artifacts (e.g. the router's policy folder) to ``dst``."""
         import mlflow
+        import yaml
 
         v = self.get(name, version_or_alias)
         self.client  # noqa: B018
-        path = mlflow.artifacts.download_artifacts(f"{v.model_uri}", dst_path=str(dst))
-        found = list(Path(path).rglob(artifact))
-        if not found:
+        root = Path(mlflow.artifacts.download_artifacts(f"{v.model_uri}", dst_path=str(dst)))
+        flavor = yaml.safe_load((root / "MLmodel").read_text()).get("flavors", {}).get("python_function", {})
+        entry = (flavor.get("artifacts") or {}).get(artifact)
+        if entry is None:
             raise RegistryError(f"model {name} v{v.version} has no artifact {artifact!r}")
-        return found[0]
+        return root / entry["path"]
 
 
 def _flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -108,3 +108,45 @@ def test_tiny_predictor_train_register_and_predict_in_a_bare_process(home: Path,
     folder = registry.download_artifact(LENGTH_PREDICTOR, CHAMPION, "predictor", tmp_path / "dl")
     local = TrainedLengthPredictor.load(folder).predict_frame(frame)
     assert got["expected_output_tokens"].tolist() == pytest.approx(local["expected_output_tokens"].tolist())
+
+
+def test_train_router_registers_a_policy_that_compare_and_a_bare_process_use(home: Path, shared_data: Path):
+    """train-router (a few hundred steps) -> llm-router@champion -> isolated consumer and compare."""
+    from flows.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(
+        app, ["train-router", "--timesteps", "200", "--requests", "150", "--eval-seeds", "0", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["model"]["name"] == "llm-router"
+    assert CHAMPION in result["model"]["aliases"]
+    assert {"rl", "round_robin", "workload_impact_greedy"} <= set(result["evaluation"])
+    assert "vs_best_baseline_pct" in result["metrics"]
+    registry = ModelRegistry()
+    version = registry.get("llm-router", CHAMPION)
+    assert json.loads(version.tags["loadwise.config"])["total_timesteps"] == 200
+
+    from mlflow.models import Model
+
+    local = Path(registry.download_artifact("llm-router", CHAMPION, "policy_dir", home / "dl")).parents[1]
+    example = Model.load(str(local)).load_input_example(str(local))
+    got, _ = consume("models:/llm-router@champion", registry.tracking_uri, example)
+    assert got["prediction"].between(-1, 3).all()
+
+    compared = runner.invoke(
+        app,
+        [
+            "compare",
+            "--routers",
+            "round_robin,llm-router@champion",
+            "--requests",
+            "150",
+            "--seeds",
+            "0",
+            "--json",
+        ],
+    )
+    assert compared.exit_code == 0, compared.output
+    assert set(json.loads(compared.stdout)["routers"]) == {"round_robin", "rl"}
