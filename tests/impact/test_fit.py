@@ -28,7 +28,7 @@ from training.impact.fit import (
     split_replays,
 )
 from training.impact.penalty import mixing_penalty_s
-from training.impact.recording import FEATURES, TARGET, RecordingError, RecordingLatencyModel
+from training.impact.recording import FEATURES, TARGET, IterationLog
 from training.routing.base import InstanceView, RequestView
 from training.simulator.benchmark import conversation_trace
 from training.simulator.config import ClusterConfig, InstanceConfig
@@ -179,23 +179,32 @@ def test_recorded_iterations_are_exactly_what_the_truth_model_says():
     np.testing.assert_allclose(frame[TARGET].to_numpy(), expected, rtol=1e-12)
 
 
-def test_the_recorder_logs_one_row_per_engine_iteration():
-    from training.impact.recording import _RoundRobin
+def test_the_iteration_log_has_one_row_per_engine_iteration():
     from training.routing.predictors import OraclePredictor
+    from training.routing.registry import RouterContext, get_router
     from training.simulator.engine import simulate
 
-    rec = RecordingLatencyModel(LinearLatencyModel(**TRUE, name="truth"))
+    log = IterationLog()
     config = ClusterConfig(num_instances=2, instance=InstanceConfig(kv_blocks=4000))
+    router = get_router("round_robin", RouterContext(num_instances=2))
     result = simulate(
-        conversation_trace(80, seed=5), _RoundRobin(), config, rec, OraclePredictor(), fast_forward=False
-    )
-    assert len(rec.rows) == result.num_iterations
+        conversation_trace(80, seed=5), router, config, LinearLatencyModel(**TRUE, name="truth"),
+        OraclePredictor(), fast_forward=False, iteration_observer=log,
+    )  # fmt: skip
+    assert len(log.rows) == result.num_iterations
 
 
-def test_recorder_refuses_a_decode_call_it_cannot_see_the_context_of():
-    rec = RecordingLatencyModel(LinearLatencyModel())
-    with pytest.raises(RecordingError, match="dec_ctx"):
-        rec.decode_coeffs(4)
+def test_an_iteration_observer_needs_step_by_step_replay():
+    from training.routing.predictors import OraclePredictor
+    from training.routing.registry import RouterContext, get_router
+    from training.simulator.engine import simulate
+
+    config = ClusterConfig(num_instances=2, instance=InstanceConfig(kv_blocks=4000))
+    with pytest.raises(ValueError, match="fast_forward=False"):
+        simulate(
+            conversation_trace(10, seed=5), get_router("round_robin", RouterContext(num_instances=2)), config,
+            LinearLatencyModel(), OraclePredictor(), iteration_observer=IterationLog(),
+        )  # fmt: skip
 
 
 def test_the_fit_is_deterministic_and_the_report_regenerates_from_its_json():

@@ -12,15 +12,21 @@ from dataclasses import replace
 from training.routing.base import ClusterView, InstanceView
 from training.simulator.config import ClusterConfig
 from training.simulator.instance import Instance
-from training.simulator.latency import LatencyModel
+from training.simulator.latency import IterationObserver, LatencyModel
 from training.simulator.state import ReqState
 
 
 class Cluster:
-    def __init__(self, config: ClusterConfig, latency: LatencyModel, fast_forward: bool) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        latency: LatencyModel,
+        fast_forward: bool,
+        observer: IterationObserver | None = None,
+    ) -> None:
         self.config = config
         self.instances = [
-            Instance(i, config.instance, latency, fast_forward) for i in range(config.num_instances)
+            Instance(i, config.instance, latency, fast_forward, observer) for i in range(config.num_instances)
         ]
         # Snapshots are reused between decisions at the same instant until a request is placed
         # (a tick offering many held requests); ``placements`` counts placements for that key.

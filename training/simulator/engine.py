@@ -21,7 +21,7 @@ from training.routing.predictors import LengthPredictor
 from training.simulator.cluster import Cluster
 from training.simulator.config import ClusterConfig
 from training.simulator.events import ARRIVAL, ITERATION_END, ROUTER_TICK, SCHEDULE
-from training.simulator.latency import LatencyModel
+from training.simulator.latency import IterationObserver, LatencyModel
 from training.simulator.request import Request, RequestStatus
 from training.simulator.result import SimResult
 from training.simulator.state import ReqState
@@ -62,6 +62,7 @@ def simulate(
     predictor: LengthPredictor,
     seed: int = 0,
     fast_forward: bool = True,
+    iteration_observer: IterationObserver | None = None,
 ) -> SimResult:
     """Replay ``requests`` (any order; arrival_s decides) and return per-request timings.
 
@@ -76,6 +77,8 @@ def simulate(
         fast_forward: schedule decode-only stretches (same composition until a finish, a possible
             KV shortage, or a request routed to the instance) in one event instead of one event per
             iteration. Results are bit-identical to ``fast_forward=False`` (step by step).
+        iteration_observer: called once per engine iteration with its batch composition and
+            duration (``latency.IterationObserver``); needs ``fast_forward=False``.
 
     Raises:
         RoutingError: the router picked an instance not in ``cluster.accepting``.
@@ -91,6 +94,7 @@ def simulate(
         predictor,
         fast_forward,
         router_name=getattr(router, "name", "router"),
+        iteration_observer=iteration_observer,
     )
     route = router.route
     try:
@@ -108,6 +112,7 @@ def replay(
     predictor: LengthPredictor,
     fast_forward: bool = True,
     router_name: str = "router",
+    iteration_observer: IterationObserver | None = None,
 ) -> Generator[tuple[RequestView, ClusterView], int, SimResult]:
     """The replay with the routing decisions handed to the caller (what ``simulate`` drives).
 
@@ -145,7 +150,9 @@ def replay(
         cacheable = _cacheable(req, icfg.prefix_block_tokens, icfg.prefix_caching)
         states.append(ReqState(i, req.prompt_tokens, req.output_tokens, float(preds[i]), cacheable))
 
-    cluster = Cluster(config, latency_model, fast_forward)
+    if iteration_observer is not None and fast_forward:
+        raise ValueError("an iteration_observer needs fast_forward=False (a stretch is one event)")
+    cluster = Cluster(config, latency_model, fast_forward, iteration_observer)
     instances = cluster.instances
     interval = config.decision_interval_s
     max_wait = config.max_router_wait_s

@@ -30,7 +30,7 @@ from collections import OrderedDict, deque
 import numpy as np
 
 from training.simulator.config import InstanceConfig, QueuePolicy
-from training.simulator.latency import LatencyModel
+from training.simulator.latency import IterationObserver, LatencyModel
 from training.simulator.request import RequestStatus
 from training.simulator.state import ReqState
 
@@ -80,8 +80,16 @@ class Stretch:
 class Instance:
     """State of one instance. Units: tokens, KV blocks, simulated seconds."""
 
-    def __init__(self, index: int, config: InstanceConfig, latency: LatencyModel, fast_forward: bool) -> None:
+    def __init__(
+        self,
+        index: int,
+        config: InstanceConfig,
+        latency: LatencyModel,
+        fast_forward: bool,
+        observer: IterationObserver | None = None,
+    ) -> None:
         self.index = index
+        self.observer = observer
         self.config = config
         self.latency = latency
         self.fast_forward = fast_forward
@@ -414,6 +422,8 @@ class Instance:
             self.decs = decs
             self.pres = pres
             self.end_s = now + self.latency.iteration_time(prefill_tokens, attn2, dec_n, dec_ctx)
+        if self.observer is not None:  # step-by-step replays only (k == 1): one call per iteration
+            self.observer(prefill_tokens, float(attn2), dec_n, dec_ctx, self.end_s - now)
         return self.end_s
 
     def _stretch_length(self, bs: int, k: int, no_eviction: bool) -> int:

@@ -8,7 +8,14 @@ Units: token counts in, seconds of simulated time out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
+
+IterationObserver = Callable[[int, float, int, int, float], None]
+"""Called once per engine iteration, in time order per instance, with the ``iteration_time``
+arguments and the iteration's duration: ``(prefill_tokens, prefill_attention_tokens2, decode_seqs,
+decode_context_tokens, seconds)``. For measurement (the impact estimator's iteration logs); needs
+step-by-step replay (``fast_forward=False``)."""
 
 
 @runtime_checkable
