@@ -47,6 +47,8 @@ from training.impact.report import EstimatorReport, LinearPartFit, ReplayInfo, V
 from training.simulator.config import ClusterConfig
 from training.simulator.latency import LatencyModel, LinearLatencyModel
 from training.simulator.profiles import (
+    ATTENTION_CSV,
+    LINEAR_OPS,
     PAPER_CONTEXT_PROFILE,
     PAPER_PROFILE,
     PROFILE_NAMES,
@@ -86,18 +88,6 @@ PRESET_PROFILES = (PAPER_PROFILE, PAPER_CONTEXT_PROFILE)
 AZURE_FILES = ("AzureLLMInferenceTrace_code.csv", "AzureLLMInferenceTrace_conv.csv")
 MAX_OUTPUT_TOKENS = 4096
 """Output lengths are clipped here (as the eval workloads do); a typical ``max_tokens``."""
-_ATTENTION_CSV = "a30_from_AKafakA_vidur_opt_scheduler/compute/a30/Qwen/Qwen-2-7B/attention.csv"
-_LINEAR_OPS = (
-    "input_layernorm",
-    "attn_pre_proj",
-    "attn_rope",
-    "attn_post_proj",
-    "post_attention_layernorm",
-    "mlp_up_proj",
-    "mlp_act",
-    "mlp_down_proj",
-    "add",
-)
 
 
 class EstimatorFitError(ValueError):
@@ -387,7 +377,7 @@ def profile_files(hw: HardwareProfile, data_dir: Path) -> list[Path]:
     prof = data_dir / "vidur_profiling"
     return [
         prof / "compute" / str(hw.compute_dir) / hw.model / "mlp.csv",
-        prof / _ATTENTION_CSV,
+        prof / ATTENTION_CSV,
         prof / "legacy_2024-05" / str(hw.cpu_overhead_file),
     ]
 
@@ -401,7 +391,7 @@ def fit_linear_part(mlp_csv: Path, n_layers: int, seed: int, holdout_fraction: f
     if len(df) < 4:
         raise EstimatorFitError(f"{mlp_csv}: too few tensor-parallel-1 rows ({len(df)})")
     tokens = df["num_tokens"].to_numpy(np.float64)
-    y = n_layers * sum(df[f"time_stats.{op}.median"] for op in _LINEAR_OPS) + df["time_stats.emb.median"]
+    y = n_layers * sum(df[f"time_stats.{op}.median"] for op in LINEAR_OPS) + df["time_stats.emb.median"]
     y_s = y.to_numpy(np.float64) / 1000.0
     sizes = np.unique(tokens)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))

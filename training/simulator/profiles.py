@@ -138,7 +138,9 @@ _HARDWARE: dict[str, HardwareProfile] = {
 
 _A30_QWEN_Q_HEADS = 28
 _A30_QWEN_KV_HEADS = 4
-_LINEAR_OPS = (
+ATTENTION_CSV = "a30_from_AKafakA_vidur_opt_scheduler/compute/a30/Qwen/Qwen-2-7B/attention.csv"
+"""The complete 7B-class attention profile the analytic attention model is fitted to (A30, Qwen-2-7B)."""
+LINEAR_OPS = (
     "input_layernorm",
     "attn_pre_proj",
     "attn_rope",
@@ -199,7 +201,7 @@ def _linear_table(mlp_csv: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
         raise ValueError(f"{mlp_csv}: no tensor-parallel-1 rows")
     by_tokens: dict[int, list[tuple[float, float]]] = {}
     for r in rows:
-        layer = sum(float(r[f"time_stats.{op}.median"]) for op in _LINEAR_OPS)
+        layer = sum(float(r[f"time_stats.{op}.median"]) for op in LINEAR_OPS)
         by_tokens.setdefault(int(float(r["num_tokens"])), []).append(
             (layer, float(r["time_stats.emb.median"]))
         )
@@ -269,7 +271,7 @@ class ProfileLatencyModel:
         self.hardware = hardware
         prof = Path(data_dir) / "vidur_profiling"
         mlp = prof / "compute" / str(hardware.compute_dir) / hardware.model / "mlp.csv"
-        att = prof / "a30_from_AKafakA_vidur_opt_scheduler/compute/a30/Qwen/Qwen-2-7B/attention.csv"
+        att = prof / ATTENTION_CSV
         cpu = prof / "legacy_2024-05" / str(hardware.cpu_overhead_file)
         tokens, layer_ms, emb_ms, _ = _linear_table(str(_require(mlp)))
         p0, p1, d0, d1 = _attention_fit(str(_require(att)))
