@@ -156,21 +156,12 @@ def detect_drift(
         for task in sorted(set(reference["task"]) | set(new["task"]))
     ]
     for task, ref, cur in groups:
-        if len(ref) == 0 or len(cur) == 0:
-            why = "task only in the new window" if len(ref) == 0 else "task absent from the new window"
-            tasks.append(
-                TaskDrift(
-                    task=task,
-                    reference_count=len(ref),
-                    new_count=len(cur),
-                    prompt_tokens=None,
-                    output_tokens=None,
-                    drifted=len(ref) == 0,
-                    reason=why,
-                )
-            )
-            continue
         if len(ref) < MIN_SAMPLES or len(cur) < MIN_SAMPLES:
+            if len(ref) == 0 or len(cur) == 0:
+                new_task = len(ref) == 0
+                why = "task only in the new window" if new_task else "task absent from the new window"
+            else:
+                new_task, why = False, f"fewer than {MIN_SAMPLES} requests: not compared"
             tasks.append(
                 TaskDrift(
                     task=task,
@@ -178,8 +169,8 @@ def detect_drift(
                     new_count=len(cur),
                     prompt_tokens=None,
                     output_tokens=None,
-                    drifted=False,
-                    reason=f"fewer than {MIN_SAMPLES} requests: not compared",
+                    drifted=new_task,
+                    reason=why,
                 )
             )
             continue
