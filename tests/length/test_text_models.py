@@ -167,3 +167,23 @@ def test_config_rejects_bad_candidates():
         tiny_config(tfidf_c=(0.0,))
     with pytest.raises(ValidationError):
         tiny_config(ensemble_weights=(1.5,))
+
+
+@pytest.mark.parametrize("hint", ["prefix", "none"])
+def test_tfidf_fast_path_equals_pipeline(tiny_warehouse, hint):
+    """Serving computes the TF-IDF model's probabilities from its fitted parts; same as predict_proba."""
+    from training.length.serving import tfidf_fast_proba, tfidf_input
+    from training.length.tfidf import fit_tfidf
+
+    from .samples import castillo_rows
+
+    rows = castillo_rows(n_prompts=30)
+    prompts = rows.groupby("prompt_text").agg(task=("task", "first"), prompt_tokens=("prompt_tokens", "max"))
+    labels = [np.array([i % 4, (i + 1) % 4, i % 4]) for i in range(len(prompts))]
+    frame = tfidf_input(list(prompts.index), prompts["task"].tolist(), prompts["prompt_tokens"].to_numpy())
+    model = fit_tfidf(frame, labels, tiny_config(task_hint=hint), 1.0)
+    texts, tasks = ["write a long essay about topic 3", "answer briefly"], ["Apps", "never seen"]
+    tokens = np.array([12.0, 0.0])
+    fast = tfidf_fast_proba(model, texts, tasks, tokens)
+    assert fast is not None
+    np.testing.assert_allclose(fast, model.predict_proba(tfidf_input(texts, tasks, tokens)), atol=1e-12)

@@ -1,7 +1,8 @@
 """The task-aware output-length predictor (Jain et al., arXiv 2408.13510): training, report, serving.
 
 Modules: ``config`` (PredictorConfig), ``data`` (warehouse rows -> prompts, split by prompt),
-``buckets`` (edges, labels), ``serving`` (self-contained inference + MLflow pyfunc), ``train``
+``buckets`` (edges, labels), ``tfidf`` (the TF-IDF text model and the validation-only choices),
+``serving`` (self-contained inference + MLflow pyfunc), ``train``
 (``train_length_predictor`` -> ``TrainedLengthPredictor``), ``metrics`` (``LengthReport``),
 ``report`` (Table 1 sweep, ``python -m training.length.report``), ``predictor`` (the simulator's
 ``LengthPredictor`` adapter), ``bench`` (CPU latency). Importing this package imports no torch.

@@ -205,6 +205,43 @@ def tfidf_input(texts: Sequence[str], tasks: Sequence[str], prompt_tokens: np.nd
     )
 
 
+def tfidf_fast_proba(
+    model: Any, texts: Sequence[str], tasks: Sequence[str], prompt_tokens: np.ndarray
+) -> np.ndarray | None:
+    """``model.predict_proba`` of the TF-IDF pipeline built by training (``features``: a fitted
+    ColumnTransformer of ``text`` TF-IDF, optional ``task`` one-hot, ``length`` log1p -> square ->
+    max-abs scaling; ``lr``: multinomial logistic regression), computed directly from the fitted
+    parts: about 0.5 ms instead of 5 ms for a one-row call (scikit-learn's per-call frame checks
+    dominate small batches). Columns of ``lr.coef_`` are sliced by the transformer's
+    ``output_indices_``. Returns ``None`` when the model is not of that shape (the caller then uses
+    ``predict_proba``); a test pins equality with ``predict_proba``.
+    """
+    try:
+        ct, lr = model.named_steps["features"], model.named_steps["lr"]
+        named, slices = ct.named_transformers_, ct.output_indices_
+        vec, length = named["text"], named["length"]
+        scale = np.asarray(length.steps[-1][1].scale_, dtype=np.float64)
+        coef, intercept = np.asarray(lr.coef_, dtype=np.float64), np.asarray(lr.intercept_, dtype=np.float64)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+    if coef.shape[0] != len(lr.classes_) or coef.shape[0] < 3 or scale.shape != (2,):
+        return None  # binary models keep one coefficient row: use predict_proba
+    logits = np.asarray(vec.transform(list(texts)) @ coef[:, slices["text"]].T, dtype=np.float64)
+    logits += intercept
+    if "task" in named:
+        cats = {str(c): j for j, c in enumerate(named["task"].categories_[0])}
+        w_task = coef[:, slices["task"]]
+        for i, t in enumerate(tasks):
+            j = cats.get(str(t))
+            if j is not None:
+                logits[i] += w_task[:, j]
+    lp = np.log1p(np.asarray(prompt_tokens, dtype=np.float64))
+    logits += (np.column_stack([lp, lp * lp]) / scale) @ coef[:, slices["length"]].T
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
 # ---------------------------------------------------------------------------------------------- core
 
 
@@ -334,7 +371,9 @@ class LengthPredictorCore:
         assert self.tfidf is not None
         if len(texts) == 0:
             return np.zeros((0, self.k))
-        raw = self.tfidf.predict_proba(tfidf_input(texts, tasks, prompt_tokens))
+        raw = tfidf_fast_proba(self.tfidf, texts, tasks, prompt_tokens)
+        if raw is None:
+            raw = self.tfidf.predict_proba(tfidf_input(texts, tasks, prompt_tokens))
         proba = np.zeros((len(texts), self.k))
         proba[:, np.asarray(self.tfidf.classes_, dtype=np.int64)] = raw
         return proba
