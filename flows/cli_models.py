@@ -202,6 +202,44 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             + ("target <= 1 ms p99 met" if result["meets_1ms_p99"] else "target <= 1 ms p99 NOT met")
         )
 
+    @bench_app.command("predictor")
+    def bench_predictor_cmd(
+        model: Annotated[str, typer.Option(help="registered predictor (NAME@ALIAS or NAME/VERSION)")] = (
+            "length-predictor@champion"
+        ),
+        n: Annotated[int, typer.Option(min=64, help="real test prompts to time")] = 256,
+        warehouse: Annotated[Path | None, typer.Option(help="DuckDB file with the prompts")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    ) -> None:
+        """Length-predictor CPU latency per request at batch 1 and batch 64 (1 thread, real prompts)."""
+        import tempfile
+
+        import torch
+
+        from flows.registry import ModelRegistry, RegistryError
+        from training.length.bench import TARGET_MS_AT_64, benchmark_latency
+        from training.length.train import TrainedLengthPredictor
+
+        name, _, ref = model.partition("@") if "@" in model else model.rpartition("/")
+        try:
+            folder = ModelRegistry().download_artifact(
+                name, ref, "predictor", Path(tempfile.mkdtemp(prefix="loadwise-bench-"))
+            )
+        except RegistryError as exc:
+            raise _fail(f"{exc} (train one first: loadwise train-predictor)") from None
+        torch.set_num_threads(1)
+        result = benchmark_latency(TrainedLengthPredictor.load(folder), n, warehouse=warehouse, repeats=3)
+        result["batch1_over_batch64"] = result["batch1_ms_per_request"] / result["batch64_ms_per_request"]
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        typer.echo(
+            f"{model}: {result['batch64_ms_per_request']:.2f} ms/request at batch 64 "
+            f"({result['batch64_cpu_ms_per_request']:.2f} CPU ms), {result['batch1_ms_per_request']:.2f} ms "
+            f"at batch 1 (x{result['batch1_over_batch64']:.1f}); target <= {TARGET_MS_AT_64} ms at batch 64: "
+            + ("met" if result["meets_target_at_64"] else "NOT met")
+        )
+
     @app.command("models")
     def models_cmd(
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
