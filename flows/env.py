@@ -16,6 +16,7 @@ RUN_ENV: dict[str, str] = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # not "Creating initial MLflow database tables..." on every new store
     "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from HF tokenizers under Prefect/pytest
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # also transformers' "Loading weights" bars
 }
 
 
