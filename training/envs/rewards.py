@@ -22,6 +22,13 @@ Components (each reported in the step's ``info`` under ``reward_<name>``, alread
 
 ``reward = scale x (in_system + completion + mixing [+ drain])``.
 
+Objectives (``objective``): ``paper`` is the reward above. ``latency`` is the exact evaluation
+objective: ``in_system`` with every request weighing 1 (no progress relief) and no completion
+reward, so the undiscounted sum over an episode (with ``drain``) is minus the total request-seconds
+in the system = minus the sum of E2E latencies (Little's law), in units of ``scale`` / tick. Meant
+for discounts near 1 (0.995-0.999) or n-step returns: a placement's cost plays out over hundreds of
+decisions (docs/rl_router.md, "Follow-up").
+
 Variants (``mixing_weight``): ``baseline`` RL has no mixing term; ``aware`` RL has it at full
 weight; ``guided`` RL (HuRL-style heuristic guidance, Cheng et al. 2021) weighs it ``e^(-decay x k)``
 in episode ``k`` (0-based) and raises the discount accordingly (``guided_gamma``).
@@ -35,6 +42,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Variant = Literal["baseline", "aware", "guided"]
+Objective = Literal["paper", "latency"]
 
 
 class RewardConfig(BaseModel):
@@ -43,6 +51,11 @@ class RewardConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     variant: Variant = "guided"
+    objective: Objective = Field(
+        default="paper",
+        description="'paper': the paper's reward; 'latency': minus requests-in-system x time only (the "
+        "exact E2E objective; progress_relief and completion_reward are ignored)",
+    )
     completion_reward: float = Field(default=60.0, ge=0, description="r_w per finished request")
     in_system_penalty: float = Field(default=1.0, ge=0, description="per request in the system per tick")
     progress_relief: float = Field(
@@ -60,6 +73,11 @@ class RewardConfig(BaseModel):
         default=False,
         description="add the terminal drain term (off by default: one spike of ~1000 steps' reward)",
     )
+
+
+def effective_relief(cfg: RewardConfig) -> float:
+    """``progress_relief`` as the reward uses it (0 under the ``latency`` objective)."""
+    return 0.0 if cfg.objective == "latency" else cfg.progress_relief
 
 
 def mixing_weight(cfg: RewardConfig, episode: int) -> float:
@@ -92,7 +110,7 @@ def step_reward(
     s = cfg.scale
     return {
         "in_system": -s * cfg.in_system_penalty * pending_weight * ticks,
-        "completion": s * cfg.completion_reward * completed,
+        "completion": 0.0 if cfg.objective == "latency" else s * cfg.completion_reward * completed,
         "mixing": -s * mixing_weight(cfg, episode) * mixing_penalty_s / tick_s,
     }
 
@@ -100,6 +118,5 @@ def step_reward(
 def drain_reward(cfg: RewardConfig, *, remaining_request_s: float, tick_s: float) -> float:
     """Scaled ``drain`` component: ``remaining_request_s`` = sum over unfinished requests of the
     seconds from the last decision to their finish."""
-    return (
-        -cfg.scale * cfg.in_system_penalty * (1.0 - 0.5 * cfg.progress_relief) * remaining_request_s / tick_s
-    )
+    weight = 1.0 - 0.5 * effective_relief(cfg)
+    return -cfg.scale * cfg.in_system_penalty * weight * remaining_request_s / tick_s

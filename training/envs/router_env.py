@@ -19,7 +19,7 @@ import numpy as np
 from gymnasium import spaces
 
 from training.envs.observation import DecisionState, SnapshotBuilder
-from training.envs.rewards import RewardConfig, drain_reward, mixing_weight, step_reward
+from training.envs.rewards import RewardConfig, drain_reward, effective_relief, mixing_weight, step_reward
 from training.rl.serving import OBS_HIGH, ObsSpec, action_mask, encode_observation
 from training.routing.base import DELAY, ClusterView, RequestView
 from training.routing.predictors import LengthPredictor
@@ -118,7 +118,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
             block_size=icfg.block_size,
             max_batch_size=icfg.max_batch_size,
             alpha=self.reward_config.mixing_alpha,
-            progress_relief=self.reward_config.progress_relief,
+            progress_relief=effective_relief(self.reward_config),
         )
         self.tick_s = self.cluster.decision_interval_s
         self.action_space = spaces.Discrete(self.obs_spec.n_actions)

@@ -56,11 +56,13 @@ class MaskedQNetwork(QNetwork):
         *args: Any,
         slot_layout: tuple[int, int, int] | None = None,
         prior_init: tuple[float, float] | None = None,
+        freeze_prior: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.slot_layout = slot_layout
         self.prior_init = prior_init
+        self.freeze_prior = freeze_prior
         self.prior: th.nn.Parameter | None = None
         if slot_layout is not None:
             _m, r, p = slot_layout
@@ -70,7 +72,9 @@ class MaskedQNetwork(QNetwork):
             self.v_net = th.nn.Sequential(*create_mlp(r + p, 1, self.net_arch, self.activation_fn))
             if prior_init is not None:
                 # learnable (beta, w); the residual MLP starts ~0 so the first policy is the prior's
-                self.prior = th.nn.Parameter(th.tensor(prior_init, dtype=th.float32))
+                self.prior = th.nn.Parameter(
+                    th.tensor(prior_init, dtype=th.float32), requires_grad=not freeze_prior
+                )
                 last = self.q_net[-1]
                 assert isinstance(last, th.nn.Linear)
                 with th.no_grad():
@@ -109,6 +113,7 @@ class MaskedQNetwork(QNetwork):
             **super()._get_constructor_parameters(),
             "slot_layout": self.slot_layout,
             "prior_init": self.prior_init,
+            "freeze_prior": self.freeze_prior,
         }
 
 
@@ -118,15 +123,22 @@ class MaskedDQNPolicy(DQNPolicy):
         *args: Any,
         slot_layout: tuple[int, int, int] | None = None,
         prior_init: tuple[float, float] | None = None,
+        freeze_prior: bool = False,
         **kwargs: Any,
     ) -> None:
         self.slot_layout = slot_layout
         self.prior_init = prior_init
+        self.freeze_prior = freeze_prior
         super().__init__(*args, **kwargs)
 
     def make_q_net(self) -> QNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
-        q = MaskedQNetwork(**net_args, slot_layout=self.slot_layout, prior_init=self.prior_init)
+        q = MaskedQNetwork(
+            **net_args,
+            slot_layout=self.slot_layout,
+            prior_init=self.prior_init,
+            freeze_prior=self.freeze_prior,
+        )
         return q.to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -134,6 +146,7 @@ class MaskedDQNPolicy(DQNPolicy):
             **super()._get_constructor_parameters(),
             "slot_layout": self.slot_layout,
             "prior_init": self.prior_init,
+            "freeze_prior": self.freeze_prior,
         }
 
 

@@ -56,6 +56,11 @@ class RouterTrainConfig(BaseModel):
         "impact); None = no prior",
     )
 
+    freeze_prior: bool = Field(
+        default=False,
+        description="dqn 'slots': keep the prior's (beta, w) fixed and learn only the residual MLP",
+    )
+
     # learner (shared)
     net_arch: tuple[int, ...] = (64, 64)
     architecture: Literal["mlp", "slots"] = Field(
@@ -74,6 +79,9 @@ class RouterTrainConfig(BaseModel):
     train_freq: int = Field(default=4, ge=1)
     gradient_steps: int = Field(default=1, ge=1)
     target_update_interval: int = Field(default=2_000, ge=1)
+    n_step_returns: int = Field(
+        default=1, ge=1, description="dqn: n-step TD targets (SB3 DQN's n_steps); 1 = one-step"
+    )
     exploration_episodes: float = Field(default=20.0, ge=0)
     exploration_initial_eps: float = Field(default=0.3, ge=0, le=1)
     exploration_final_eps: float = Field(default=0.0, ge=0, le=1)

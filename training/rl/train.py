@@ -150,6 +150,9 @@ class _Tracker:
             model.gamma = gamma
             if hasattr(model, "rollout_buffer") and model.rollout_buffer is not None:
                 model.rollout_buffer.gamma = gamma
+            # n-step DQN: SB3's NStepReplayBuffer discounts with its own copy of gamma
+            if getattr(model, "replay_buffer", None) is not None and hasattr(model.replay_buffer, "gamma"):
+                model.replay_buffer.gamma = gamma
         if self.episodes % self.cfg.eval_every_episodes == 0:
             self.validate(model, step)
 
@@ -202,6 +205,7 @@ def _make_model(cfg: RouterTrainConfig, env: Any) -> Any:
             policy_kwargs["slot_layout"] = (spec.num_instances, spec.request_dim, spec.per_instance_dim)
             if cfg.heuristic_prior is not None:
                 policy_kwargs["prior_init"] = tuple(cfg.heuristic_prior)
+                policy_kwargs["freeze_prior"] = cfg.freeze_prior
         return MaskedDoubleDQN(
             MaskedDQNPolicy,
             env,
@@ -214,6 +218,7 @@ def _make_model(cfg: RouterTrainConfig, env: Any) -> Any:
             train_freq=cfg.train_freq,
             gradient_steps=cfg.gradient_steps,
             target_update_interval=cfg.target_update_interval,
+            n_steps=cfg.n_step_returns,
             exploration_fraction=max(fraction, 1e-9),
             exploration_initial_eps=cfg.exploration_initial_eps,
             exploration_final_eps=cfg.exploration_final_eps,
