@@ -224,6 +224,12 @@ def test_pyfunc_round_trip_without_loadwise(tiny_trained, tmp_path: Path):
     folder = tmp_path / "predictor"
     tiny_trained.save(folder)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # an explicit artifact root: the default would be ./mlruns in the working directory
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment(
+            "length-roundtrip", artifact_location=(tmp_path / "art").as_uri()
+        )
+    )
     pickle_by_value()
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
