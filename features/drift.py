@@ -156,33 +156,21 @@ def detect_drift(
         for task in sorted(set(reference["task"]) | set(new["task"]))
     ]
     for task, ref, cur in groups:
-        if len(ref) < MIN_SAMPLES or len(cur) < MIN_SAMPLES:
-            if len(ref) == 0 or len(cur) == 0:
-                new_task = len(ref) == 0
-                why = "task only in the new window" if new_task else "task absent from the new window"
-            else:
-                new_task, why = False, f"fewer than {MIN_SAMPLES} requests: not compared"
-            tasks.append(
-                TaskDrift(
-                    task=task,
-                    reference_count=len(ref),
-                    new_count=len(cur),
-                    prompt_tokens=None,
-                    output_tokens=None,
-                    drifted=new_task,
-                    reason=why,
-                )
-            )
-            continue
-        p, o = (
-            _feature(ref["prompt_tokens"], cur["prompt_tokens"]),
-            _feature(ref["output_tokens"], cur["output_tokens"]),
-        )
-        hits = [
-            f"{name} PSI {f.psi:.2f}"
-            for name, f in (("prompt", p), ("output", o))
-            if f.psi > th.psi and f.ks_pvalue < th.ks_pvalue
-        ]
+        p = o = None
+        if len(ref) == 0 or len(cur) == 0:
+            drifted = len(ref) == 0
+            why = "task only in the new window" if drifted else "task absent from the new window"
+        elif len(ref) < MIN_SAMPLES or len(cur) < MIN_SAMPLES:
+            drifted, why = False, f"fewer than {MIN_SAMPLES} requests: not compared"
+        else:
+            p = _feature(ref["prompt_tokens"], cur["prompt_tokens"])
+            o = _feature(ref["output_tokens"], cur["output_tokens"])
+            hits = [
+                f"{name} PSI {f.psi:.2f}"
+                for name, f in (("prompt", p), ("output", o))
+                if f.psi > th.psi and f.ks_pvalue < th.ks_pvalue
+            ]
+            drifted, why = bool(hits), "; ".join(hits)
         tasks.append(
             TaskDrift(
                 task=task,
@@ -190,8 +178,8 @@ def detect_drift(
                 new_count=len(cur),
                 prompt_tokens=p,
                 output_tokens=o,
-                drifted=bool(hits),
-                reason="; ".join(hits),
+                drifted=drifted,
+                reason=why,
             )
         )
     ref_rate, new_rate = _rate(reference), _rate(new)
