@@ -64,36 +64,19 @@ class Published:
         }
 
 
-def _gate_applies(registry: ModelRegistry, name: str, key: str, value: str) -> str | None:
-    """``None`` when the current champion was trained for the same ``key`` (else why not)."""
-    champ = registry.find(name, "champion")
-    if champ is None:
-        return None
-    import json
-
-    theirs = json.loads(champ.tags.get("loadwise.config", "{}")).get(key)
-    if theirs is not None and theirs != value:
-        return (
-            f"champion v{champ.version} is for {key}={theirs!r}, this version for {value!r}: promote by hand"
-        )
-    return None
-
-
 def _publish(
     registry: ModelRegistry,
     pkg: ModelPackage,
     gate_metric: str,
     higher_is_better: bool,
-    scope_key: str,
-    scope_value: str,
+    scope: str,
     report_md: str,
 ) -> Published:
+    """Register ``pkg`` (alias ``challenger``) and run the gate within ``scope`` (a config key)."""
     version = registry.publish(pkg)
-    refuse = _gate_applies(registry, pkg.name, scope_key, scope_value)
-    if refuse is not None:
-        decision = PromotionDecision(False, refuse, registry.find(pkg.name, "champion").version)  # type: ignore[union-attr]
-    else:
-        decision = registry.promote_if_better(pkg.name, version.version, gate_metric, higher_is_better)
+    decision = registry.promote_if_better(
+        pkg.name, version.version, gate_metric, higher_is_better, scope=scope
+    )
     return Published(registry.get(pkg.name, version.version), decision, dict(pkg.metrics), report_md)
 
 
@@ -147,9 +130,7 @@ def register_predictor(trained: Any, registry: ModelRegistry) -> Published:
             reports={"length_predictor.md": report_md},
             description=f"output-length predictor for {cfg.serving_model} ({cfg.buckets} buckets)",
         )
-        return _publish(
-            registry, pkg, PREDICTOR_GATE_METRIC, False, "serving_model", cfg.serving_model, report_md
-        )
+        return _publish(registry, pkg, PREDICTOR_GATE_METRIC, False, "serving_model", report_md)
 
 
 def train_and_register_predictor(
@@ -198,7 +179,7 @@ def register_estimator(fitted: Any, registry: ModelRegistry) -> Published:
             reports={"impact_estimator.md": report_md},
             description=f"iteration latency vs prefill/decode mix for {cfg.profile} ({fitted.chosen})",
         )
-        return _publish(registry, pkg, ESTIMATOR_GATE_METRIC, False, "profile", cfg.profile, report_md)
+        return _publish(registry, pkg, ESTIMATOR_GATE_METRIC, False, "profile", report_md)
 
 
 def fit_and_register_estimator(
@@ -281,7 +262,7 @@ def register_router(trained: Any, report: Any, registry: ModelRegistry) -> Publi
         reports={"evaluation.md": report_md, "evaluation.json": report.model_dump_json(indent=1)},
         description=f"{cfg.variant} RL router ({cfg.algo}) for {cfg.num_instances} x {cfg.profile}",
     )
-    return _publish(registry, pkg, ROUTER_GATE_METRIC, False, "profile", cfg.profile, report_md)
+    return _publish(registry, pkg, ROUTER_GATE_METRIC, False, "profile", report_md)
 
 
 def train_and_register_router(

@@ -326,18 +326,35 @@ class ModelRegistry:
         return current.version, target
 
     def promote_if_better(
-        self, name: str, version: str, metric: str, higher_is_better: bool, tolerance: float = 0.0
+        self,
+        name: str,
+        version: str,
+        metric: str,
+        higher_is_better: bool,
+        tolerance: float = 0.0,
+        scope: str | None = None,
     ) -> PromotionDecision:
         """Move ``champion`` to ``version`` unless the current champion is better on ``metric``.
 
         The first version of a model becomes champion; later, a candidate missing ``metric`` is refused.
         ``tolerance``: a candidate within this much of the champion still counts as not worse.
+        ``scope``: a config key (e.g. ``serving_model``, ``profile``) whose value must be the champion's
+        for the metrics to be comparable; otherwise the champion stays and the reason says so.
         """
         cand = self.get(name, version)
         champ = self.find(name, CHAMPION)
         if champ is None:
             self.promote(name, version)
             return PromotionDecision(True, f"first champion of {name} (no previous champion)", version)
+        if scope is not None:
+            ours, theirs = _config_value(cand, scope), _config_value(champ, scope)
+            if theirs is not None and theirs != ours:
+                return PromotionDecision(
+                    False,
+                    f"champion v{champ.version} is for {scope}={theirs!r}, this version for {ours!r}: "
+                    "promote by hand",
+                    champ.version,
+                )
         if metric not in cand.metrics:
             return PromotionDecision(False, f"version {version} has no metric {metric!r}", champ.version)
         if champ.version == version:
@@ -379,6 +396,14 @@ class ModelRegistry:
         if entry is None:
             raise RegistryError(f"model {name} v{v.version} has no artifact {artifact!r}")
         return root / entry["path"]
+
+
+def _config_value(version: RegisteredVersion, key: str) -> Any:
+    """``key`` of the resolved config a version was trained with (its ``loadwise.config`` tag)."""
+    try:
+        return json.loads(version.tags.get(f"{TAG_PREFIX}config", "{}")).get(key)
+    except json.JSONDecodeError:
+        return None
 
 
 def _flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

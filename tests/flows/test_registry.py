@@ -106,3 +106,13 @@ def test_a_process_without_the_project_loads_the_champion(registry: ModelRegistr
     registry.promote("toy-consumer", v.version)
     out, _ = consume("models:/toy-consumer@champion", registry.tracking_uri, pd.DataFrame({"x": [2.0, 4.0]}))
     assert out["y"].tolist() == [5.0, 10.0]
+
+
+def test_gate_scope_keeps_a_champion_trained_for_another_setting(registry: ModelRegistry, tmp_path: Path):
+    v1 = registry.publish(package(tmp_path, 2.0, 0.5, name="toy-scope"))
+    registry.promote("toy-scope", v1.version)
+    v2 = registry.publish(package(tmp_path, 3.0, 0.9, name="toy-scope"))  # better, but config scale differs
+    decision = registry.promote_if_better("toy-scope", v2.version, "accuracy", True, scope="scale")
+    assert not decision.promoted
+    assert "promote by hand" in decision.reason
+    assert registry.get("toy-scope", CHAMPION).version == v1.version
