@@ -180,13 +180,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
         """Routing latency per request in a separate process that loads the router from MLflow."""
-        from flows.registry import ModelRegistry
+        from flows.registry import ModelRegistry, model_uri, parse_model_ref
         from flows.serving_bench import run_isolated
 
+        ref = parse_model_ref(model)
+        if ref is None:
+            raise _fail(f"--model must be NAME@ALIAS or NAME/VERSION, got {model!r}")
         registry = ModelRegistry()
-        name, _, ref = model.partition("@")
-        sep = "@" if ref else "/"
-        uri = f"models:/{name}{sep}{ref}" if ref else f"models:/{model}"
+        uri = model_uri(*ref)
         try:
             result = run_isolated(uri, registry.tracking_uri, calls)
         except RuntimeError as exc:
@@ -216,14 +217,16 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         import torch
 
-        from flows.registry import ModelRegistry, RegistryError
+        from flows.registry import ModelRegistry, RegistryError, parse_model_ref
         from training.length.bench import TARGET_MS_AT_64, benchmark_latency
         from training.length.train import TrainedLengthPredictor
 
-        name, _, ref = model.partition("@") if "@" in model else model.rpartition("/")
+        ref = parse_model_ref(model)
+        if ref is None:
+            raise _fail(f"--model must be NAME@ALIAS or NAME/VERSION, got {model!r}")
         try:
             folder = ModelRegistry().download_artifact(
-                name, ref, "predictor", Path(tempfile.mkdtemp(prefix="loadwise-bench-"))
+                *ref, "predictor", Path(tempfile.mkdtemp(prefix="loadwise-bench-"))
             )
         except RegistryError as exc:
             raise _fail(f"{exc} (train one first: loadwise train-predictor)") from None

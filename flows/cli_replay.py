@@ -204,15 +204,17 @@ def resolve_learned(routers: list[str], err: Any) -> tuple[list[str], dict[str, 
 
     out: list[str] = []
     options: dict[str, object] = {}
+    from flows.registry import parse_model_ref
+
     for name in routers:
         local = Path(name)
-        if "@" in name or ("/" in name and name.split("/")[-1].isdigit() and not local.exists()):
+        ref = None if local.exists() else parse_model_ref(name)
+        if ref is not None:
             from flows.registry import ModelRegistry, RegistryError
 
-            model, _, ref = name.partition("@") if "@" in name else name.rpartition("/")
             try:
                 policy = ModelRegistry().download_artifact(
-                    model, ref, "policy_dir", Path(tempfile.mkdtemp(prefix="loadwise-policy-"))
+                    *ref, "policy_dir", Path(tempfile.mkdtemp(prefix="loadwise-policy-"))
                 )
             except RegistryError as exc:
                 raise typer.BadParameter(str(exc)) from None

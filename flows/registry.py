@@ -58,6 +58,23 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{(home / 'mlflow.db').resolve()}"
 
 
+def parse_model_ref(text: str) -> tuple[str, str] | None:
+    """``NAME@ALIAS`` or ``NAME/VERSION`` -> ``(name, alias_or_version)``; ``None`` for anything else."""
+    if "@" in text:
+        name, _, ref = text.partition("@")
+    else:
+        name, _, ref = text.rpartition("/")
+        if not ref.isdigit():
+            return None
+    return (name, ref) if name and ref else None
+
+
+def model_uri(name: str, version_or_alias: str) -> str:
+    """``models:/NAME/VERSION`` for a version number, ``models:/NAME@ALIAS`` for an alias."""
+    sep = "/" if version_or_alias.isdigit() else "@"
+    return f"models:/{name}{sep}{version_or_alias}"
+
+
 def git_lineage(repo: Path | None = None) -> dict[str, str]:
     """``{"git_commit": sha, "git_dirty": "true"|"false"}`` of the source tree, or ``unknown``."""
     cwd = repo or Path(__file__).resolve().parents[1]
@@ -380,8 +397,7 @@ class ModelRegistry:
         import mlflow
 
         self.client  # noqa: B018 - sets the tracking and registry URIs
-        sep = "/" if version_or_alias.isdigit() else "@"
-        return mlflow.pyfunc.load_model(f"models:/{name}{sep}{version_or_alias}")
+        return mlflow.pyfunc.load_model(model_uri(name, version_or_alias))
 
     def download_artifact(self, name: str, version_or_alias: str, artifact: str, dst: Path) -> Path:
         """Download one of a version's model artifacts (e.g. the router's policy folder) to ``dst``."""

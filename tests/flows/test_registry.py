@@ -116,3 +116,14 @@ def test_gate_scope_keeps_a_champion_trained_for_another_setting(registry: Model
     assert not decision.promoted
     assert "promote by hand" in decision.reason
     assert registry.get("toy-scope", CHAMPION).version == v1.version
+
+
+def test_model_references_parse_to_name_and_alias_or_version():
+    from flows.registry import model_uri, parse_model_ref
+
+    assert parse_model_ref("llm-router@champion") == ("llm-router", "champion")
+    assert parse_model_ref("llm-router/3") == ("llm-router", "3")
+    assert parse_model_ref("round_robin") is None
+    assert parse_model_ref("some/folder") is None
+    assert model_uri("llm-router", "3") == "models:/llm-router/3"
+    assert model_uri("llm-router", "champion") == "models:/llm-router@champion"
