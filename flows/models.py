@@ -278,12 +278,12 @@ def train_and_register_router(
 
 # -- Prefect flows (thin: one library call per task; retries only where I/O can fail) -------------
 @task(name="train-length-predictor", cache_policy=NO_CACHE)
-def _train_predictor_task(config: dict[str, Any], warehouse: str | None) -> Any:
+def train_predictor_task(config: dict[str, Any], warehouse: str | None) -> Any:
     return train_predictor(config, Path(warehouse) if warehouse else None, progress=print)
 
 
 @task(name="fit-impact-estimator", cache_policy=NO_CACHE)
-def _fit_estimator_task(config: dict[str, Any]) -> Any:
+def fit_estimator_task(config: dict[str, Any]) -> Any:
     return fit_estimator(config, progress=print)
 
 
@@ -294,7 +294,7 @@ def _fit_estimator_task(config: dict[str, Any]) -> Any:
     retry_delay_seconds=2,
     retry_condition_fn=retry_on_io,
 )
-def _register_task(kind: str, trained: Any, tracking_uri: str | None) -> Published:
+def register_task(kind: str, trained: Any, tracking_uri: str | None) -> Published:
     registry = ModelRegistry(tracking_uri)
     return (
         register_predictor(trained, registry)
@@ -304,7 +304,7 @@ def _register_task(kind: str, trained: Any, tracking_uri: str | None) -> Publish
 
 
 @task(name="publish-model-report", cache_policy=NO_CACHE)
-def _report_task(kind: str, published: Published) -> dict[str, Any]:
+def report_task(kind: str, published: Published) -> dict[str, Any]:
     v = published.version
     header = f"# {kind} v{v.version}\n\n{published.decision.reason}\n\n"
     create_markdown_artifact(header + published.report_markdown, key=f"{kind}-report")
@@ -316,12 +316,12 @@ def retrain_length_predictor(
     config: dict[str, Any] | None = None, warehouse: str | None = None, tracking_uri: str | None = None
 ) -> dict[str, Any]:
     """Train, evaluate, register ``length-predictor``; the report is a markdown artifact."""
-    trained = _train_predictor_task(config or {}, warehouse)
-    return _report_task(LENGTH_PREDICTOR, _register_task(LENGTH_PREDICTOR, trained, tracking_uri))
+    trained = train_predictor_task(config or {}, warehouse)
+    return report_task(LENGTH_PREDICTOR, register_task(LENGTH_PREDICTOR, trained, tracking_uri))
 
 
 @task(name="train-evaluate-router", cache_policy=NO_CACHE)
-def _train_router_task(config: dict[str, Any], seeds: list[int]) -> tuple[Any, Any]:
+def train_router_task(config: dict[str, Any], seeds: list[int]) -> tuple[Any, Any]:
     return train_router_job(config, seeds=tuple(seeds), progress=False)
 
 
@@ -332,7 +332,7 @@ def _train_router_task(config: dict[str, Any], seeds: list[int]) -> tuple[Any, A
     retry_delay_seconds=2,
     retry_condition_fn=retry_on_io,
 )
-def _register_router_task(trained: Any, report: Any, tracking_uri: str | None) -> Published:
+def register_router_task(trained: Any, report: Any, tracking_uri: str | None) -> Published:
     return register_router(trained, report, ModelRegistry(tracking_uri))
 
 
@@ -341,9 +341,9 @@ def train_router_flow(
     config: dict[str, Any] | None = None, seeds: list[int] | None = None, tracking_uri: str | None = None
 ) -> dict[str, Any]:
     """Train the RL router, evaluate it against every baseline, register ``llm-router``."""
-    trained, report = _train_router_task(config or {}, seeds or [0, 1, 2])
-    published = _register_router_task(trained, report, tracking_uri)
-    out = _report_task(LLM_ROUTER, published)
+    trained, report = train_router_task(config or {}, seeds or [0, 1, 2])
+    published = register_router_task(trained, report, tracking_uri)
+    out = report_task(LLM_ROUTER, published)
     out["evaluation"] = report.summary()
     return out
 
@@ -353,5 +353,5 @@ def refit_impact_estimator(
     config: dict[str, Any] | None = None, tracking_uri: str | None = None
 ) -> dict[str, Any]:
     """Fit, evaluate, register ``impact-estimator``; the report is a markdown artifact."""
-    fitted = _fit_estimator_task(config or {})
-    return _report_task(IMPACT_ESTIMATOR, _register_task(IMPACT_ESTIMATOR, fitted, tracking_uri))
+    fitted = fit_estimator_task(config or {})
+    return report_task(IMPACT_ESTIMATOR, register_task(IMPACT_ESTIMATOR, fitted, tracking_uri))

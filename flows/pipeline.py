@@ -85,24 +85,22 @@ def train_models(db: str, synthetic: bool, tracking_uri: str | None) -> list[dic
     from flows.models import (
         IMPACT_ESTIMATOR,
         LENGTH_PREDICTOR,
-        _fit_estimator_task,
-        _register_task,
-        _report_task,
-        _train_predictor_task,
+        fit_estimator_task,
         has_predictor_data,
+        register_task,
+        report_task,
+        train_predictor_task,
     )
 
     results = []
-    fitted = _fit_estimator_task({"profile": pick_profile()})
-    results.append(_report_task(IMPACT_ESTIMATOR, _register_task(IMPACT_ESTIMATOR, fitted, tracking_uri)))
+    fitted = fit_estimator_task({"profile": pick_profile()})
+    results.append(report_task(IMPACT_ESTIMATOR, register_task(IMPACT_ESTIMATOR, fitted, tracking_uri)))
     if synthetic or not has_predictor_data(db):
         print("length predictor: no prompt texts with serving-model output lengths in the warehouse; skipped")
         results.append({"model": {"name": LENGTH_PREDICTOR}, "skipped": "no CASTILLO rows"})
     else:
-        trained = _train_predictor_task({}, db)
-        results.append(
-            _report_task(LENGTH_PREDICTOR, _register_task(LENGTH_PREDICTOR, trained, tracking_uri))
-        )
+        trained = train_predictor_task({}, db)
+        results.append(report_task(LENGTH_PREDICTOR, register_task(LENGTH_PREDICTOR, trained, tracking_uri)))
     return results
 
 
