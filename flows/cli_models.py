@@ -10,6 +10,7 @@ runs the same job as its Prefect flow (a run with a markdown report artifact).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,6 +49,20 @@ def _print_result(result: dict[str, Any], tracking_uri: str, headline: tuple[str
     )
 
 
+def _run_and_show(
+    job: Callable[[], dict[str, Any]], as_json: bool, tracking_uri: str, headline: tuple[str, ...]
+) -> None:
+    """Run a train-and-register job; print its JSON or its table (a bad input is a one-line error)."""
+    try:
+        result = job()
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(result, default=str))
+    else:
+        _print_result(result, tracking_uri, headline)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to the loadwise app."""
 
@@ -69,25 +84,19 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from flows.registry import ModelRegistry
 
         registry = ModelRegistry()
-        try:
+
+        def job() -> dict[str, Any]:
             if flow:
                 from flows.models import retrain_length_predictor
 
-                result = retrain_length_predictor(
+                return retrain_length_predictor(
                     config, str(warehouse) if warehouse else None, registry.tracking_uri
                 )
-            else:
-                from flows.models import train_and_register_predictor
+            from flows.models import train_and_register_predictor
 
-                result = train_and_register_predictor(
-                    config, warehouse, registry, _progress(as_json)
-                ).to_dict()
-        except (ValueError, FileNotFoundError) as exc:
-            raise _fail(str(exc)) from None
-        if as_json:
-            typer.echo(json.dumps(result, default=str))
-        else:
-            _print_result(result, registry.tracking_uri, PREDICTOR_HEADLINE)
+            return train_and_register_predictor(config, warehouse, registry, _progress(as_json)).to_dict()
+
+        _run_and_show(job, as_json, registry.tracking_uri, PREDICTOR_HEADLINE)
 
     @app.command("fit-estimator")
     def fit_estimator_cmd(
@@ -104,21 +113,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             raise _fail(f"unknown --profile {profile!r}; one of {', '.join(PROFILE_NAMES)}")
         config = {"profile": profile, "seed": seed}
         registry = ModelRegistry()
-        try:
+
+        def job() -> dict[str, Any]:
             if flow:
                 from flows.models import refit_impact_estimator
 
-                result = refit_impact_estimator(config, registry.tracking_uri)
-            else:
-                from flows.models import fit_and_register_estimator
+                return refit_impact_estimator(config, registry.tracking_uri)
+            from flows.models import fit_and_register_estimator
 
-                result = fit_and_register_estimator(config, registry, _progress(as_json)).to_dict()
-        except (ValueError, FileNotFoundError) as exc:
-            raise _fail(str(exc)) from None
-        if as_json:
-            typer.echo(json.dumps(result, default=str))
-        else:
-            _print_result(result, registry.tracking_uri, ESTIMATOR_HEADLINE)
+            return fit_and_register_estimator(config, registry, _progress(as_json)).to_dict()
+
+        _run_and_show(job, as_json, registry.tracking_uri, ESTIMATOR_HEADLINE)
 
     @app.command("train-router")
     def train_router_cmd(
