@@ -53,9 +53,11 @@ def _run_and_show(
     job: Callable[[], dict[str, Any]], as_json: bool, tracking_uri: str, headline: tuple[str, ...]
 ) -> None:
     """Run a train-and-register job; print its JSON or its table (a bad input is a one-line error)."""
+    from warehouse.errors import WarehouseError
+
     try:
         result = job()
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, WarehouseError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(result, default=str))

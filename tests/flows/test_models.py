@@ -150,3 +150,12 @@ def test_train_router_registers_a_policy_that_compare_and_a_bare_process_use(hom
     )
     assert compared.exit_code == 0, compared.output
     assert set(json.loads(compared.stdout)["routers"]) == {"round_robin", "rl"}
+
+
+def test_train_predictor_on_a_missing_warehouse_is_a_one_line_error(home: Path, tmp_path: Path):
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["train-predictor", "--warehouse", str(tmp_path / "none.duckdb")])
+    assert out.exit_code == 1
+    assert "no warehouse at" in out.output
+    assert "Traceback" not in out.output
