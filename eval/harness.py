@@ -20,8 +20,9 @@ Side effects only where asked: ``out_dir`` (report.json, report.md, plots) and `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -216,23 +217,18 @@ def run_evaluation(
         for s in seeds
     ]
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    if executor is not None:
-        outs = executor(replay_job, jobs)
-        if len(outs) != len(jobs):
-            raise RuntimeError(f"executor returned {len(outs)} results for {len(jobs)} replays")
+    with ExitStack() as stack:
+        outs: Iterable[dict[str, Any]]
+        if executor is not None:
+            outs = executor(replay_job, jobs)
+            if len(outs) != len(jobs):
+                raise RuntimeError(f"executor returned {len(outs)} results for {len(jobs)} replays")
+        elif workers > 1 and len(jobs) > 1:
+            outs = stack.enter_context(ProcessPoolExecutor(max_workers=workers)).map(replay_job, jobs)
+        else:
+            outs = map(replay_job, jobs)  # lazily: progress after each replay
         for k, (job, out) in enumerate(zip(jobs, outs, strict=True)):
             results[(job.router, job.seed)] = out
-            if progress:
-                progress(job.router, job.seed, k + 1)
-    elif workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for k, (job, out) in enumerate(zip(jobs, pool.map(replay_job, jobs), strict=True)):
-                results[(job.router, job.seed)] = out
-                if progress:
-                    progress(job.router, job.seed, k + 1)
-    else:
-        for k, job in enumerate(jobs):
-            results[(job.router, job.seed)] = replay_job(job)
             if progress:
                 progress(job.router, job.seed, k + 1)
 
