@@ -73,7 +73,7 @@ def prefect_executor(fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
     return [f.result() for f in futures]
 
 
-@flow(name="evaluate-routers", log_prints=True)
+@flow(name="evaluate-routers-distributed", log_prints=True)
 def evaluate_routers(
     warehouse: str,
     routers: list[str] | None = None,
