@@ -18,25 +18,36 @@ from pathlib import Path
 
 from eval.harness import evaluate
 from eval.report import EvalReport
-from eval.workloads import Workload, WorkloadOptions, get_workload
+from eval.workloads import Workload, WorkloadOptions, get_workload, warehouse_workload
 from training.envs.router_env import EpisodeSampler
 from training.rl.config import RouterTrainConfig
 from training.rl.train import TrainedRouter, train_router
 from training.routing.predictors import TaskMeanPredictor
 from training.routing.registry import router_names
 from training.simulator import ClusterConfig, default_instance_config, load_latency_model
+from warehouse.paths import default_warehouse_path
 
 LEARNED = "rl"
 
 
+WAREHOUSE = "warehouse"
+"""``RouterTrainConfig.workload`` value for seeded windows of the published warehouse's requests."""
+
+
 def workload_for(cfg: RouterTrainConfig) -> Workload:
-    """The config's workload at its rate, window length and cluster size."""
-    return get_workload(
-        cfg.workload,
-        WorkloadOptions(
-            num_requests=cfg.episode_requests, rate=cfg.rate_rps, num_instances=cfg.num_instances
-        ),
+    """The config's workload at its rate, window length and cluster size.
+
+    ``cfg.workload == "warehouse"``: the rows of ``cfg.warehouse`` (None: the default warehouse)
+    matching ``cfg.where``, as seeded windows of the training and held-out pools; otherwise a
+    registered workload by name."""
+    options = WorkloadOptions(
+        num_requests=cfg.episode_requests, rate=cfg.rate_rps, num_instances=cfg.num_instances
     )
+    if cfg.workload == WAREHOUSE:
+        return warehouse_workload(
+            cfg.warehouse or default_warehouse_path(), cfg.where, options, profile=cfg.profile, windows=True
+        )
+    return get_workload(cfg.workload, options)
 
 
 def cluster_for(cfg: RouterTrainConfig) -> ClusterConfig:

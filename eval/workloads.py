@@ -1,10 +1,11 @@
 """Evaluation workloads by name (``--workload``) and a small canonical-trace reader (``--trace``).
 
-Who calls this: the evaluation harness and ``loadwise replay/compare``, once per run. A
-``Workload`` holds the held-out requests to replay (a function of the seed: synthetic and sampled
-workloads draw a new trace per seed; fixed traces ignore it) and the *training* requests the
-length predictor is fitted on. The two never overlap: real prompt sets are split by their own
-``split`` column or a hash of the prompt, traces by time window (``ARCHITECTURE.md``, "Rules").
+Who calls this: the evaluation harness, ``loadwise replay/compare`` and the RL trainer
+(``eval.learned``), once per run. A ``Workload`` holds the held-out requests to replay (a function
+of the seed: synthetic and sampled workloads draw a new trace per seed, windowed traces a new
+window; fixed traces ignore it) and the *training* requests the length predictor is fitted on. The
+two never overlap: real prompt sets are split by their own ``split`` column or a hash of the prompt,
+traces by time window (``ARCHITECTURE.md``, "Rules").
 
 Workloads:
 
@@ -421,6 +422,27 @@ def build_table2(options: WorkloadOptions) -> Workload:
 AZURE_FILES = {"code": "AzureLLMInferenceTrace_code.csv", "conv": "AzureLLMInferenceTrace_conv.csv"}
 
 
+def _split_by_time(requests: Sequence[Request]) -> tuple[list[Request], list[Request]]:
+    """Sorted by arrival, then cut at ``TRAIN_WINDOW_FRACTION`` of the time span: (training pool,
+    held-out pool), disjoint. The training pool is empty only when every arrival is the same."""
+    reqs = sorted(requests, key=lambda r: r.arrival_s)
+    if not reqs:
+        raise ValueError("empty trace")
+    t0, t1 = reqs[0].arrival_s, reqs[-1].arrival_s
+    cut = t0 + TRAIN_WINDOW_FRACTION * (t1 - t0)
+    return [r for r in reqs if r.arrival_s < cut], [r for r in reqs if r.arrival_s >= cut]
+
+
+def _rebase_and_scale(requests: Sequence[Request], rate: float | None) -> tuple[list[Request], float, float]:
+    """Arrivals (sorted) rebased to 0 and multiplied so that the mean rate ``(n - 1) / span`` is
+    ``rate`` req/s (``None``, or a zero span: unchanged). Returns (requests, natural rate, time scale)."""
+    h0 = requests[0].arrival_s
+    span = requests[-1].arrival_s - h0
+    natural = (len(requests) - 1) / span if span > 0 else float("nan")
+    scale = natural / rate if rate and span > 0 else 1.0
+    return [replace(r, arrival_s=(r.arrival_s - h0) * scale) for r in requests], natural, scale
+
+
 def split_and_scale(
     requests: Sequence[Request], *, rate: float | None, num_requests: int | None
 ) -> tuple[list[Request], list[Request], dict[str, object]]:
@@ -429,18 +451,10 @@ def split_and_scale(
     Held-out arrivals are rebased to 0 and multiplied so that their mean rate is ``rate`` req/s
     (``None``: unchanged); then the first ``num_requests`` are kept.
     """
-    reqs = sorted(requests, key=lambda r: r.arrival_s)
-    if not reqs:
-        raise ValueError("empty trace")
-    t0, t1 = reqs[0].arrival_s, reqs[-1].arrival_s
-    cut = t0 + TRAIN_WINDOW_FRACTION * (t1 - t0)
-    train = [r for r in reqs if r.arrival_s < cut] or reqs[:1]
-    held = [r for r in reqs if r.arrival_s >= cut] or reqs
-    h0 = held[0].arrival_s
-    span = held[-1].arrival_s - h0
-    natural = (len(held) - 1) / span if span > 0 else float("nan")
-    scale = natural / rate if rate and span > 0 else 1.0
-    held = [replace(r, arrival_s=(r.arrival_s - h0) * scale) for r in held]
+    train, held = _split_by_time(requests)
+    reqs = train + held
+    train = train or reqs[:1]
+    held, natural, scale = _rebase_and_scale(held or reqs, rate)
     if num_requests:
         held = held[:num_requests]
     info: dict[str, object] = {"natural_rate_rps": natural, "time_scale": scale, "train_requests": len(train)}
@@ -474,6 +488,78 @@ def fixed_trace_workload(
         profile=profile,
         seed_dependent=False,
         info={"num_requests": len(held), **(info or {}), **split_info},
+    )
+
+
+_WINDOW_STREAMS = {"held_out": 4001, "train": 4002}
+"""Second word of each pool's ``SeedSequence([seed, stream])``: the two pools draw independently."""
+
+
+def _seeded_window(
+    pool: Sequence[Request], size: int, seed: int, stream: int, rate: float | None
+) -> list[Request]:
+    """``size`` consecutive requests of ``pool`` (sorted) from a seeded offset, rebased and scaled."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
+    start = int(rng.integers(len(pool) - size + 1))
+    return _rebase_and_scale(pool[start : start + size], rate)[0]
+
+
+def windowed_trace_workload(
+    name: str,
+    what: str,
+    requests: Sequence[Request],
+    options: WorkloadOptions,
+    *,
+    num_instances: int,
+    profile: str,
+    synthetic: bool = False,
+    info: dict[str, object] | None = None,
+) -> Workload:
+    """A workload of seeded windows of one trace, for RL training and evaluation over many seeds.
+
+    The trace is split by time like ``split_and_scale`` (the first ``TRAIN_WINDOW_FRACTION`` of its
+    span is the training pool, the rest the held-out pool; disjoint). ``sample(seed)`` is a window of
+    ``options.num_requests`` consecutive held-out requests (by arrival) from an offset drawn from the
+    seed, rebased to 0 and time-scaled so that the window's own mean rate is ``options.rate`` req/s
+    (``None``: unchanged); ``sample_train(seed)`` the same over the training pool (its own random
+    stream). A pool shorter than the window is used whole (listed in ``info["whole_pools"]``);
+    ``options.num_requests = None`` means whole pools. ``train`` is the training pool as recorded.
+    """
+    train, held = _split_by_time(requests)
+    if not train:
+        raise ValueError(f"{what}: every request arrives at the same time; no time span to split")
+    n = options.num_requests
+    sizes = {"held_out": min(n or len(held), len(held)), "train": min(n or len(train), len(train))}
+    whole = [pool for pool, size in (("held_out", len(held)), ("train", len(train))) if n and size < n]
+    rate = options.rate
+
+    def sample(seed: int) -> list[Request]:
+        return _seeded_window(held, sizes["held_out"], seed, _WINDOW_STREAMS["held_out"], rate)
+
+    def sample_train(seed: int) -> list[Request]:
+        return _seeded_window(train, sizes["train"], seed, _WINDOW_STREAMS["train"], rate)
+
+    scaled = f", time-scaled to {rate:g} req/s" if rate else ""
+    return Workload(
+        name=name,
+        description=f"{'SYNTHETIC ' if synthetic else ''}{what}: seeded windows of {sizes['held_out']} "
+        f"consecutive held-out requests (of {len(held)} after the first {TRAIN_WINDOW_FRACTION:.0%} of its "
+        f"time span){scaled}",
+        synthetic=synthetic,
+        sample=sample,
+        train=train,
+        num_instances=options.num_instances or num_instances,
+        profile=profile,
+        seed_dependent=sizes["held_out"] < len(held),
+        info={
+            "num_requests": sizes["held_out"],
+            "train_window_requests": sizes["train"],
+            **(info or {}),
+            "held_out_pool_requests": len(held),
+            "train_requests": len(train),
+            "whole_pools": whole,
+        },
+        sample_train=sample_train,
     )
 
 
@@ -532,15 +618,20 @@ def warehouse_workload(
     num_instances: int = 4,
     profile: str = "v100-llama2-7b-paper",
     synthetic: bool = False,
+    windows: bool = False,
 ) -> Workload:
     """A workload replaying requests of the published warehouse (``marts.requests`` rows matching
     ``where``, e.g. ``format = 'azure'``): the first ``TRAIN_WINDOW_FRACTION`` of their time span
-    fits the predictor, the rest is replayed (time-scaled to ``options.rate`` when given)."""
+    fits the predictor, the rest is replayed (time-scaled to ``options.rate`` when given).
+
+    ``windows=False``: one fixed held-out slice (``fixed_trace_workload``); ``True``: seeded windows of
+    both pools (``windowed_trace_workload``, what the RL router trains and is evaluated on)."""
     from eval.sources import warehouse_requests
 
     options = options or WorkloadOptions()
     requests = warehouse_requests(warehouse, where=where, max_output_tokens=MAX_OUTPUT_TOKENS)
-    return fixed_trace_workload(
+    build = windowed_trace_workload if windows else fixed_trace_workload
+    return build(
         "warehouse",
         f"warehouse requests where {where}",
         requests,

@@ -35,6 +35,16 @@ class RouterTrainConfig(BaseModel):
     num_instances: int = Field(default=4, ge=1)
     rate_rps: float = Field(default=20.0, gt=0)
     episode_requests: int = Field(default=2000, ge=1)
+    warehouse: str | None = Field(
+        default=None,
+        description="workload 'warehouse' only: the DuckDB file to read (None = the default warehouse, "
+        "warehouse.paths.default_warehouse_path())",
+    )
+    where: str = Field(
+        default="format = 'azure'",
+        description="workload 'warehouse' only: SQL filter over marts.requests (episodes and held-out "
+        "replays are seeded windows of the matching rows, eval.workloads.windowed_trace_workload)",
+    )
 
     # observation (training.rl.serving.ObsSpec)
     prompt_edges: tuple[float, ...] = (256.0, 1500.0)
