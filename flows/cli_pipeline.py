@@ -1,4 +1,5 @@
-"""CLI commands: ``loadwise run`` (the retrain pipeline). See flows/cli.py."""
+"""CLI commands: ``loadwise run`` (the nightly retraining flow, once) and ``loadwise serve`` (on a
+schedule). See flows/cli.py."""
 
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ def _print_tables(tables: list[dict[str, Any]]) -> None:
         console.print(table)
 
 
+def _print_steps(steps: dict[str, str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="nightly-retrain steps")
+    table.add_column("step")
+    table.add_column("outcome")
+    for name, outcome in steps.items():
+        table.add_row(name, outcome)
+    Console().print(table)
+
+
 def _print_models(models: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -57,54 +70,60 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
     @app.command("run")
     def run(
-        warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
-        data_dir: Annotated[
-            Path | None, typer.Option(help="shared data folder (default: ../shared/data)")
+        config: Annotated[
+            Path | None,
+            typer.Option(exists=True, dir_okay=False, help="nightly config file (.toml, .yaml or .json)"),
         ] = None,
-        synthetic_rows: Annotated[
-            int, typer.Option(help="rows of the synthetic workload (no real data)")
-        ] = 20_000,
-        seed: Annotated[int, typer.Option(help="seed of the synthetic workload")] = 0,
-        evaluate: Annotated[
-            bool, typer.Option("--eval/--no-eval", help="replay every router on the held-out traces")
-        ] = True,
-        eval_seeds: Annotated[str, typer.Option(help="comma-separated replay seeds")] = "0,1,2",
-        eval_requests: Annotated[int, typer.Option(min=1, help="held-out requests to replay")] = 4000,
-        train: Annotated[
-            bool,
-            typer.Option(
-                "--train/--no-train", help="refit the impact estimator, retrain the length predictor"
-            ),
-        ] = True,
+        warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help="trace folder (default: ../shared/data)")] = None,
+        timesteps: Annotated[
+            int | None, typer.Option(min=1, help="RL router training steps (overrides the config)")
+        ] = None,
+        eval_seeds: Annotated[
+            str | None, typer.Option(help="comma-separated held-out windows (overrides the config)")
+        ] = None,
+        force: Annotated[bool, typer.Option("--force", help="ignore the step caches: retrain all")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
     ) -> None:
-        """Run the retrain pipeline (Prefect flow ``retrain-pipeline``): ingest traces, print analytics,
-        evaluate every router on the held-out traces (stored in ``marts.eval_results``)."""
-        from flows.cli_replay import parse_seeds, router_table
+        """Run the nightly retraining flow once (Prefect flow ``nightly-retrain``, local mode): ingest new
+        traces, check drift, retrain what changed, evaluate the RL router against the champion and every
+        baseline, promote it only if the statistical gate passes, write the report."""
+        import json
 
-        seeds = tuple(parse_seeds(eval_seeds))
+        from pydantic import ValidationError
         from rich.console import Console
 
+        from flows.cli_replay import parse_seeds, router_table
         from warehouse.paths import prefect_home
 
+        console = Console()
         prefect_home()
-        from flows.pipeline import retrain_pipeline
+        from flows.nightly import NightlyConfig, nightly_retrain
         from warehouse.errors import WarehouseError
 
-        console = Console()
         try:
-            result = retrain_pipeline(
-                warehouse=str(warehouse) if warehouse else None,
-                data_dir=str(data_dir) if data_dir else None,
-                synthetic_rows=synthetic_rows,
-                seed=seed,
-                evaluate=evaluate,
-                eval_seeds=seeds,
-                eval_requests=eval_requests,
-                train=train,
-            )
+            cfg = NightlyConfig.from_file(config) if config else NightlyConfig()
+            updates: dict[str, Any] = {"force": force or cfg.force}
+            if warehouse:
+                updates["warehouse"] = str(warehouse)
+            if data_dir:
+                updates["data_dir"] = str(data_dir)
+            if timesteps:
+                updates["router"] = {**cfg.router, "total_timesteps": timesteps}
+            if eval_seeds:
+                updates["eval_seeds"] = tuple(parse_seeds(eval_seeds))
+            cfg = NightlyConfig.model_validate({**cfg.model_dump(), **updates})
+        except (ValidationError, ValueError, OSError) as exc:
+            console.print(f"[red]error:[/red] invalid config: {exc}")
+            raise typer.Exit(2) from None
+        try:
+            result = nightly_retrain(cfg)
         except WarehouseError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
+        if as_json:
+            typer.echo(json.dumps(result, indent=1, default=str))
+            return
         if result["synthetic"]:
             console.print(
                 "[yellow bold]SYNTHETIC workload[/]: no real traces found; figures below are synthetic."
@@ -116,15 +135,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             "duplicate files skipped"
         )
         _print_tables(result["summary"])
+        _print_steps(result["steps"])
         if result["models"]:
             _print_models(result["models"])
-        evaluation = result["evaluation"]
-        if evaluation is not None:
+        if result["evaluation"] is not None:
             console.width = max(console.width, 140)
-            title = (
-                f"{evaluation['description']} on {evaluation['latency_model']}: mean over seeds {list(seeds)}"
-            )
-            console.print(router_table(evaluation["routers"], title))
+            console.print(router_table(result["evaluation"], "held-out windows: mean over seeds"))
+        gate = result["gate"]
+        if gate is not None:
+            colour = "green" if result["promoted"] else "yellow"
+            console.print(f"[{colour}]promotion gate:[/] {gate['reason']}", soft_wrap=True)
+        console.print(f"report: {result['report_dir']}/report.md", soft_wrap=True)
 
     @app.command("serve")
     def serve(

@@ -71,9 +71,19 @@ def _publish(
     higher_is_better: bool,
     scope: str,
     report_md: str,
+    gate: bool = True,
 ) -> Published:
-    """Register ``pkg`` (alias ``challenger``) and run the gate within ``scope`` (a config key)."""
+    """Register ``pkg`` (alias ``challenger``) and, with ``gate``, run the gate within ``scope`` (a
+    config key); without it the caller decides (the nightly flow's statistical gate)."""
     version = registry.publish(pkg)
+    if not gate:
+        champion = registry.find(pkg.name, "champion")
+        decision = PromotionDecision(
+            False,
+            "registered as challenger; the caller's gate decides",
+            champion.version if champion else None,
+        )
+        return Published(registry.get(pkg.name, version.version), decision, dict(pkg.metrics), report_md)
     decision = registry.promote_if_better(
         pkg.name, version.version, gate_metric, higher_is_better, scope=scope
     )
@@ -200,11 +210,12 @@ ROUTER_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
 """The router's pyfunc runs the exported numpy policy: no torch or stable-baselines3 at serving."""
 
 
-def router_metrics(report: Any, learned: str = "rl") -> dict[str, float]:
-    """Headline metrics of the learned router from an evaluation report (seconds, %)."""
+def router_metrics(report: Any, learned: str = "rl", exclude: tuple[str, ...] = ()) -> dict[str, float]:
+    """Headline metrics of the learned router from an evaluation report (seconds, %); routers in
+    ``exclude`` (e.g. the champion) are not baselines."""
     summary = report.summary()
     ours = summary[learned]
-    baselines = {n: s for n, s in summary.items() if n != learned and not s["oracle"]}
+    baselines = {n: s for n, s in summary.items() if n != learned and n not in exclude and not s["oracle"]}
     best_name = min(baselines, key=lambda n: baselines[n]["e2e_mean"])
     best = baselines[best_name]
     metrics = {
@@ -236,8 +247,18 @@ def train_router_job(
     return train_and_evaluate(cfg, out, seeds=seeds, progress=progress)
 
 
-def register_router(trained: Any, report: Any, registry: ModelRegistry) -> Published:
-    """Register a trained router policy as a new ``llm-router`` version; run the gate."""
+def register_router(
+    trained: Any,
+    report: Any,
+    registry: ModelRegistry,
+    *,
+    learned: str = "rl",
+    exclude: tuple[str, ...] = (),
+    gate: bool = True,
+    data_fingerprint: str | None = None,
+) -> Published:
+    """Register a trained router policy as a new ``llm-router`` version; with ``gate``, run the
+    simple gate (``learned``: the policy's name in ``report``; ``exclude``: not baselines)."""
     from eval.report import to_markdown
     from training.rl import serving
 
@@ -255,14 +276,14 @@ def register_router(trained: Any, report: Any, registry: ModelRegistry) -> Publi
         pip_requirements=ROUTER_REQUIREMENTS,
         config=cfg.model_dump(mode="json"),
         metrics={
-            **router_metrics(report),
+            **router_metrics(report, learned, exclude),
             **{f"train.{k}": float(v) for k, v in trained.train_stats.items() if isinstance(v, int | float)},
         },
-        data_fingerprint=f"workload={cfg.workload};profile={cfg.profile};seed={cfg.seed}",
+        data_fingerprint=data_fingerprint or f"workload={cfg.workload};profile={cfg.profile};seed={cfg.seed}",
         reports={"evaluation.md": report_md, "evaluation.json": report.model_dump_json(indent=1)},
         description=f"{cfg.variant} RL router ({cfg.algo}) for {cfg.num_instances} x {cfg.profile}",
     )
-    return _publish(registry, pkg, ROUTER_GATE_METRIC, False, "profile", report_md)
+    return _publish(registry, pkg, ROUTER_GATE_METRIC, False, "profile", report_md, gate)
 
 
 def train_and_register_router(

@@ -30,6 +30,8 @@ DEFAULT_PORT = 4200
 DEFAULT_CRON = "0 2 * * *"
 """Nightly at 02:00 in ``DEFAULT_TIMEZONE``."""
 DEFAULT_TIMEZONE = "UTC"
+DRIFT_WATCH_CRON = "30 * * * *"
+"""Hourly, at half past (clear of the nightly run's start)."""
 
 
 class ServerError(RuntimeError):
@@ -103,18 +105,26 @@ def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
 
 
 def nightly_deployments(cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE) -> list[Any]:
-    """The deployments ``loadwise serve`` serves: the retraining pipeline on ``cron``."""
+    """The deployments ``loadwise serve`` serves: ``nightly`` (the retraining flow on ``cron``) and
+    ``drift-watch`` (hourly: ingest and drift check, retraining only when the new window drifted)."""
     from prefect.schedules import Cron
 
-    from flows.pipeline import retrain_pipeline
+    from flows.nightly import nightly_retrain
 
     return [
-        retrain_pipeline.to_deployment(
+        nightly_retrain.to_deployment(
             name="nightly",
             schedules=[Cron(cron, timezone=timezone)],
-            description="The retraining pipeline on a schedule (loadwise serve)",
+            description="Ingest, drift check, retrain what changed, evaluate, gate, promote (loadwise serve)",
             tags=["loadwise", "nightly"],
-        )
+        ),
+        nightly_retrain.to_deployment(
+            name="drift-watch",
+            schedules=[Cron(DRIFT_WATCH_CRON, timezone=timezone)],
+            parameters={"config": {"retrain": "on-drift"}},
+            description="Hourly ingest + drift check; retrains between nightly runs only on drift",
+            tags=["loadwise", "drift"],
+        ),
     ]
 
 

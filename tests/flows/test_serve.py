@@ -110,7 +110,7 @@ def test_prefect_yaml_deploys_the_nightly_schedule_to_a_work_pool(tmp_path: Path
             )
             assert done.returncode == 0, done.stdout + done.stderr
         deployments = asyncio.run(_deployments(api_url))
-    assert deployments == {"nightly": ["0 2 * * *"]}
+    assert deployments == {"nightly": ["0 2 * * *"], "drift-watch": ["30 * * * *"]}
 
 
 async def _deployments(api_url: str) -> dict[str, list[str]]:
@@ -121,3 +121,12 @@ async def _deployments(api_url: str) -> dict[str, list[str]]:
             d.name: [getattr(s.schedule, "cron", "") for s in d.schedules]
             for d in await client.read_deployments()
         }
+
+
+def test_loadwise_serve_serves_the_nightly_and_drift_watch_deployments():
+    from flows.serve import nightly_deployments
+
+    deployments = {d.name: d for d in nightly_deployments(cron="15 3 * * *", timezone="Europe/Paris")}
+    assert set(deployments) == {"nightly", "drift-watch"}
+    assert deployments["nightly"].schedules[0].schedule.cron == "15 3 * * *"
+    assert deployments["drift-watch"].parameters == {"config": {"retrain": "on-drift"}}

@@ -1,0 +1,142 @@
+"""The ``nightly-retrain`` flow end to end on a small synthetic warehouse (tiny RL router).
+
+One scenario, in order, because each phase starts from the state the previous one left:
+first run (trains, evaluates, gates) -> second run with no new data (nothing retrained) -> a step
+that fails (champion, warehouse and watermark untouched) -> a forced run whose challenger does not
+beat the hand-promoted champion and the best baseline (refused; champion unchanged).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.rl.test_train import TINY
+
+ROUTER = {k: v for k, v in TINY.items() if k != "num_instances"}
+
+
+def _config(**over: object):
+    from flows.nightly import NightlyConfig
+
+    base = {
+        "synthetic_rows": 1500,
+        "profile": "v100-llama2-7b-paper",
+        "rate_rps": 2.5,
+        "num_instances": 2,
+        "router": ROUTER,
+        "eval_seeds": (0, 1, 2),
+        "eval_requests": 40,
+    }
+    return NightlyConfig.model_validate({**base, **over})
+
+
+def _runs(db: Path) -> list[tuple]:
+    from warehouse.store import connect_readonly
+
+    con = connect_readonly(db)
+    try:
+        return con.execute(
+            "SELECT status, watermark_file_id, retrained, promoted, decision FROM ops.nightly_runs "
+            "ORDER BY finished_at"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.prefect
+def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from flows.models import LLM_ROUTER
+    from flows.nightly import nightly_retrain
+    from flows.registry import ModelRegistry
+    from warehouse.store import connect_readonly
+
+    monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    db = tmp_path / "home" / "warehouse.duckdb"
+    registry = ModelRegistry()
+
+    # 1. First run: everything runs; the challenger is registered and gated against the baselines.
+    first = nightly_retrain(_config())
+    assert first["synthetic"]
+    steps = first["steps"]
+    assert steps["retrain-impact-estimator"] == "ran"
+    assert steps["train-router"] == "ran"
+    assert steps["evaluate-router"] == "ran"
+    assert steps["retrain-length-predictor"].startswith("skipped")
+    assert first["drift"]["drifted"] is None  # no reference window yet
+    evaluation = first["evaluation"]
+    assert "challenger" in evaluation
+    assert "round_robin" in evaluation
+    assert "champion" not in evaluation
+    gate = first["gate"]
+    assert gate["champion"] is None
+    assert gate["best_baseline"] in evaluation
+    assert [c["kind"] for c in gate["checks"]] == ["best_baseline"]
+    report_dir = Path(first["report_dir"])
+    text = (report_dir / "report.md").read_text()
+    assert "## Promotion gate" in text
+    assert "challenger" in text
+    assert any(Path(tmp_path / "home" / "nightly" / "evaluations").rglob("e2e_cdf.png"))
+    cache = tmp_path / "home" / "nightly" / "cache"
+    assert any(p.name.startswith("router-") for p in cache.iterdir())  # step results, keyed by inputs
+    runs = _runs(db)
+    assert runs[-1][0] == "ok"
+    assert runs[-1][1] >= 1
+    versions_after_first = len(registry.versions(LLM_ROUTER))
+    assert versions_after_first == 1
+
+    # 2. Same inputs again: every step is a cache hit (or skipped), no new model version.
+    second = nightly_retrain(_config())
+    assert second["ingest"]["ingested"] == 0
+    assert second["drift"]["new_requests"] == 0
+    if first["promoted"]:
+        assert second["steps"]["train-router"].startswith("skipped")
+    else:
+        assert second["steps"]["train-router"] == "cached"
+        assert second["steps"]["evaluate-router"] == "cached"
+        assert second["gate"]["reason"] == gate["reason"]
+    assert second["steps"]["retrain-impact-estimator"] == "cached"
+    assert _runs(db)[-1][2] == ""  # nothing retrained
+    assert len(registry.versions(LLM_ROUTER)) == versions_after_first
+    assert len(registry.versions("impact-estimator")) == 1
+
+    # 3. A failing step: the flow fails, the champion, warehouse and watermark stay as they were.
+    version1 = registry.versions(LLM_ROUTER)[0].version
+    registry.promote(LLM_ROUTER, version1)  # by hand: a champion to protect
+    con = connect_readonly(db)
+    rows_before = con.execute("SELECT count(*) FROM marts.requests").fetchone()
+    con.close()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("replay node lost")
+
+    monkeypatch.setattr("flows.nightly.evaluate_challenger", broken)
+    with pytest.raises(RuntimeError, match="replay node lost"):
+        nightly_retrain(_config(router={**ROUTER, "seed": 1}))
+    monkeypatch.undo()
+    monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert registry.find(LLM_ROUTER, "champion").version == version1
+    status, watermark, _, _, decision = _runs(db)[-1]
+    assert status == "failed"
+    assert watermark is None
+    assert decision.startswith("evaluate-router failed: RuntimeError: replay node lost")
+    con = connect_readonly(db)
+    assert con.execute("SELECT count(*) FROM marts.requests").fetchone() == rows_before
+    con.close()
+
+    # 4. A tiny 300-step challenger (seed 1) vs the champion and the best baseline: refused.
+    third = nightly_retrain(_config(router={**ROUTER, "seed": 1}))
+    assert third["steps"]["train-router"] == "cached"  # trained by the failed run, result kept
+    assert third["steps"]["evaluate-router"] == "ran"
+    assert "champion" in third["evaluation"]
+    assert [c["kind"] for c in third["gate"]["checks"]] == ["champion", "best_baseline"]
+    assert not third["promoted"]
+    assert not third["gate"]["passed"]
+    assert third["steps"]["promote-router"] == "kept the champion"
+    assert registry.find(LLM_ROUTER, "champion").version == version1
+    assert _runs(db)[-1][0] == "ok"

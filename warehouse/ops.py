@@ -1,0 +1,147 @@
+"""The nightly flow's bookkeeping in the warehouse: its watermark, run log and input fingerprints.
+
+Who calls this: ``flows.nightly`` (the ``nightly-retrain`` flow), a few times per run; analysts read
+``ops.nightly_runs`` with SQL. The watermark is the highest ``raw.files.file_id`` a *successful*
+nightly run consumed: requests of later files form the next run's "new window", requests of files up
+to it the reference window the drift check compares against. A failed run is logged with status
+``failed`` and leaves the watermark where it was, so the next run sees the same new window again.
+
+Writes go through the warehouse's copy-on-write session (``warehouse.store.write_session``):
+analysts' read-only connections keep working, and a failure publishes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from warehouse.store import connect_readonly, write_session
+
+NIGHTLY_RUNS_DDL = """
+CREATE SCHEMA IF NOT EXISTS ops;
+CREATE TABLE IF NOT EXISTS ops.nightly_runs (
+    run_id VARCHAR NOT NULL,            -- the Prefect flow-run id (or a uuid outside Prefect)
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ NOT NULL,
+    status VARCHAR NOT NULL,            -- ok | failed
+    watermark_file_id INTEGER,          -- highest raw.files.file_id consumed (ok runs only)
+    new_requests BIGINT,                -- requests in the new window (file_id above the last watermark)
+    drifted BOOLEAN,                    -- NULL: no drift check (first run or no new requests)
+    drift_reasons VARCHAR,
+    retrained VARCHAR,                  -- comma-separated steps that ran (others were cached)
+    challenger_version VARCHAR,
+    promoted BOOLEAN,
+    decision VARCHAR,                   -- the promotion gate's one-line reason, or the error
+    details JSON                        -- drift report, gate checks, step results
+);
+"""
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The last successful nightly run's position in ``raw.files``."""
+
+    file_id: int
+    run_id: str
+    finished_at: datetime
+
+
+def _has_table(con: Any, schema: str, table: str) -> bool:
+    q = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+    row = con.execute(q, [schema, table]).fetchone()
+    return bool(row and row[0])
+
+
+def last_watermark(warehouse: str | Path) -> Watermark | None:
+    """The watermark of the last ``ok`` run (``None``: no successful run yet)."""
+    con = connect_readonly(warehouse)
+    try:
+        if not _has_table(con, "ops", "nightly_runs"):
+            return None
+        row = con.execute(
+            "SELECT watermark_file_id, run_id, finished_at FROM ops.nightly_runs "
+            "WHERE status = 'ok' ORDER BY finished_at DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        con.close()
+    return Watermark(int(row[0]), str(row[1]), row[2]) if row else None
+
+
+def max_file_id(warehouse: str | Path) -> int:
+    """The newest ``raw.files.file_id`` (0 for an empty warehouse): the next watermark."""
+    con = connect_readonly(warehouse)
+    try:
+        row = con.execute("SELECT coalesce(max(file_id), 0) FROM raw.files").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        con.close()
+
+
+def request_windows(
+    warehouse: str | Path, where: str, watermark: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(reference, new)`` requests matching ``where`` (``status = 'ok'``): files up to the
+    watermark, and after it (all rows are new when there is no watermark). Columns: ``task,
+    prompt_tokens, output_tokens, arrival_s`` (what ``features.drift.detect_drift`` reads)."""
+    mark = -1 if watermark is None else int(watermark)
+    con = connect_readonly(warehouse)
+    try:
+        frame = con.execute(
+            "SELECT file_id > ? AS is_new, coalesce(task, '') AS task, prompt_tokens, output_tokens, "
+            f"arrival_s FROM marts.requests WHERE status = 'ok' AND ({where})",
+            [mark],
+        ).df()
+    finally:
+        con.close()
+    cols = ["task", "prompt_tokens", "output_tokens", "arrival_s"]
+    new = frame["is_new"].astype(bool)
+    return frame.loc[~new, cols].reset_index(drop=True), frame.loc[new, cols].reset_index(drop=True)
+
+
+def data_fingerprint(warehouse: str | Path, where: str) -> str:
+    """SHA-256 over the content hashes of the files whose requests match ``where``: the same set of
+    ingested files gives the same fingerprint (a cache key input), whatever order they arrived in."""
+    con = connect_readonly(warehouse)
+    try:
+        hashes = con.execute(
+            "SELECT DISTINCT f.content_hash FROM raw.files AS f JOIN "
+            f"(SELECT DISTINCT file_id FROM marts.requests WHERE {where}) AS r USING (file_id) ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    return hashlib.sha256("\n".join(h for (h,) in hashes).encode()).hexdigest()
+
+
+def record_run(
+    warehouse: str | Path,
+    *,
+    run_id: str,
+    started_at: datetime,
+    status: str,
+    watermark_file_id: int | None,
+    new_requests: int | None = None,
+    drifted: bool | None = None,
+    drift_reasons: str = "",
+    retrained: str = "",
+    challenger_version: str | None = None,
+    promoted: bool | None = None,
+    decision: str = "",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one row to ``ops.nightly_runs`` (atomic; creates the table when missing)."""
+    if status not in ("ok", "failed"):
+        raise ValueError(f"status must be 'ok' or 'failed', not {status!r}")
+    row = [
+        run_id, started_at, datetime.now(UTC), status, watermark_file_id, new_requests, drifted,
+        drift_reasons, retrained, challenger_version, promoted, decision,
+        json.dumps(details or {}, default=str),
+    ]  # fmt: skip
+    with write_session(warehouse) as con:
+        con.execute(NIGHTLY_RUNS_DDL)
+        con.execute(f"INSERT INTO ops.nightly_runs VALUES ({', '.join('?' * len(row))})", row)
