@@ -140,3 +140,49 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     assert third["steps"]["promote-router"] == "kept the champion"
     assert registry.find(LLM_ROUTER, "champion").version == version1
     assert _runs(db)[-1][0] == "ok"
+
+
+@pytest.mark.prefect
+def test_drift_forces_retraining_between_schedules(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``retrain = "on-drift"`` (the hourly drift-watch): new data like the training window does not
+    retrain (the watermark stays), a drifted arrival does (and the watermark moves)."""
+    from datetime import datetime
+
+    from flows.models import LLM_ROUTER
+    from flows.nightly import nightly_retrain
+    from flows.registry import ModelRegistry
+    from warehouse.ingest import ingest
+    from warehouse.synthetic import SyntheticConfig, write_azure_file, write_azure_like
+
+    monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    db = tmp_path / "home" / "warehouse.duckdb"
+    nightly_retrain(_config())
+    registry = ModelRegistry()
+    registry.promote(LLM_ROUTER, registry.versions(LLM_ROUTER)[0].version)
+    watermark = _runs(db)[-1][1]
+    next_day = datetime(2023, 11, 17, 18, 15, 0)
+
+    # Same distributions and rate as the training window: nothing retrains, the watermark stays.
+    similar = write_azure_like(tmp_path / "similar", SyntheticConfig(rows=1500, seed=9, start=next_day))
+    ingest(similar, warehouse=db, source="synthetic")
+    calm = nightly_retrain(_config(retrain="on-drift"))
+    assert calm["drift"]["new_requests"] > 0
+    assert calm["drift"]["drifted"] is False, calm["drift"]["reasons"]
+    assert calm["steps"]["train-router"].startswith("skipped: retrain = on-drift")
+    assert calm["gate"] is None
+    assert _runs(db)[-1][1] == watermark
+
+    # A burst of code requests at 4x the rate: drift, so the router retrains on the new data.
+    burst = write_azure_file(tmp_path / "burst" / "code.csv", 1500, "code", seed=11, rate_per_s=32.0,
+                             start=datetime(2023, 11, 18, 18, 15, 0))  # fmt: skip
+    ingest([burst], warehouse=db, source="synthetic")
+    drifted = nightly_retrain(_config(retrain="on-drift"))
+    assert drifted["drift"]["drifted"] is True
+    assert any("arrival rate" in r for r in drifted["drift"]["reasons"])
+    assert drifted["steps"]["train-router"] == "ran"
+    assert drifted["gate"] is not None
+    assert _runs(db)[-1][1] > watermark
