@@ -1,11 +1,11 @@
-"""The retrain pipeline's evaluation step: every registered router on the warehouse's held-out traces.
+"""Every registered router on the warehouse's held-out traces, and the scheduled runs' GPU setting.
 
-Who calls this: the ``retrain-pipeline`` Prefect flow (``loadwise run``), once per run, after the
-ingest. It replays the warehouse's request traces (by default the Azure-format ones: the real Azure
-LLM 2023 code + conversation services, or the pipeline's synthetic stand-in) through the one
+Who calls this: the ``evaluate-routers-distributed`` flow (``flows.distributed``: the replays fanned
+out over a Prefect task runner), once per run; the ``nightly-retrain`` flow reads ``pick_profile``
+and ``DEFAULT_RATE_RPS``. It replays the warehouse's request traces (by default the Azure-format ones:
+the real Azure LLM 2023 code + conversation services, or a synthetic stand-in) through the one
 evaluation harness, stores the report in ``marts.eval_results`` of the same warehouse and writes the
-markdown table and plots. Later issues add the learned router here, so the comparison a promotion
-gate needs is the same code path.
+markdown table and plots.
 """
 
 from __future__ import annotations

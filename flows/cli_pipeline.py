@@ -47,22 +47,15 @@ def _print_models(models: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from flows.registry import default_tracking_uri
-
     table = Table(title="registered models (MLflow)")
     for column in ("model", "version", "aliases", "gate"):
         table.add_column(column)
     for entry in models:
         model = entry["model"]
-        if "skipped" in entry:
-            table.add_row(model["name"], "-", "-", f"skipped: {entry['skipped']}")
-            continue
         table.add_row(
             model["name"], model["version"], ",".join(model["aliases"]), entry["promotion"]["reason"]
         )
-    console = Console()
-    console.print(table)
-    console.print(f"MLflow UI: mlflow ui --backend-store-uri {default_tracking_uri()}", soft_wrap=True)
+    Console().print(table)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
@@ -145,7 +138,15 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         if gate is not None:
             colour = "green" if result["promoted"] else "yellow"
             console.print(f"[{colour}]promotion gate:[/] {gate['reason']}", soft_wrap=True)
-        console.print(f"report: {result['report_dir']}/report.md", soft_wrap=True)
+        from flows.registry import default_tracking_uri
+
+        console.print("[bold]where to look[/]")
+        console.print(f"  report:    {result['report_dir']}/report.md", soft_wrap=True)
+        console.print(f"  MLflow UI: mlflow ui --backend-store-uri {default_tracking_uri()}", soft_wrap=True)
+        console.print(
+            f'  warehouse: {result["warehouse"]}  (loadwise sql "SELECT * FROM ops.nightly_runs")',
+            soft_wrap=True,
+        )
 
     @app.command("serve")
     def serve(

@@ -1,6 +1,6 @@
 """Which real trace files the pipeline ingests from the shared data folder.
 
-Called by the ``retrain-pipeline`` flow once per run. Pure path logic: returns only files that
+Called by the ``nightly-retrain`` flow once per run. Pure path logic: returns only files that
 exist, so a partial data folder ingests what it has; an empty list means "generate synthetic".
 """
 

@@ -186,3 +186,38 @@ def test_drift_forces_retraining_between_schedules(
     assert drifted["steps"]["train-router"] == "ran"
     assert drifted["gate"] is not None
     assert _runs(db)[-1][1] > watermark
+
+
+def test_the_example_config_is_the_defaults():
+    from flows.nightly import NightlyConfig
+
+    example = Path(__file__).resolve().parents[2] / "configs" / "nightly.toml"
+    assert NightlyConfig.from_file(example) == NightlyConfig()
+
+
+def test_config_files_are_validated(tmp_path: Path):
+    from pydantic import ValidationError
+
+    from flows.nightly import NightlyConfig
+
+    (tmp_path / "a.yaml").write_text("eval_seeds: [0, 1]\ngate: {confidence: 0.99}\n")
+    cfg = NightlyConfig.from_file(tmp_path / "a.yaml")
+    assert cfg.eval_seeds == (0, 1)
+    assert cfg.gate.confidence == 0.99
+    (tmp_path / "b.json").write_text('{"retrian": "changed"}')
+    with pytest.raises(ValidationError, match="retrian"):
+        NightlyConfig.from_file(tmp_path / "b.json")
+    (tmp_path / "c.ini").write_text("")
+    with pytest.raises(ValueError, match=r"\.toml, \.yaml"):
+        NightlyConfig.from_file(tmp_path / "c.ini")
+
+
+def test_step_keys_change_with_any_input():
+    from flows.nightly import STEP_SOURCES, code_fingerprint, step_key
+
+    base = step_key("router", config={"seed": 0}, data="abc", code="c1")
+    assert base == step_key("router", data="abc", code="c1", config={"seed": 0})  # order-free
+    assert base != step_key("router", config={"seed": 1}, data="abc", code="c1")
+    assert base != step_key("router", config={"seed": 0}, data="abd", code="c1")
+    assert base != step_key("router", config={"seed": 0}, data="abc", code="c2")
+    assert code_fingerprint(STEP_SOURCES["router"]) != code_fingerprint(STEP_SOURCES["estimator"])
