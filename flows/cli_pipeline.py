@@ -75,6 +75,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         eval_seeds: Annotated[
             str | None, typer.Option(help="comma-separated held-out windows (overrides the config)")
         ] = None,
+        runner: Annotated[
+            str | None,
+            typer.Option(
+                "--task-runner", help="threads | dask (local cluster) | tcp://scheduler:8786 (else config)"
+            ),
+        ] = None,
         force: Annotated[bool, typer.Option("--force", help="ignore the step caches: retrain all")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
     ) -> None:
@@ -91,7 +97,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         console = Console()
         prefect_home()
-        from flows.nightly import NightlyConfig, nightly_retrain
+        from flows.nightly import NightlyConfig, run_nightly
         from warehouse.errors import WarehouseError
 
         try:
@@ -105,12 +111,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 updates["router"] = {**cfg.router, "total_timesteps": timesteps}
             if eval_seeds:
                 updates["eval_seeds"] = tuple(parse_seeds(eval_seeds))
+            if runner:
+                updates["task_runner"] = runner
             cfg = NightlyConfig.model_validate({**cfg.model_dump(), **updates})
         except (ValidationError, ValueError, OSError) as exc:
             console.print(f"[red]error:[/red] invalid config: {exc}")
             raise typer.Exit(2) from None
         try:
-            result = nightly_retrain(cfg)
+            result = run_nightly(cfg)
         except WarehouseError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None

@@ -13,8 +13,11 @@ schedule: the ``nightly`` deployment, plus an hourly ``drift-watch`` that retrai
 3. **retrain-impact-estimator**, **retrain-length-predictor**: fit / train, register, simple gate
    (``flows.models``).
 4. **train-router**: the guided-RL router on windows of the warehouse's production trace
-   (``where``), **evaluate-router**: the challenger, the current champion and every baseline on the
-   same held-out windows and seeds (one harness), **register-router** (alias ``challenger``),
+   (``where``; one candidate per ``router_seeds``, submitted to the flow's task runner, the best on
+   training-pool validation kept), **evaluate-router**: the challenger, the current champion and
+   every baseline on the same held-out windows and seeds (one harness; the replays are tasks on the
+   flow's task runner: threads here, a Dask cluster to scale out), **register-router** (alias
+   ``challenger``),
    **promote-router**: the statistical gate (``eval.gate``: better mean E2E than the champion and
    the best baseline with a 95 % CI excluding zero, no worse p99) moves ``champion`` or says why not.
 5. **publish-report**: markdown report, router table and latency-CDF plot as Prefect artifacts and
@@ -23,8 +26,10 @@ schedule: the ``nightly`` deployment, plus an hourly ``drift-watch`` that retrai
 **Skipping unchanged work.** Every training/evaluation step is a Prefect task cached on an explicit
 key: a SHA-256 of the step's inputs (the content hashes of the warehouse files it reads, its config,
 the source code it runs (``STEP_SOURCES``), the tracking URI and, for the evaluation, the champion's
-version), stored under ``$LOADWISE_HOME/nightly/cache``. A second run with no new data hits every
-cache and retrains nothing; ``force`` refreshes them all.
+version), stored under ``$LOADWISE_HOME/nightly/cache``. The evaluation, whose replays are tasks of
+their own, is content-addressed instead: its outputs are published atomically to
+``$LOADWISE_HOME/nightly/evaluations/<key>``. A second run with no new data hits every cache and
+retrains nothing; ``force`` refreshes them all.
 
 **Failures.** Each warehouse write is copy-on-write (a failure publishes nothing) and ``champion``
 moves only in the last step, after the gate: a step that raises leaves the previous champion serving
@@ -98,7 +103,18 @@ class NightlyConfig(BaseModel):
     )
     eval_seeds: tuple[int, ...] = Field(default=(0, 1, 2, 3, 4), min_length=1)
     eval_requests: int = Field(default=2000, ge=10, description="requests per held-out window")
-    eval_workers: int = Field(default=1, ge=1, description="processes for the evaluation replays")
+    router_seeds: tuple[int, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="train one candidate per seed (in parallel on the task runner) and keep the best by "
+        "validation on training windows; default: one, the run's seed",
+    )
+    task_runner: str = Field(
+        default="threads",
+        description="where submitted work runs (router candidates, evaluation replays): 'threads', "
+        "'dask' (a local cluster) or a Dask scheduler address tcp://host:8786 (flows.distributed)",
+    )
+    workers: int = Field(default=2, ge=1, description="threads / local Dask worker processes")
     drift: DriftThresholds = DriftThresholds()
     gate: GateConfig = GateConfig()
     retrain: Literal["changed", "on-drift"] = Field(
@@ -210,35 +226,21 @@ def train_router_task(key: str, config: dict[str, Any], out_dir: str) -> Any:
     return train_router(cfg, episode_sampler(cfg), Path(out_dir), progress=False)
 
 
-@task(name="evaluate-router", cache_key_fn=_explicit_key, persist_result=True)
-def evaluate_task(
-    key: str,
-    config: dict[str, Any],
-    policy_dir: str,
-    champion: dict[str, str] | None,
-    seeds: list[int],
-    num_requests: int,
-    workers: int,
-    out_dir: str,
-    tracking_uri: str | None,
-) -> Any:
-    """Challenger, champion and every baseline on the same held-out windows; returns the report."""
+@task(name="fetch-champion-policy", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
+def fetch_champion_task(version: str, dst: str, tracking_uri: str | None) -> str:
+    """Download the champion's policy folder from the registry (I/O: retried)."""
+    from flows.models import LLM_ROUTER
+    from flows.registry import ModelRegistry
+
+    return str(ModelRegistry(tracking_uri).download_artifact(LLM_ROUTER, version, "policy_dir", Path(dst)))
+
+
+@task(name="store-evaluation", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
+def store_evaluation_task(report: Any, warehouse: str) -> None:
+    """``marts.eval_results`` (copy-on-write; I/O: retried)."""
     from eval.sinks import DuckDBSink
 
-    champion_dir = None
-    if champion:
-        from flows.models import LLM_ROUTER
-        from flows.registry import ModelRegistry
-
-        champion_dir = ModelRegistry(tracking_uri).download_artifact(
-            LLM_ROUTER, champion["version"], "policy_dir", Path(out_dir) / "champion_policy"
-        )
-    run = evaluate_challenger(config, Path(policy_dir), champion_dir, seeds, num_requests, workers, champion)
-    from eval.harness import write_outputs
-
-    write_outputs(run, Path(out_dir))
-    DuckDBSink(Path(config["warehouse"])).write(run.report)
-    return run.report
+    DuckDBSink(Path(warehouse)).write(report)
 
 
 @task(
@@ -292,11 +294,12 @@ def evaluate_challenger(
     champion_dir: Path | None,
     seeds: list[int],
     num_requests: int,
-    workers: int = 1,
     champion: dict[str, str] | None = None,
+    executor: Any = None,
 ) -> Any:
     """One ``EvalRun``: every baseline plus ``challenger`` (``policy_dir``) and, when given,
-    ``champion`` (``champion_dir``), replayed on the same held-out windows of the router's trace."""
+    ``champion`` (``champion_dir``), replayed on the same held-out windows of the router's trace.
+    ``executor`` runs the replays (``flows.distributed.prefect_executor``: the flow's task runner)."""
     from dataclasses import replace
 
     from eval.harness import EvalRun, run_evaluation
@@ -325,7 +328,7 @@ def evaluate_challenger(
             model,
             seeds,
             context_options={"policy_dir": str(policy)},
-            workers=workers,
+            executor=executor,
         )
 
     base = run(names, policy_dir)
@@ -508,11 +511,19 @@ def _nightly(
                 )
             )
 
-        # 4. router: train, evaluate against champion + baselines, register, gate, promote
+        # 4. router: train candidates, evaluate against champion + baselines, register, gate, promote
         step("train-router")
         router_cfg = _router_config(cfg, db, profile, rate)
         data = data_fingerprint(db, cfg.where)
-        train_key = step_key("router", config=router_cfg, data=data, **inputs("router"))
+        seeds = cfg.router_seeds or (int(router_cfg["seed"]),)
+        candidates = {
+            seed: {**router_cfg, "seed": seed} for seed in dict.fromkeys(seeds)
+        }  # one per seed, in order
+        keys = {
+            seed: step_key("router", config=c, data=data, **inputs("router"))
+            for seed, c in candidates.items()
+        }
+        train_key = keys[seeds[0]] if len(keys) == 1 else step_key("router-best-of", candidates=keys)
         existing = _registered_from(tracking_uri, train_key)
         if existing is not None and champion and existing.version == champion["version"] and not cfg.force:
             why = f"llm-router v{existing.version}, trained from these inputs, is already the champion"
@@ -520,30 +531,14 @@ def _nightly(
                 steps[name] = f"skipped: {why}"
             challenger_version = existing.version
         else:
-            trained = cached(
-                "train-router",
-                _run(train_router_task)(
-                    train_key, router_cfg, str(home / "router" / train_key), return_state=True
-                ),
-            )
+            trained, candidate_stats = train_candidates(candidates, keys, home, _run, steps)
             step("evaluate-router")
             eval_key = step_key(
                 "evaluate", train=train_key, champion=champion, seeds=cfg.eval_seeds, n=cfg.eval_requests
             )
-            report = cached(
-                "evaluate-router",
-                _run(evaluate_task)(
-                    eval_key,
-                    router_cfg,
-                    str(trained.policy_dir),
-                    champion,
-                    list(cfg.eval_seeds),
-                    cfg.eval_requests,
-                    cfg.eval_workers,
-                    str(home / "evaluations" / eval_key),
-                    tracking_uri,
-                    return_state=True,
-                ),
+            eval_dir = home / "evaluations" / eval_key
+            report = evaluate_step(
+                router_cfg, trained, champion, cfg, eval_dir, tracking_uri, steps, candidate_stats
             )
             evaluation = report.summary()
             step("register-router")
@@ -557,7 +552,6 @@ def _nightly(
             challenger_version = published["model"]["version"]
             step("promote-router")
             result = promotion_gate(report, CHALLENGER, CHAMPION if champion else None, cfg.gate)
-            eval_dir = home / "evaluations" / eval_key
             promoted = promote_task(challenger_version, result.passed, tracking_uri)
             steps["promote-router"] = "promoted" if promoted else "kept the champion"
             gate = result
@@ -612,6 +606,100 @@ def _nightly(
 def _cached_task(task_: Any, cache_dir: Path, force: bool) -> Callable[..., Any]:
     """``task_`` with its results (and cache records) under ``cache_dir``, refreshed when ``force``."""
     return task_.with_options(result_storage=cache_dir, refresh_cache=force or None)
+
+
+def train_candidates(
+    candidates: dict[int, dict[str, Any]],
+    keys: dict[int, str],
+    home: Path,
+    run: Callable[[Any], Any],
+    steps: dict[str, str],
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Train one router per candidate config, submitted to the flow's task runner (in parallel on a
+    Dask cluster); returns the one with the best validation mean E2E (on TRAINING-pool windows: the
+    held-out windows stay unseen until the evaluation) and every candidate's figures."""
+    futures = {
+        seed: run(train_router_task).submit(keys[seed], c, str(home / "router" / keys[seed]))
+        for seed, c in candidates.items()
+    }
+    results, states = {}, []
+    for seed, future in futures.items():
+        future.wait()
+        states.append(future.state.name)
+        results[seed] = future.result()
+    stats = [
+        {
+            "seed": seed,
+            "best_validation_e2e_s": float(r.train_stats.get("best_validation_e2e_s", float("inf"))),
+            "steps_per_s": float(r.train_stats.get("steps_per_s", 0.0)),
+            "wall_s": float(r.train_stats.get("wall_s", 0.0)),
+        }
+        for seed, r in results.items()
+    ]
+    best = int(min(stats, key=lambda st: st["best_validation_e2e_s"])["seed"])
+    steps["train-router"] = "cached" if all(name == "Cached" for name in states) else "ran"
+    if len(results) > 1:
+        print(f"router candidates (validation mean E2E): {stats}; chose seed {best}")
+    return results[best], stats
+
+
+def evaluate_step(
+    router_cfg: dict[str, Any],
+    trained: Any,
+    champion: dict[str, str] | None,
+    cfg: NightlyConfig,
+    eval_dir: Path,
+    tracking_uri: str | None,
+    steps: dict[str, str],
+    candidate_stats: list[dict[str, Any]],
+) -> Any:
+    """The challenger vs the champion and every baseline; replays on the flow's task runner.
+
+    Content-addressed: ``eval_dir`` is named by the step's input key and is published atomically
+    (``report.json``, ``report.md``, plots), so an existing one is this evaluation, already done.
+    """
+    import shutil
+
+    from eval.harness import write_outputs
+    from eval.report import EvalReport
+    from flows.distributed import prefect_executor
+
+    done = eval_dir / "report.json"
+    if done.exists() and not cfg.force:
+        steps["evaluate-router"] = "cached"
+        return EvalReport.model_validate_json(done.read_text())
+    tmp = eval_dir.with_name(eval_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    champion_dir = None
+    if champion:
+        champion_dir = Path(
+            fetch_champion_task(champion["version"], str(tmp / "champion_policy"), tracking_uri)
+        )
+    run = evaluate_challenger(
+        router_cfg,
+        Path(trained.policy_dir),
+        champion_dir,
+        list(cfg.eval_seeds),
+        cfg.eval_requests,
+        champion,
+        executor=prefect_executor,
+    )
+    write_outputs(run, tmp)
+    (tmp / "candidates.json").write_text(json.dumps(candidate_stats, indent=1))
+    store_evaluation_task(run.report, router_cfg["warehouse"])
+    shutil.rmtree(eval_dir, ignore_errors=True)
+    tmp.rename(eval_dir)
+    steps["evaluate-router"] = "ran"
+    return run.report
+
+
+def run_nightly(config: NightlyConfig | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """``nightly_retrain`` on the config's task runner (``loadwise run``)."""
+    from flows.distributed import task_runner
+
+    cfg = config or NightlyConfig()
+    runner = task_runner(cfg.task_runner, n_workers=cfg.workers)
+    return nightly_retrain.with_options(task_runner=runner)(cfg, tracking_uri)
 
 
 def render_report(

@@ -221,3 +221,25 @@ def test_step_keys_change_with_any_input():
     assert base != step_key("router", config={"seed": 0}, data="abd", code="c1")
     assert base != step_key("router", config={"seed": 0}, data="abc", code="c2")
     assert code_fingerprint(STEP_SOURCES["router"]) != code_fingerprint(STEP_SOURCES["estimator"])
+
+
+@pytest.mark.prefect
+def test_a_dask_cluster_gives_the_same_nightly_results(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Router candidates (two seeds) and evaluation replays on a local Dask cluster started here:
+    the same code path as threads, and the same numbers."""
+    from flows.nightly import run_nightly
+
+    monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    results = {}
+    for runner in ("threads", "dask"):
+        monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / runner))
+        results[runner] = run_nightly(_config(router_seeds=(0, 1), task_runner=runner, eval_seeds=(0, 1)))
+    threads, dask = results["threads"], results["dask"]
+    assert dask["steps"]["train-router"] == "ran"
+    assert dask["evaluation"] == threads["evaluation"]
+    assert dask["gate"]["reason"] == threads["gate"]["reason"]
+    candidates = Path(dask["report_dir"]).parents[1] / "evaluations"
+    assert len(list(candidates.rglob("candidates.json"))) == 1
