@@ -369,3 +369,7 @@ def _show_move(name: str, before: Any, after: Any) -> None:
         return f"v{v.version} ({shown or 'no headline metrics'})"
 
     typer.echo(f"{name}: champion {fmt(before)} -> {fmt(after)}")
+    if after is not None:
+        from flows.registry import GATE_TAG
+
+        typer.echo(f"gate on v{after.version}: {after.tags.get(GATE_TAG, 'no gate decision recorded')}")

@@ -87,6 +87,7 @@ def _publish(
     decision = registry.promote_if_better(
         pkg.name, version.version, gate_metric, higher_is_better, scope=scope
     )
+    registry.record_gate(pkg.name, version.version, decision.reason)
     return Published(registry.get(pkg.name, version.version), decision, dict(pkg.metrics), report_md)
 
 

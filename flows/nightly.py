@@ -276,15 +276,17 @@ def register_router_task(
     retry_delay_seconds=2,
     retry_condition_fn=retry_on_io,
 )
-def promote_task(version: str, passed: bool, tracking_uri: str | None) -> bool:
-    """Move ``champion`` to ``version`` when the gate passed (the only step that changes serving)."""
-    if not passed:
-        return False
+def promote_task(version: str, passed: bool, reason: str, tracking_uri: str | None) -> bool:
+    """Record the gate's decision on ``version``; move ``champion`` to it when the gate passed (the
+    only step that changes what serves)."""
     from flows.models import LLM_ROUTER
     from flows.registry import ModelRegistry
 
-    ModelRegistry(tracking_uri).promote(LLM_ROUTER, version)
-    return True
+    registry = ModelRegistry(tracking_uri)
+    registry.record_gate(LLM_ROUTER, version, reason)
+    if passed:
+        registry.promote(LLM_ROUTER, version)
+    return passed
 
 
 # -- library functions the steps call --------------------------------------------------------------
@@ -552,7 +554,7 @@ def _nightly(
             challenger_version = published["model"]["version"]
             step("promote-router")
             result = promotion_gate(report, CHALLENGER, CHAMPION if champion else None, cfg.gate)
-            promoted = promote_task(challenger_version, result.passed, tracking_uri)
+            promoted = promote_task(challenger_version, result.passed, result.reason, tracking_uri)
             steps["promote-router"] = "promoted" if promoted else "kept the champion"
             gate = result
             models.append(

@@ -46,6 +46,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_PREFIX = "loadwise."
 HISTORY_TAG = "loadwise.champion_history"
+GATE_TAG = "loadwise.gate"
+"""On a version: the promotion gate's decision about it (``promoted: ...`` / ``not promoted: ...``)."""
 
 
 def default_tracking_uri() -> str:
@@ -311,6 +313,10 @@ class ModelRegistry:
         return sorted(m.name for m in self.client.search_registered_models())
 
     # -- aliases ----------------------------------------------------------------------------
+    def record_gate(self, name: str, version: str, reason: str) -> None:
+        """Keep the gate's one-line decision on the version (``loadwise promote`` shows it)."""
+        self.client.set_model_version_tag(name, version, GATE_TAG, reason[:5000])
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.get(name, version)  # a clear error for an unknown version
         self.client.set_registered_model_alias(name, alias, version)

@@ -64,6 +64,16 @@ def test_a_different_profile_does_not_replace_the_champion(home: Path, shared_da
     assert "promote by hand" in second.decision.reason
     assert second.metrics["chosen.holdout_mape_pct"] < 5.0
     assert registry.get("impact-estimator", CHAMPION).version == first.version.version
+    # By hand it moves, and the gate's refusal is shown next to the move; rollback moves it back.
+    from flows.cli import app
+
+    moved = CliRunner().invoke(app, ["promote", "impact-estimator", second.version.version])
+    assert moved.exit_code == 0, moved.output
+    assert f"champion v{first.version.version}" in moved.output
+    assert f"gate on v{second.version.version}: {second.decision.reason}" in moved.output
+    back = CliRunner().invoke(app, ["rollback", "impact-estimator"])
+    assert back.exit_code == 0, back.output
+    assert registry.get("impact-estimator", CHAMPION).version == first.version.version
 
 
 @pytest.mark.prefect
