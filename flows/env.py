@@ -17,6 +17,7 @@ RUN_ENV: dict[str, str] = {
     "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from HF tokenizers under Prefect/pytest
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # also transformers' "Loading weights" bars
+    "DASK_LOGGING__DISTRIBUTED": "warning",  # not a dozen INFO lines per local cluster start/stop
 }
 
 
