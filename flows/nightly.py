@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -215,15 +216,27 @@ def predictor_task(
     return published.to_dict()
 
 
-@task(name="train-router", cache_key_fn=_explicit_key, persist_result=True)
-def train_router_task(key: str, config: dict[str, Any], out_dir: str) -> Any:
-    """Train the RL router on windows of the training part of the trace; returns ``TrainedRouter``."""
+_TRAINING = threading.Lock()
+"""One training per process at a time: stable-baselines3 seeds torch's and numpy's global RNGs, so
+two trainings in threads of one process would interleave draws and lose bit-for-bit reproducibility
+(measured: a thread-pool run of two candidates differed from a Dask run under load)."""
+
+
+def train_one(config: dict[str, Any], out_dir: str) -> Any:
+    """Train the RL router on windows of the training part of the trace (under ``_TRAINING``)."""
     from eval.learned import episode_sampler
     from training.rl.config import RouterTrainConfig
     from training.rl.train import train_router
 
     cfg = RouterTrainConfig(**config)
-    return train_router(cfg, episode_sampler(cfg), Path(out_dir), progress=False)
+    with _TRAINING:
+        return train_router(cfg, episode_sampler(cfg), Path(out_dir), progress=False)
+
+
+@task(name="train-router", cache_key_fn=_explicit_key, persist_result=True)
+def train_router_task(key: str, config: dict[str, Any], out_dir: str) -> Any:
+    """``train_one`` as a cached task; returns ``TrainedRouter``."""
+    return train_one(config, out_dir)
 
 
 @task(name="fetch-champion-policy", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
@@ -617,9 +630,10 @@ def train_candidates(
     run: Callable[[Any], Any],
     steps: dict[str, str],
 ) -> tuple[Any, list[dict[str, Any]]]:
-    """Train one router per candidate config, submitted to the flow's task runner (in parallel on a
-    Dask cluster); returns the one with the best validation mean E2E (on TRAINING-pool windows: the
-    held-out windows stay unseen until the evaluation) and every candidate's figures."""
+    """Train one router per candidate config, submitted to the flow's task runner (side by side on a
+    Dask cluster; one at a time within a process, see ``_TRAINING``); returns the one with the best
+    validation mean E2E (on TRAINING-pool windows: the held-out windows stay unseen until the
+    evaluation) and every candidate's figures."""
     futures = {
         seed: run(train_router_task).submit(keys[seed], c, str(home / "router" / keys[seed]))
         for seed, c in candidates.items()
