@@ -325,12 +325,17 @@ def register_task(kind: str, trained: Any, tracking_uri: str | None) -> Publishe
     )
 
 
-@task(name="publish-model-report", cache_policy=NO_CACHE)
-def report_task(kind: str, published: Published) -> dict[str, Any]:
+def model_report_artifact(kind: str, published: Published) -> dict[str, Any]:
+    """The model's markdown report (with the gate's decision) as a Prefect artifact; the --json dict."""
     v = published.version
     header = f"# {kind} v{v.version}\n\n{published.decision.reason}\n\n"
     create_markdown_artifact(header + published.report_markdown, key=f"{kind}-report")
     return published.to_dict()
+
+
+@task(name="publish-model-report", cache_policy=NO_CACHE)
+def report_task(kind: str, published: Published) -> dict[str, Any]:
+    return model_report_artifact(kind, published)
 
 
 @flow(name="retrain-length-predictor", log_prints=True)

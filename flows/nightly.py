@@ -48,12 +48,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from eval.gate import GateConfig
 from features.drift import DriftThresholds
-from flows.ingest import retry_on_io
+from flows.ingest import counts_by_source, retry_on_io
 from flows.pipeline import ingest_task, locate_traces, summarize, write_synthetic
 
 STEP_SOURCES = {
@@ -182,7 +183,9 @@ def drift_task(
         why = "no reference window (first run)" if reference.empty else "no new requests since the watermark"
         return {**out, "drifted": None, "reasons": [why], "markdown": f"Drift: not checked ({why}).\n"}
     report = detect_drift(reference, new, thresholds)
-    return {**out, "drifted": report.drifted, "reasons": report.reasons, "markdown": report.to_markdown()}
+    markdown = report.to_markdown()
+    create_markdown_artifact(markdown, key="nightly-drift", description="new window vs training window")
+    return {**out, "drifted": report.drifted, "reasons": report.reasons, "markdown": markdown}
 
 
 @task(
@@ -193,10 +196,11 @@ def drift_task(
     persist_result=True,
 )
 def estimator_task(key: str, config: dict[str, Any], tracking_uri: str | None) -> dict[str, Any]:
-    from flows.models import fit_and_register_estimator
+    from flows.models import IMPACT_ESTIMATOR, fit_and_register_estimator, model_report_artifact
     from flows.registry import ModelRegistry
 
-    return fit_and_register_estimator(config, ModelRegistry(tracking_uri), progress=print).to_dict()
+    published = fit_and_register_estimator(config, ModelRegistry(tracking_uri), progress=print)
+    return model_report_artifact(IMPACT_ESTIMATOR, published)
 
 
 @task(
@@ -209,11 +213,11 @@ def estimator_task(key: str, config: dict[str, Any], tracking_uri: str | None) -
 def predictor_task(
     key: str, config: dict[str, Any], warehouse: str, tracking_uri: str | None
 ) -> dict[str, Any]:
-    from flows.models import train_and_register_predictor
+    from flows.models import LENGTH_PREDICTOR, model_report_artifact, train_and_register_predictor
     from flows.registry import ModelRegistry
 
     published = train_and_register_predictor(config, Path(warehouse), ModelRegistry(tracking_uri), print)
-    return published.to_dict()
+    return model_report_artifact(LENGTH_PREDICTOR, published)
 
 
 _TRAINING = threading.Lock()
@@ -469,6 +473,9 @@ def _nightly(
         f"ingest: {ingest['rows_read']} rows read = {ingest['ingested']} ingested + {ingest['quarantined']} "
         f"quarantined; {ingest['duplicates_skipped']} rows in already-ingested files skipped"
     )
+    create_table_artifact(
+        counts_by_source(ingest), key="nightly-ingest", description="rows read / ingested / quarantined"
+    )
     summary = summarize(db)
 
     # 2. drift
@@ -653,6 +660,11 @@ def train_candidates(
         for seed, r in results.items()
     ]
     best = int(min(stats, key=lambda st: st["best_validation_e2e_s"])["seed"])
+    create_table_artifact(
+        [{**st, "chosen": st["seed"] == best} for st in stats],
+        key="nightly-router-candidates",
+        description="RL router candidates: validation mean E2E on training-pool windows",
+    )
     steps["train-router"] = "cached" if all(name == "Cached" for name in states) else "ran"
     if len(results) > 1:
         print(f"router candidates (validation mean E2E): {stats}; chose seed {best}")
@@ -786,7 +798,7 @@ def publish_artifacts(
     report_md: str, evaluation: dict[str, Any] | None, out_dir: Path, eval_dir: Path | None
 ) -> None:
     """Write ``report.md`` and create the Prefect artifacts (report, router table, CDF link)."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_link_artifact
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(report_md)

@@ -85,6 +85,12 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     runs = _runs(db)
     assert runs[-1][0] == "ok"
     assert runs[-1][1] >= 1
+    from prefect.artifacts import Artifact
+
+    for key in ("nightly-ingest", "impact-estimator-report", "nightly-router-candidates",
+                "nightly-retrain-routers", "nightly-retrain-cdf", "nightly-retrain-report"):  # fmt: skip
+        assert Artifact.get(key) is not None, key
+    assert "Promotion gate" in str(Artifact.get("nightly-retrain-report").data)
     versions_after_first = len(registry.versions(LLM_ROUTER))
     assert versions_after_first == 1
 
