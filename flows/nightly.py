@@ -395,15 +395,24 @@ def _registered_from(tracking_uri: str | None, key: str) -> Any:
     return next((v for v in versions if v.tags.get(tag) == FINGERPRINT_PREFIX + key), None)
 
 
-def _champion(tracking_uri: str | None) -> dict[str, str] | None:
+SETTING_KEYS = ("workload", "where", "profile", "num_instances")
+"""A champion trained for another setting (trace, GPU profile, instance count) is not comparable."""
+
+
+def _champion(tracking_uri: str | None) -> dict[str, Any] | None:
+    """The current ``llm-router`` champion: version, run id and the setting it was trained for."""
     from flows.models import LLM_ROUTER
-    from flows.registry import ModelRegistry, RegistryError
+    from flows.registry import TAG_PREFIX, ModelRegistry, RegistryError
 
     try:
         found = ModelRegistry(tracking_uri).find(LLM_ROUTER, CHAMPION)
     except RegistryError:
         return None
-    return {"version": found.version, "run_id": found.run_id} if found else None
+    if found is None:
+        return None
+    config = json.loads(found.tags.get(f"{TAG_PREFIX}config", "{}"))
+    setting = {k: config.get(k) for k in SETTING_KEYS}
+    return {"version": found.version, "run_id": found.run_id, "setting": setting}
 
 
 def _run_id() -> str:
@@ -487,6 +496,10 @@ def _nightly(
     train = cfg.retrain == "changed" or bool(drift["drifted"]) or champion is None or cfg.force
     profile = cfg.profile or pick_profile()
     rate = cfg.rate_rps or DEFAULT_RATE_RPS.get(profile, 12.0)
+    router_cfg = _router_config(cfg, db, profile, rate)
+    other_setting = None
+    if champion and champion["setting"] != {k: router_cfg.get(k) for k in SETTING_KEYS}:
+        other_setting, champion = champion, None  # not replayed, and never replaced automatically
     uri = ModelRegistry(tracking_uri).tracking_uri
 
     def inputs(step: str) -> dict[str, str]:
@@ -535,7 +548,6 @@ def _nightly(
 
         # 4. router: train candidates, evaluate against champion + baselines, register, gate, promote
         step("train-router")
-        router_cfg = _router_config(cfg, db, profile, rate)
         data = data_fingerprint(db, cfg.where)
         seeds = cfg.router_seeds or (int(router_cfg["seed"]),)
         candidates = {
@@ -574,6 +586,12 @@ def _nightly(
             challenger_version = published["model"]["version"]
             step("promote-router")
             result = promotion_gate(report, CHALLENGER, CHAMPION if champion else None, cfg.gate)
+            if other_setting is not None:
+                why = (
+                    f"not promoted: the champion v{other_setting['version']} serves another setting "
+                    f"({other_setting['setting']}); replace it by hand (loadwise promote) after review"
+                )
+                result = result.model_copy(update={"passed": False, "reason": f"{why}; {result.reason}"})
             promoted = promote_task(challenger_version, result.passed, result.reason, tracking_uri)
             steps["promote-router"] = "promoted" if promoted else "kept the champion"
             gate = result

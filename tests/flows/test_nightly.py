@@ -147,6 +147,12 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     assert registry.find(LLM_ROUTER, "champion").version == version1
     assert _runs(db)[-1][0] == "ok"
 
+    # 5. A new setting (3 instances): the 2-instance champion is not replayed nor replaced.
+    other = nightly_retrain(_config(num_instances=3))
+    assert "champion" not in other["evaluation"]
+    assert other["gate"]["reason"].startswith(f"not promoted: the champion v{version1} serves another")
+    assert registry.find(LLM_ROUTER, "champion").version == version1
+
 
 @pytest.mark.prefect
 def test_drift_forces_retraining_between_schedules(
