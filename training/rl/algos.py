@@ -48,7 +48,10 @@ class MaskedQNetwork(QNetwork):
     """Greedy action = argmax over the valid actions flagged in the observation.
 
     With ``slot_layout = (m, R, P)`` the Q-network is the ``slots`` architecture (one MLP scoring
-    every action's slot; ``training.rl.serving.slot_inputs``), else SB3's plain MLP.
+    every action's slot; ``training.rl.serving.slot_inputs``), else SB3's plain MLP. With
+    ``residual_bound = c`` the slot scorer's output r becomes ``c x tanh(r / c)``, in (-c, c): a trust
+    region towards the prior (the learned part can only re-rank actions whose prior scores are within
+    2c); the dueling value head stays unbounded, so the return level is still fitted.
     """
 
     def __init__(
@@ -57,12 +60,16 @@ class MaskedQNetwork(QNetwork):
         slot_layout: tuple[int, int, int] | None = None,
         prior_init: tuple[float, float] | None = None,
         freeze_prior: bool = False,
+        residual_bound: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if residual_bound is not None and (slot_layout is None or residual_bound <= 0):
+            raise ValueError("residual_bound needs the 'slots' architecture and must be > 0")
         self.slot_layout = slot_layout
         self.prior_init = prior_init
         self.freeze_prior = freeze_prior
+        self.residual_bound = residual_bound
         self.prior: th.nn.Parameter | None = None
         if slot_layout is not None:
             _m, r, p = slot_layout
@@ -85,6 +92,8 @@ class MaskedQNetwork(QNetwork):
         the slot scorer's output minus the heuristic prior. Same argmax as ``forward``."""
         assert self.slot_layout is not None
         q = self.q_net(slot_inputs_torch(x, self.slot_layout)).squeeze(-1)
+        if self.residual_bound is not None:
+            q = self.residual_bound * th.tanh(q / self.residual_bound)
         if self.prior is None:
             return q
         m, r, p = self.slot_layout
@@ -114,6 +123,7 @@ class MaskedQNetwork(QNetwork):
             "slot_layout": self.slot_layout,
             "prior_init": self.prior_init,
             "freeze_prior": self.freeze_prior,
+            "residual_bound": self.residual_bound,
         }
 
 
@@ -124,11 +134,13 @@ class MaskedDQNPolicy(DQNPolicy):
         slot_layout: tuple[int, int, int] | None = None,
         prior_init: tuple[float, float] | None = None,
         freeze_prior: bool = False,
+        residual_bound: float | None = None,
         **kwargs: Any,
     ) -> None:
         self.slot_layout = slot_layout
         self.prior_init = prior_init
         self.freeze_prior = freeze_prior
+        self.residual_bound = residual_bound
         super().__init__(*args, **kwargs)
 
     def make_q_net(self) -> QNetwork:
@@ -138,6 +150,7 @@ class MaskedDQNPolicy(DQNPolicy):
             slot_layout=self.slot_layout,
             prior_init=self.prior_init,
             freeze_prior=self.freeze_prior,
+            residual_bound=self.residual_bound,
         )
         return q.to(self.device)
 
@@ -147,6 +160,7 @@ class MaskedDQNPolicy(DQNPolicy):
             "slot_layout": self.slot_layout,
             "prior_init": self.prior_init,
             "freeze_prior": self.freeze_prior,
+            "residual_bound": self.residual_bound,
         }
 
 

@@ -71,6 +71,13 @@ class RouterTrainConfig(BaseModel):
         description="dqn 'slots': keep the prior's (beta, w) fixed and learn only the residual MLP",
     )
 
+    residual_bound: float | None = Field(
+        default=None,
+        gt=0,
+        description="dqn 'slots': bound c on the residual MLP's per-action score, c x tanh(r / c), a trust "
+        "region towards the prior (the value head stays free); None = unbounded",
+    )
+
     # learner (shared)
     net_arch: tuple[int, ...] = (64, 64)
     architecture: Literal["mlp", "slots"] = Field(

@@ -323,7 +323,9 @@ class PolicyNet:
     ``architecture``: ``mlp`` (one MLP from the observation to m + 1 outputs) or ``slots`` (one MLP
     scoring each action's slot, ``slot_inputs``). ``prior = (beta, w)`` (``slots`` only): the
     heuristic prior ``beta x (d_completion + w x d_penalty)`` is subtracted from every instance's
-    score (``PRIOR_FEATURES``). ``act`` returns the masked argmax over the m + 1 outputs: an
+    score (``PRIOR_FEATURES``). ``residual_bound = c`` (``slots`` only): the slot scorer's output r is
+    squashed to ``c x tanh(r / c)`` before the prior is subtracted (``training.rl.algos.MaskedQNetwork``).
+    ``act`` returns the masked argmax over the m + 1 outputs: an
     instance index or ``DELAY_OUTPUT``.
     """
 
@@ -334,15 +336,19 @@ class PolicyNet:
         spec: ObsSpec,
         architecture: str = "mlp",
         prior: tuple[float, float] | None = None,
+        residual_bound: float | None = None,
     ) -> None:
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {sorted(_ACTIVATIONS)}")
         if architecture not in ("mlp", "slots"):
             raise ValueError(f"unknown architecture {architecture!r}")
+        if residual_bound is not None and (architecture != "slots" or residual_bound <= 0):
+            raise ValueError("residual_bound needs the 'slots' architecture and must be > 0")
         self.layers = [(np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32)) for w, b in layers]
         self.activation = activation
         self.architecture = architecture
         self.prior = None if prior is None else (float(prior[0]), float(prior[1]))
+        self.residual_bound = None if residual_bound is None else float(residual_bound)
         self._act = _ACTIVATIONS[activation]
         self.spec = spec
         self.columns = tuple(snapshot_columns(spec))
@@ -360,6 +366,8 @@ class PolicyNet:
         if self.architecture != "slots":
             return x
         out = x[..., 0]
+        if self.residual_bound is not None:
+            out = np.float32(self.residual_bound) * np.tanh(out / np.float32(self.residual_bound))
         if self.prior is not None:
             out = out - self._prior_term(obs)
         return out
@@ -397,6 +405,8 @@ class PolicyNet:
         arrays["architecture"] = np.array(self.architecture)
         if self.prior is not None:
             arrays["prior"] = np.array(self.prior, dtype=np.float64)
+        if self.residual_bound is not None:
+            arrays["residual_bound"] = np.array(self.residual_bound, dtype=np.float64)
         np.savez(folder / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
         (folder / SPEC_FILE).write_text(self.spec.to_json())
 
@@ -411,7 +421,8 @@ def load_policy(folder: str | Path) -> PolicyNet:
         activation = str(z["activation"])
         architecture = str(z["architecture"]) if "architecture" in z.files else "mlp"
         prior = (float(z["prior"][0]), float(z["prior"][1])) if "prior" in z.files else None
-    return PolicyNet(layers, activation, spec, architecture, prior)
+        bound = float(z["residual_bound"]) if "residual_bound" in z.files else None
+    return PolicyNet(layers, activation, spec, architecture, prior, bound)
 
 
 def predict_frame(policy: PolicyNet, frame: pd.DataFrame) -> np.ndarray:

@@ -68,6 +68,7 @@ def export_policy(model: Any, algo: str, env: RouterEnv) -> PolicyNet:
 
     architecture = "mlp"
     prior: tuple[float, ...] | None = None
+    bound: float | None = None
     if algo == "dqn":
         seq = list(model.q_net.q_net)
         activation = "relu"
@@ -75,6 +76,7 @@ def export_policy(model: Any, algo: str, env: RouterEnv) -> PolicyNet:
             architecture = "slots"
         if getattr(model.q_net, "prior", None) is not None:
             prior = tuple(float(v) for v in model.q_net.prior.detach().cpu().numpy())
+        bound = getattr(model.q_net, "residual_bound", None)
     else:
         seq = [*model.policy.mlp_extractor.policy_net, model.policy.action_net]
         activation = "tanh"
@@ -87,7 +89,7 @@ def export_policy(model: Any, algo: str, env: RouterEnv) -> PolicyNet:
         elif not isinstance(mod, th.nn.ReLU | th.nn.Tanh):
             raise TypeError(f"cannot export layer {type(mod).__name__}")
     return PolicyNet(
-        layers, activation, env.obs_spec, architecture, None if prior is None else (prior[0], prior[1])
+        layers, activation, env.obs_spec, architecture, None if prior is None else (prior[0], prior[1]), bound
     )
 
 
@@ -203,6 +205,7 @@ def _make_model(cfg: RouterTrainConfig, env: Any) -> Any:
         if cfg.architecture == "slots":
             spec = cfg.obs_spec()
             policy_kwargs["slot_layout"] = (spec.num_instances, spec.request_dim, spec.per_instance_dim)
+            policy_kwargs["residual_bound"] = cfg.residual_bound
             if cfg.heuristic_prior is not None:
                 policy_kwargs["prior_init"] = tuple(cfg.heuristic_prior)
                 policy_kwargs["freeze_prior"] = cfg.freeze_prior
