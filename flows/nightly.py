@@ -293,17 +293,17 @@ def register_router_task(
     retry_delay_seconds=2,
     retry_condition_fn=retry_on_io,
 )
-def promote_task(version: str, passed: bool, reason: str, tracking_uri: str | None) -> bool:
-    """Record the gate's decision on ``version``; move ``champion`` to it when the gate passed (the
-    only step that changes what serves)."""
+def promote_task(version: str, gate: Any, tracking_uri: str | None) -> bool:
+    """Log the gate's comparison next to ``version``; move ``champion`` to it when the gate passed
+    (the only step that changes what serves)."""
     from flows.models import LLM_ROUTER
     from flows.registry import ModelRegistry
 
     registry = ModelRegistry(tracking_uri)
-    registry.record_gate(LLM_ROUTER, version, reason)
-    if passed:
+    registry.record_gate(LLM_ROUTER, version, gate.reason, gate.to_markdown())
+    if gate.passed:
         registry.promote(LLM_ROUTER, version)
-    return passed
+    return bool(gate.passed)
 
 
 # -- library functions the steps call --------------------------------------------------------------
@@ -592,7 +592,7 @@ def _nightly(
                     f"({other_setting['setting']}); replace it by hand (loadwise promote) after review"
                 )
                 result = result.model_copy(update={"passed": False, "reason": f"{why}; {result.reason}"})
-            promoted = promote_task(challenger_version, result.passed, result.reason, tracking_uri)
+            promoted = promote_task(challenger_version, result, tracking_uri)
             steps["promote-router"] = "promoted" if promoted else "kept the champion"
             gate = result
             models.append(

@@ -313,9 +313,12 @@ class ModelRegistry:
         return sorted(m.name for m in self.client.search_registered_models())
 
     # -- aliases ----------------------------------------------------------------------------
-    def record_gate(self, name: str, version: str, reason: str) -> None:
-        """Keep the gate's one-line decision on the version (``loadwise promote`` shows it)."""
+    def record_gate(self, name: str, version: str, reason: str, report_markdown: str | None = None) -> None:
+        """Keep the gate's one-line decision on the version (``loadwise promote`` shows it) and, when
+        given, its full comparison as ``reports/gate.md`` in the version's run."""
         self.client.set_model_version_tag(name, version, GATE_TAG, reason[:5000])
+        if report_markdown is not None:
+            self.client.log_text(self.get(name, version).run_id, report_markdown, "reports/gate.md")
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.get(name, version)  # a clear error for an unknown version

@@ -93,6 +93,11 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     assert "Promotion gate" in str(Artifact.get("nightly-retrain-report").data)
     versions_after_first = len(registry.versions(LLM_ROUTER))
     assert versions_after_first == 1
+    # The gate's comparison is logged next to the model version (tag + report in its run).
+    v1 = registry.versions(LLM_ROUTER)[0]
+    assert v1.tags["loadwise.gate"] == gate["reason"]
+    logged = registry.client.download_artifacts(v1.run_id, "reports/gate.md", str(tmp_path))
+    assert "Promotion gate" in Path(logged).read_text()
 
     # 2. Same inputs again: every step is a cache hit (or skipped), no new model version.
     second = nightly_retrain(_config())
