@@ -167,16 +167,30 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             ),
         ] = None,
         port: Annotated[int, typer.Option(help="port of the Prefect server started here")] = 4200,
+        config: Annotated[
+            Path | None,
+            typer.Option(exists=True, dir_okay=False, help="nightly config file the scheduled runs use"),
+        ] = None,
     ) -> None:
-        """Serve the scheduled retraining deployment until Ctrl-C (starts a Prefect server on loopback)."""
+        """Serve the scheduled retraining deployments (``nightly`` and the hourly ``drift-watch``) until
+        Ctrl-C; starts a Prefect server on loopback unless ``--api-url`` names one."""
+        from pydantic import ValidationError
+
+        from flows.nightly import NightlyConfig
         from flows.serve import ServerError, nightly_deployments, prefect_server, serve_deployments
+
+        try:
+            nightly_config = NightlyConfig.from_file(config) if config else None
+        except (ValidationError, ValueError, OSError) as exc:
+            typer.echo(f"error: invalid config: {exc}", err=True)
+            raise typer.Exit(2) from None
 
         def interrupt(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt  # SIGTERM (systemd, docker stop) too: stop the server cleanly
 
         signal.signal(signal.SIGTERM, interrupt)
         signal.signal(signal.SIGINT, interrupt)  # even when started with SIGINT ignored (nohup, &)
-        deployments = nightly_deployments(cron=cron, timezone=timezone)
+        deployments = nightly_deployments(cron=cron, timezone=timezone, config=nightly_config)
         if api_url:
             serve_deployments(deployments, api_url)
             return

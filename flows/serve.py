@@ -104,24 +104,35 @@ def _stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
         pass
 
 
-def nightly_deployments(cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE) -> list[Any]:
+def nightly_deployments(
+    cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE, config: Any = None
+) -> list[Any]:
     """The deployments ``loadwise serve`` serves: ``nightly`` (the retraining flow on ``cron``) and
-    ``drift-watch`` (hourly: ingest and drift check, retraining only when the new window drifted)."""
+    ``drift-watch`` (hourly: ingest and drift check, retraining only when the new window drifted).
+
+    ``config`` (a ``flows.nightly.NightlyConfig``) becomes both deployments' parameters (the
+    drift-watch with ``retrain = "on-drift"``) and picks their task runner (``task_runner``).
+    """
     from prefect.schedules import Cron
 
-    from flows.nightly import nightly_retrain
+    from flows.distributed import task_runner
+    from flows.nightly import NightlyConfig, nightly_retrain
 
+    cfg = config or NightlyConfig()
+    flow_ = nightly_retrain.with_options(task_runner=task_runner(cfg.task_runner, n_workers=cfg.workers))
+    given = cfg.model_dump(mode="json", exclude_defaults=True)
     return [
-        nightly_retrain.to_deployment(
+        flow_.to_deployment(
             name="nightly",
             schedules=[Cron(cron, timezone=timezone)],
+            parameters={"config": given} if given else {},
             description="Ingest, drift check, retrain what changed, evaluate, gate, promote (loadwise serve)",
             tags=["loadwise", "nightly"],
         ),
-        nightly_retrain.to_deployment(
+        flow_.to_deployment(
             name="drift-watch",
             schedules=[Cron(DRIFT_WATCH_CRON, timezone=timezone)],
-            parameters={"config": {"retrain": "on-drift"}},
+            parameters={"config": {**given, "retrain": "on-drift"}},
             description="Hourly ingest + drift check; retrains between nightly runs only on drift",
             tags=["loadwise", "drift"],
         ),

@@ -129,4 +129,19 @@ def test_loadwise_serve_serves_the_nightly_and_drift_watch_deployments():
     deployments = {d.name: d for d in nightly_deployments(cron="15 3 * * *", timezone="Europe/Paris")}
     assert set(deployments) == {"nightly", "drift-watch"}
     assert deployments["nightly"].schedules[0].schedule.cron == "15 3 * * *"
+    assert deployments["nightly"].parameters == {}
     assert deployments["drift-watch"].parameters == {"config": {"retrain": "on-drift"}}
+
+
+def test_loadwise_serve_passes_a_config_file_to_both_deployments(tmp_path: Path):
+    from flows.nightly import NightlyConfig
+    from flows.serve import nightly_deployments
+
+    (tmp_path / "n.toml").write_text("eval_seeds = [0, 1, 2]\n[router]\ntotal_timesteps = 5000\n")
+    cfg = NightlyConfig.from_file(tmp_path / "n.toml")
+    deployments = {d.name: d for d in nightly_deployments(config=cfg)}
+    nightly = deployments["nightly"].parameters["config"]
+    assert nightly["eval_seeds"] == [0, 1, 2]
+    assert nightly["router"] == {"total_timesteps": 5000}
+    assert NightlyConfig.model_validate(nightly) == cfg  # what the scheduled run will parse
+    assert deployments["drift-watch"].parameters["config"]["retrain"] == "on-drift"
