@@ -112,6 +112,13 @@ class RouterTrainConfig(BaseModel):
     # bookkeeping
     eval_every_episodes: int = Field(default=10, ge=1, description="validation on training-pool windows")
     eval_episodes: int = Field(default=2, ge=1)
+    selection_p99_tolerance_pct: float | None = Field(
+        default=None,
+        ge=0,
+        description="keep a validated checkpoint only if its validation p99 E2E (pooled over the "
+        "validation windows' requests) is <= the step-0 policy's x (1 + tol / 100), and its mean E2E is "
+        "the best among such checkpoints (training.rl.train.keeps_checkpoint); None = best mean only",
+    )
     checkpoint_every_steps: int = Field(default=50_000, ge=1)
     torch_threads: int = Field(default=1, ge=1, description="STACK.md: 1 avoids a collapse on a loaded box")
 

@@ -6,11 +6,13 @@ Side effects only under ``out_dir``:
 - ``policy/``: the exported policy (``policy_weights.npz``, ``obs_spec.json``), the resolved
   ``config.json``, ``train_stats.json`` and ``input_example.json``: everything ``load_router`` and
   ``training.rl.serving.RouterPolicyModel`` need. It holds the checkpoint with the best validation
-  mean E2E (validation = fixed windows of the TRAINING pool, never the held-out one).
+  mean E2E (validation = fixed windows of the TRAINING pool, never the held-out one); with
+  ``selection_p99_tolerance_pct`` set, the best among those whose validation p99 E2E is within that
+  tolerance of the step-0 policy's (``keeps_checkpoint``).
 - ``policy_final/``: the policy at the end of training (same files but the stats), for comparisons.
 - ``checkpoints/``: SB3 checkpoints (``checkpoint_every_steps``), ``final_model.zip``.
 - ``train_log.jsonl``: one line per episode (return, mean E2E, mixing weight, discount) and per
-  validation.
+  validation (mean and p99 E2E, whether the checkpoint was kept).
 
 Algorithms: ``dqn`` = masked Double DQN (``training.rl.algos``; the paper's), ``maskable-ppo`` =
 sb3-contrib MaskablePPO with ``action_masks()``. Seeds: the run's ``seed`` seeds the env's episode
@@ -45,8 +47,9 @@ class TrainedRouter:
     Attributes:
         config: the resolved training config.
         policy_dir: folder with the exported (best-validation) policy, its spec, config and stats.
-        train_stats: ``steps``, ``episodes``, ``wall_s``, ``steps_per_s``, ``best_validation_e2e_s``,
-            ``validation`` (list of dicts).
+        train_stats: ``steps``, ``episodes``, ``wall_s``, ``steps_per_s``, ``best_validation_e2e_s``
+            (the kept checkpoint's validation mean), ``best_validation_p99_e2e_s`` (its p99),
+            ``validation`` (list of dicts with ``mean_e2e_s``, ``p99_e2e_s``, ``kept``).
     """
 
     config: RouterTrainConfig
@@ -95,8 +98,8 @@ def export_policy(model: Any, algo: str, env: RouterEnv) -> PolicyNet:
 
 def run_policy_episode(
     env: RouterEnv, policy: PolicyNet, requests: list[Any] | None = None, seed: int = 0
-) -> float:
-    """Replay one episode with the numpy policy (deterministic); returns the mean E2E (s)."""
+) -> np.ndarray:
+    """Replay one episode with the numpy policy (deterministic); returns each request's E2E (s)."""
     obs, _ = env.reset(seed=seed, options={"requests": requests} if requests is not None else None)
     done = False
     m = env.obs_spec.num_instances
@@ -104,7 +107,27 @@ def run_policy_episode(
         a = policy.act_obs(obs)
         obs, _, done, _, _ = env.step(m if a < 0 else a)
     assert env.last_result is not None
-    return float(np.mean(env.last_result.e2e_s))
+    return np.asarray(env.last_result.e2e_s, dtype=float)
+
+
+def keeps_checkpoint(
+    mean_e2e_s: float,
+    p99_e2e_s: float,
+    best_mean_e2e_s: float,
+    reference_p99_e2e_s: float,
+    tolerance_pct: float | None,
+) -> bool:
+    """Whether a validated checkpoint replaces the kept one (validation numbers, seconds).
+
+    ``tolerance_pct`` None: a strictly better mean is enough (the default selection). Otherwise the
+    checkpoint's p99 must also be <= ``reference_p99_e2e_s`` (the step-0 policy's, i.e. the heuristic
+    prior's) x (1 + tolerance_pct / 100): the bar is a better mean with no worse tail (issue 5), and
+    the mean-only choice kept checkpoints whose held-out p99 was 10 % worse than greedy's
+    (docs/rl_router.md, "A bounded residual").
+    """
+    if mean_e2e_s >= best_mean_e2e_s:
+        return False
+    return tolerance_pct is None or p99_e2e_s <= reference_p99_e2e_s * (1.0 + tolerance_pct / 100.0)
 
 
 class _Tracker:
@@ -123,6 +146,8 @@ class _Tracker:
         self.log = (out_dir / "train_log.jsonl").open("w")
         self.episodes = 0
         self.best = float("inf")
+        self.best_p99 = float("inf")
+        self.reference_p99: float | None = None  # the first (step-0) validation's p99
         self.validations: list[dict[str, Any]] = []
         self.example_written = False
         self.t0 = time.perf_counter()
@@ -160,19 +185,26 @@ class _Tracker:
 
     def validate(self, model: Any, step: int) -> float:
         policy = export_policy(model, self.cfg.algo, self.val_env)
-        e2e = float(np.mean([run_policy_episode(self.val_env, policy, r) for r in self.val_requests]))
+        runs = [run_policy_episode(self.val_env, policy, r) for r in self.val_requests]
+        e2e = float(np.mean([np.mean(run) for run in runs]))  # each window weighs the same
+        p99 = float(np.percentile(np.concatenate(runs), 99))  # over the pooled requests
+        if self.reference_p99 is None:
+            self.reference_p99 = p99
+        kept = keeps_checkpoint(e2e, p99, self.best, self.reference_p99, self.cfg.selection_p99_tolerance_pct)
         row = {
             "kind": "validation",
             "episode": self.episodes,
             "step": step,
             "mean_e2e_s": e2e,
+            "p99_e2e_s": p99,
+            "kept": kept,
             "wall_s": round(time.perf_counter() - self.t0, 2),
         }
         self.validations.append(row)
         self.log.write(json.dumps(row) + "\n")
         self.log.flush()
-        if e2e < self.best:
-            self.best = e2e
+        if kept:
+            self.best, self.best_p99 = e2e, p99
             policy.save(self.policy_dir)
             self._write_example()
         return e2e
@@ -310,6 +342,7 @@ def train_router(
         "wall_s": wall,
         "steps_per_s": model.num_timesteps / wall if wall > 0 else float("nan"),
         "best_validation_e2e_s": tracker.best,
+        "best_validation_p99_e2e_s": tracker.best_p99,
         "final_validation_e2e_s": final_e2e,
         "validation": tracker.validations,
     }
