@@ -34,14 +34,15 @@ WAREHOUSE = "warehouse"
 """``RouterTrainConfig.workload`` value for seeded windows of the published warehouse's requests."""
 
 
-def workload_for(cfg: RouterTrainConfig) -> Workload:
-    """The config's workload at its rate, window length and cluster size.
+def workload_for(cfg: RouterTrainConfig, num_requests: int | None = None) -> Workload:
+    """The config's workload at its rate, window length (``num_requests``, default the episode
+    length) and cluster size.
 
     ``cfg.workload == "warehouse"``: the rows of ``cfg.warehouse`` (None: the default warehouse)
     matching ``cfg.where``, as seeded windows of the training and held-out pools; otherwise a
     registered workload by name."""
     options = WorkloadOptions(
-        num_requests=cfg.episode_requests, rate=cfg.rate_rps, num_instances=cfg.num_instances
+        num_requests=num_requests or cfg.episode_requests, rate=cfg.rate_rps, num_instances=cfg.num_instances
     )
     if cfg.workload == WAREHOUSE:
         return warehouse_workload(

@@ -67,8 +67,6 @@ training code retrains; a change to, say, the report renderer in ``flows`` does 
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-LEARNED = "rl"
-"""The learned router's registry name (``training.rl.router``)."""
 FINGERPRINT_PREFIX = "nightly:"
 """Router versions registered by this flow carry ``loadwise.data_fingerprint = nightly:<train key>``."""
 
@@ -322,20 +320,13 @@ def evaluate_challenger(
     from dataclasses import replace
 
     from eval.harness import EvalRun, run_evaluation
-    from eval.learned import cluster_for
-    from eval.workloads import WorkloadOptions, warehouse_workload
+    from eval.learned import LEARNED, cluster_for, workload_for
     from training.rl.config import RouterTrainConfig
     from training.routing.registry import router_names
     from training.simulator import load_latency_model
 
     cfg = RouterTrainConfig(**config)
-    workload = warehouse_workload(
-        cfg.warehouse,
-        cfg.where,
-        WorkloadOptions(num_requests=num_requests, rate=cfg.rate_rps, num_instances=cfg.num_instances),
-        profile=cfg.profile,
-        windows=True,
-    )
+    workload = workload_for(cfg, num_requests)
     cluster, model = cluster_for(cfg), load_latency_model(cfg.profile)
     names = [n for n in router_names() if n != LEARNED] + [LEARNED]
 
@@ -385,13 +376,13 @@ def _router_config(cfg: NightlyConfig, warehouse: str, profile: str, rate: float
 def _registered_from(tracking_uri: str | None, key: str) -> Any:
     """The ``llm-router`` version this flow registered for train key ``key`` (None: none yet)."""
     from flows.models import LLM_ROUTER
-    from flows.registry import ModelRegistry, RegistryError
+    from flows.registry import TAG_PREFIX, ModelRegistry, RegistryError
 
     try:
         versions = ModelRegistry(tracking_uri).versions(LLM_ROUTER)
     except RegistryError:
         return None
-    tag = "loadwise.data_fingerprint"
+    tag = f"{TAG_PREFIX}data_fingerprint"
     return next((v for v in versions if v.tags.get(tag) == FINGERPRINT_PREFIX + key), None)
 
 
@@ -486,6 +477,7 @@ def _nightly(
         counts_by_source(ingest), key="nightly-ingest", description="rows read / ingested / quarantined"
     )
     summary = summarize(db)
+    latest_file = max_file_id(db)  # the watermark this run advances to (files ingested later wait)
 
     # 2. drift
     step("check-drift")
@@ -609,7 +601,7 @@ def _nightly(
 
     # 5. report + watermark
     step("publish-report")
-    watermark = max_file_id(db) if train else (mark.file_id if mark else None)
+    watermark = latest_file if train else (mark.file_id if mark else None)
     report_md = render_report(cfg, ingest, drift, steps, models, evaluation, gate, eval_dir)
     publish_artifacts(report_md, evaluation, out_dir, eval_dir)
     record_run(

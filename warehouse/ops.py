@@ -60,27 +60,21 @@ def _has_table(con: Any, schema: str, table: str) -> bool:
 
 def last_watermark(warehouse: str | Path) -> Watermark | None:
     """The watermark of the last ``ok`` run (``None``: no successful run yet)."""
-    con = connect_readonly(warehouse)
-    try:
+    with connect_readonly(warehouse) as con:
         if not _has_table(con, "ops", "nightly_runs"):
             return None
         row = con.execute(
             "SELECT watermark_file_id, run_id, finished_at FROM ops.nightly_runs "
             "WHERE status = 'ok' ORDER BY finished_at DESC LIMIT 1"
         ).fetchone()
-    finally:
-        con.close()
     return Watermark(int(row[0]), str(row[1]), row[2]) if row else None
 
 
 def max_file_id(warehouse: str | Path) -> int:
     """The newest ``raw.files.file_id`` (0 for an empty warehouse): the next watermark."""
-    con = connect_readonly(warehouse)
-    try:
+    with connect_readonly(warehouse) as con:
         row = con.execute("SELECT coalesce(max(file_id), 0) FROM raw.files").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        con.close()
+    return int(row[0]) if row else 0
 
 
 def request_windows(
@@ -90,15 +84,12 @@ def request_windows(
     watermark, and after it (all rows are new when there is no watermark). Columns: ``task,
     prompt_tokens, output_tokens, arrival_s`` (what ``features.drift.detect_drift`` reads)."""
     mark = -1 if watermark is None else int(watermark)
-    con = connect_readonly(warehouse)
-    try:
+    with connect_readonly(warehouse) as con:
         frame = con.execute(
             "SELECT file_id > ? AS is_new, coalesce(task, '') AS task, prompt_tokens, output_tokens, "
             f"arrival_s FROM marts.requests WHERE status = 'ok' AND ({where})",
             [mark],
         ).df()
-    finally:
-        con.close()
     cols = ["task", "prompt_tokens", "output_tokens", "arrival_s"]
     new = frame["is_new"].astype(bool)
     return frame.loc[~new, cols].reset_index(drop=True), frame.loc[new, cols].reset_index(drop=True)
@@ -107,14 +98,11 @@ def request_windows(
 def data_fingerprint(warehouse: str | Path, where: str) -> str:
     """SHA-256 over the content hashes of the files whose requests match ``where``: the same set of
     ingested files gives the same fingerprint (a cache key input), whatever order they arrived in."""
-    con = connect_readonly(warehouse)
-    try:
+    with connect_readonly(warehouse) as con:
         hashes = con.execute(
             "SELECT DISTINCT f.content_hash FROM raw.files AS f JOIN "
             f"(SELECT DISTINCT file_id FROM marts.requests WHERE {where}) AS r USING (file_id) ORDER BY 1"
         ).fetchall()
-    finally:
-        con.close()
     return hashlib.sha256("\n".join(h for (h,) in hashes).encode()).hexdigest()
 
 
