@@ -50,7 +50,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eval.gate import GateConfig
 from features.drift import DriftThresholds
@@ -69,6 +69,10 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 FINGERPRINT_PREFIX = "nightly:"
 """Router versions registered by this flow carry ``loadwise.data_fingerprint = nightly:<train key>``."""
+
+
+ROUTER_FIXED = frozenset({"workload", "warehouse", "where", "profile", "rate_rps", "num_instances"})
+"""``RouterTrainConfig`` fields the nightly run sets itself (``NightlyConfig.router`` may not)."""
 
 
 class NightlyConfig(BaseModel):
@@ -123,6 +127,14 @@ class NightlyConfig(BaseModel):
         "the new window drifted or no champion exists (the frequent drift-watch schedule)",
     )
     force: bool = Field(default=False, description="ignore the step caches (retrain everything)")
+
+    @field_validator("router")
+    @classmethod
+    def _router_setting_is_the_runs(cls, router: dict[str, Any]) -> dict[str, Any]:
+        clash = ROUTER_FIXED & set(router)
+        if clash:
+            raise ValueError(f"router config may not set {sorted(clash)}: the nightly config decides them")
+        return router
 
     @classmethod
     def from_file(cls, path: str | Path) -> NightlyConfig:
@@ -357,10 +369,6 @@ def evaluate_challenger(
 
 
 def _router_config(cfg: NightlyConfig, warehouse: str, profile: str, rate: float) -> dict[str, Any]:
-    fixed = {"workload", "warehouse", "where", "profile", "rate_rps", "num_instances"}
-    clash = fixed & set(cfg.router)
-    if clash:
-        raise ValueError(f"router config may not set {sorted(clash)}: the nightly config decides them")
     return {
         "seed": cfg.seed,
         **cfg.router,

@@ -114,3 +114,7 @@ def test_run_rejects_an_invalid_config(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "invalid config" in result.output
     assert "retrain" in result.output
+    config.write_text("router: {workload: main}\n")
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "may not set ['workload']" in result.output
