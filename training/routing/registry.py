@@ -17,7 +17,8 @@ Heavy routers (the learned RL router imports torch / stable-baselines3) are regi
 by import path (``register_lazy("rl", "training.rl.router:make_router")``): nothing heavy is
 imported until ``get_router`` asks for that name.
 
-The built-in routers are defined in ``baselines``, ``llmd`` and ``latency_aware`` and registered
+The built-in routers are defined in ``baselines``, ``llmd``, ``latency_aware`` and ``admission`` (the
+``<name>+hold`` admission-control wrappers) and registered
 when this module first needs them (``_load_builtins``), so importing the registry alone is cheap
 and free of import cycles.
 """
@@ -79,6 +80,10 @@ class RouterEntry:
     needs_latency_model: bool = False
     mirrors: str = ""
     """The production system or paper the router mirrors (for docs and reports)."""
+    admission: bool = False
+    """The router holds requests (DELAY) while instances still accept, until one has room
+    (``training.routing.admission``); every other router places a request whenever all instances
+    accept."""
     factory: RouterFactory | None = None
     import_path: str | None = None
     """``"module:attr"`` of the factory, for lazily registered (heavy) routers."""
@@ -112,6 +117,7 @@ _BUILTIN_MODULES = (
     "training.routing.baselines",
     "training.routing.llmd",
     "training.routing.latency_aware",
+    "training.routing.admission",  # after the others: it wraps their entries
 )
 
 
@@ -132,6 +138,7 @@ def register(
     needs_predictions: bool = False,
     needs_latency_model: bool = False,
     mirrors: str = "",
+    admission: bool = False,
 ) -> RouterEntry:
     """Register ``factory`` under ``name``. Raises ``ValueError`` if the name is taken."""
     entry = RouterEntry(
@@ -141,6 +148,7 @@ def register(
         needs_predictions=needs_predictions or oracle,
         needs_latency_model=needs_latency_model,
         mirrors=mirrors,
+        admission=admission,
         factory=factory,
     )
     _add(entry)
