@@ -52,7 +52,9 @@ def workload_for(cfg: RouterTrainConfig, num_requests: int | None = None) -> Wor
 
 
 def cluster_for(cfg: RouterTrainConfig) -> ClusterConfig:
-    return ClusterConfig(num_instances=cfg.num_instances, instance=default_instance_config(cfg.profile))
+    """The config's cluster (training episodes and held-out replays alike)."""
+    instance = default_instance_config(cfg.profile, chunked_prefill_tokens=cfg.chunked_prefill_tokens)
+    return ClusterConfig(num_instances=cfg.num_instances, instance=instance)
 
 
 def episode_sampler(cfg: RouterTrainConfig, workload: Workload | None = None) -> EpisodeSampler:

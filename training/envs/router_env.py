@@ -21,6 +21,7 @@ from gymnasium import spaces
 from training.envs.observation import DecisionState, SnapshotBuilder
 from training.envs.rewards import RewardConfig, drain_reward, effective_relief, mixing_weight, step_reward
 from training.rl.serving import OBS_HIGH, ObsSpec, action_mask, encode_observation
+from training.routing.admission import can_start
 from training.routing.base import DELAY, ClusterView, RequestView
 from training.routing.predictors import LengthPredictor
 from training.simulator.config import ClusterConfig
@@ -112,6 +113,11 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         if self.obs_spec.num_instances != self.cluster.num_instances:
             raise ValueError("spec.num_instances must equal the cluster's num_instances")
         icfg = self.cluster.instance
+        if self.obs_spec.hold_kv_headroom is not None and self.obs_spec.block_size != icfg.block_size:
+            raise ValueError(
+                f"spec.block_size {self.obs_spec.block_size} != the instances' {icfg.block_size} "
+                "(admission control counts the prompt in KV blocks)"
+            )
         self.builder = SnapshotBuilder(
             self.obs_spec,
             sampler.latency_model,
@@ -162,7 +168,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         self._placed[:] = 0
         self._finished = 0
         self.last_result = None
-        rv, cv = next(self._gen)
+        rv, cv = self._skip_holds(*next(self._gen))
         self._observe(rv, cv)
         return self._obs.copy(), {"now_s": self._now, "guidance_episode": self.guidance_episode}
 
@@ -183,7 +189,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         info: dict[str, Any] = {"invalid_action": invalid, "action": a}
         info["mixing_weight"] = mixing_weight(cfg, self.guidance_episode)
         try:
-            rv, cv = self._gen.send(choice)
+            rv, cv = self._skip_holds(*self._gen.send(choice))
         except StopIteration as done:
             result: SimResult = done.value
             self.last_result = result
@@ -249,6 +255,22 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         self._finished = int(self._placed.sum() - st.in_system.sum())
         self._obs = encode_observation(st.snapshot, self.obs_spec)
         self._mask = action_mask(st.snapshot, self.obs_spec)
+
+    def _skip_holds(self, rv: RequestView, cv: ClusterView) -> tuple[RequestView, ClusterView]:
+        """Under admission control (``spec.hold_kv_headroom``) a decision where no instance can start
+        the request has DELAY as its only valid action: answer it here, tick after tick, without the
+        agent (the time waited counts in the next step's reward). The check reads the views
+        (``can_start``, the rule ``serving.startable`` applies to the snapshot), so held ticks cost no
+        snapshot."""
+        spec = self.obs_spec
+        if spec.hold_kv_headroom is None:
+            return rv, cv
+        while not any(
+            can_start(v, rv.prompt_tokens, spec.block_size, spec.hold_kv_headroom) for v in cv.instances
+        ):
+            assert self._gen is not None
+            rv, cv = self._gen.send(DELAY)  # the held request is still pending: the replay goes on
+        return rv, cv
 
     def _fallback(self) -> int:
         """The accepting instance with the least predicted completion time, else DELAY."""

@@ -35,6 +35,12 @@ class RouterTrainConfig(BaseModel):
     num_instances: int = Field(default=4, ge=1)
     rate_rps: float = Field(default=20.0, gt=0)
     episode_requests: int = Field(default=2000, ge=1)
+    chunked_prefill_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sarathi-Serve chunk size of every instance (training and held-out replays), "
+        "training.simulator.InstanceConfig; None = no chunked prefill",
+    )
     warehouse: str | None = Field(
         default=None,
         description="workload 'warehouse' only: the DuckDB file to read (None = the default warehouse, "
@@ -56,6 +62,14 @@ class RouterTrainConfig(BaseModel):
         "shorter than a placement and per-step discounting favours it (measured: docs/rl_router.md)",
     )
     max_delay_s: float = Field(default=0.5, ge=0)
+    hold_kv_headroom: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="admission control: the policy only chooses among instances that can start the "
+        "request with this fraction of their KV cache to spare, and requests wait at the router while "
+        "none can (training.routing.admission; the +hold baselines use 0.1); None = off",
+    )
 
     reward: RewardConfig = RewardConfig()
 
@@ -146,4 +160,5 @@ class RouterTrainConfig(BaseModel):
             queue_cap=self.queue_cap,
             allow_delay=self.allow_delay,
             max_delay_s=self.max_delay_s,
+            hold_kv_headroom=self.hold_kv_headroom,
         )

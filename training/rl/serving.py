@@ -108,6 +108,10 @@ class ObsSpec:
         allow_delay: whether DELAY is an action at all (off by default: docs/rl_router.md).
         max_delay_s: DELAY is masked once a request has waited this long (so no policy can hold a
             request forever).
+        hold_kv_headroom: admission control (``startable``): only instances that can start the
+            request now with this fraction of their KV cache to spare are valid actions, and while
+            none can, DELAY is the only one (the env then skips the decision). ``None`` = off.
+        block_size: KV block size in tokens (turns the prompt into blocks for ``startable``).
     """
 
     num_instances: int
@@ -116,6 +120,8 @@ class ObsSpec:
     queue_cap: int = 64
     allow_delay: bool = False
     max_delay_s: float = 0.5
+    hold_kv_headroom: float | None = None
+    block_size: int = 16
 
     @property
     def n_prompt_buckets(self) -> int:
@@ -217,13 +223,30 @@ def snapshot_from_row(row: np.ndarray, spec: ObsSpec) -> RouterSnapshot:
     )
 
 
+def startable(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
+    """Instances (bool, m) that can start the request now under admission control: accepting, with an
+    empty queue, and idle or with ``ceil(prompt / block_size) + hold_kv_headroom x total`` free KV
+    blocks. The same rule as ``training.routing.admission.can_start`` (kept here so that serving
+    imports nothing from the project; a test checks that the two agree). All accepting ones when
+    ``spec.hold_kv_headroom`` is None.
+    """
+    inst = snap.instances
+    accepting = inst[:, 0] > 0.5
+    if spec.hold_kv_headroom is None:
+        return accepting
+    running, waiting, used, total = inst[:, 1], inst[:, 2], inst[:, 3], inst[:, 4]
+    need = np.ceil(snap.prompt_tokens / spec.block_size) + spec.hold_kv_headroom * total
+    return accepting & (waiting == 0) & ((running == 0) | (total - used >= need))
+
+
 def action_mask(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
-    """Valid actions (bool, length m + 1): accepting instances, then DELAY.
+    """Valid actions (bool, length m + 1): accepting (``startable``, under admission control)
+    instances, then DELAY.
 
     DELAY is valid when ``spec.allow_delay`` and the request has waited less than
-    ``spec.max_delay_s``, and always when no instance is accepting (then it is the only action).
+    ``spec.max_delay_s``, and always when no instance is valid (then it is the only action).
     """
-    accepting = snap.instances[:, 0] > 0.5
+    accepting = startable(snap, spec)
     delay = (spec.allow_delay and snap.waited_s < spec.max_delay_s) or not accepting.any()
     return np.append(accepting, delay)
 
