@@ -129,31 +129,72 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
     @app.command("train-router")
     def train_router_cmd(
-        variant: Annotated[str, typer.Option(help="baseline|aware|guided (reward variant)")] = "guided",
-        algo: Annotated[str, typer.Option(help="dqn|maskable-ppo")] = "dqn",
+        variant: Annotated[
+            str | None, typer.Option(help="baseline|aware|guided (reward variant) (default: guided)")
+        ] = None,
+        algo: Annotated[str | None, typer.Option(help="dqn|maskable-ppo (default: dqn)")] = None,
         timesteps: Annotated[
-            int, typer.Option(min=1, help="environment steps (routing decisions)")
-        ] = 100_000,
-        seed: Annotated[int, typer.Option(help="training seed")] = 0,
+            int | None, typer.Option(min=1, help="environment steps (routing decisions) (default: 100000)")
+        ] = None,
+        seed: Annotated[int | None, typer.Option(help="training seed (default: 0)")] = None,
         requests: Annotated[
-            int, typer.Option(min=10, help="requests per episode and per held-out replay")
-        ] = 2000,
+            int | None,
+            typer.Option(min=10, help="requests per episode and per held-out replay (default: 2000)"),
+        ] = None,
+        workload: Annotated[
+            str | None,
+            typer.Option(help="named workload whose training pool makes the episodes (default: main)"),
+        ] = None,
+        profile: Annotated[
+            str | None, typer.Option(help="latency profile (default: v100-llama2-7b-paper)")
+        ] = None,
+        instances: Annotated[int | None, typer.Option(min=1, help="instances (default: 4)")] = None,
+        rate: Annotated[
+            float | None, typer.Option(min=0.001, help="arrival rate, req/s (default: 20)")
+        ] = None,
+        chunked_prefill: Annotated[
+            int | None, typer.Option(min=1, help="chunked-prefill chunk size in tokens (default: off)")
+        ] = None,
+        config_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                exists=True,
+                dir_okay=False,
+                help="RouterTrainConfig settings (.toml, .yaml or .json; the flags override them)",
+            ),
+        ] = None,
         eval_seeds: Annotated[str, typer.Option(help="comma-separated held-out replay seeds")] = "0,1,2",
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow train-router")] = False,
     ) -> None:
         """Train the RL router on the training pool, evaluate it against every baseline on held-out
-        replays, register llm-router (paper setting: 4 x V100 Llama-2-7B, 20 req/s, 5-task mix)."""
-        from flows.cli_replay import parse_seeds, router_table
-        from flows.registry import ModelRegistry
+        replays, register llm-router (default setting, the paper's: 4 x V100 Llama-2-7B, 20 req/s,
+        5-task mix)."""
+        from pydantic import ValidationError
 
-        if variant not in ("baseline", "aware", "guided"):
+        from flows.cli_replay import parse_seeds, router_table
+        from flows.config_files import read_config_file
+        from flows.registry import ModelRegistry
+        from training.rl.config import RouterTrainConfig
+
+        if variant is not None and variant not in ("baseline", "aware", "guided"):
             raise _fail(f"--variant must be baseline, aware or guided, got {variant!r}")
-        if algo not in ("dqn", "maskable-ppo"):
+        if algo is not None and algo not in ("dqn", "maskable-ppo"):
             raise _fail(f"--algo must be dqn or maskable-ppo, got {algo!r}")
         seeds = parse_seeds(eval_seeds)
-        config = {"variant": variant, "algo": algo, "total_timesteps": timesteps, "seed": seed,
-                  "episode_requests": requests}  # fmt: skip
+        flags = {"variant": variant, "algo": algo, "total_timesteps": timesteps, "seed": seed,
+                 "episode_requests": requests, "workload": workload, "profile": profile,
+                 "num_instances": instances, "rate_rps": rate,
+                 "chunked_prefill_tokens": chunked_prefill}  # fmt: skip
+        try:
+            config = read_config_file(config_file) if config_file else {}
+            config.update({k: v for k, v in flags.items() if v is not None})
+            config = RouterTrainConfig.model_validate(config).model_dump(mode="json", exclude_defaults=True)
+        except ValidationError as exc:
+            raise _fail(f"invalid router config: {exc}") from None
+        except (ValueError, OSError) as exc:
+            raise _fail(str(exc)) from None
         registry = ModelRegistry()
         try:
             if flow:

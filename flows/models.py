@@ -69,7 +69,7 @@ def _publish(
     pkg: ModelPackage,
     gate_metric: str,
     higher_is_better: bool,
-    scope: str,
+    scope: str | tuple[str, ...],
     report_md: str,
     gate: bool = True,
 ) -> Published:
@@ -248,6 +248,10 @@ def train_router_job(
     return train_and_evaluate(cfg, out, seeds=seeds, progress=progress)
 
 
+ROUTER_SCOPE = ("workload", "where", "profile", "num_instances", "rate_rps", "chunked_prefill_tokens")
+"""``RouterTrainConfig`` keys that make two routers' held-out metrics comparable (the simple gate)."""
+
+
 def register_router(
     trained: Any,
     report: Any,
@@ -284,7 +288,7 @@ def register_router(
         reports={"evaluation.md": report_md, "evaluation.json": report.model_dump_json(indent=1)},
         description=f"{cfg.variant} RL router ({cfg.algo}) for {cfg.num_instances} x {cfg.profile}",
     )
-    return _publish(registry, pkg, ROUTER_GATE_METRIC, False, "profile", report_md, gate)
+    return _publish(registry, pkg, ROUTER_GATE_METRIC, False, ROUTER_SCOPE, report_md, gate)
 
 
 def train_and_register_router(

@@ -139,20 +139,9 @@ class NightlyConfig(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> NightlyConfig:
         """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (unknown keys are an error)."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix == ".toml":
-            import tomllib
+        from flows.config_files import read_config_file
 
-            data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ValueError(f"{path}: config must be .toml, .yaml, .yml or .json")
+        data = read_config_file(path)
         return cls.model_validate(data)
 
 
@@ -394,8 +383,9 @@ def _registered_from(tracking_uri: str | None, key: str) -> Any:
     return next((v for v in versions if v.tags.get(tag) == FINGERPRINT_PREFIX + key), None)
 
 
-SETTING_KEYS = ("workload", "where", "profile", "num_instances")
-"""A champion trained for another setting (trace, GPU profile, instance count) is not comparable."""
+SETTING_KEYS = ("workload", "where", "profile", "num_instances", "chunked_prefill_tokens")
+"""A champion trained for another setting (trace, GPU profile, instance count, chunked prefill) is not
+comparable (a key missing from an older champion's config reads as None, the default)."""
 
 
 def _champion(tracking_uri: str | None) -> dict[str, Any] | None:

@@ -358,26 +358,28 @@ class ModelRegistry:
         metric: str,
         higher_is_better: bool,
         tolerance: float = 0.0,
-        scope: str | None = None,
+        scope: str | tuple[str, ...] | None = None,
     ) -> PromotionDecision:
         """Move ``champion`` to ``version`` unless the current champion is better on ``metric``.
 
         The first version of a model becomes champion; later, a candidate missing ``metric`` is refused.
         ``tolerance``: a candidate within this much of the champion still counts as not worse.
-        ``scope``: a config key (e.g. ``serving_model``, ``profile``) whose value must be the champion's
-        for the metrics to be comparable; otherwise the champion stays and the reason says so.
+        ``scope``: config keys (e.g. ``serving_model``; ``profile``, ``num_instances``, ...) whose values
+        must be the champion's for the metrics to be comparable; otherwise the champion stays and the
+        reason says so. A key the champion's config lacks (an older version) is not compared.
         """
         cand = self.get(name, version)
         champ = self.find(name, CHAMPION)
         if champ is None:
             self.promote(name, version)
             return PromotionDecision(True, f"first champion of {name} (no previous champion)", version)
-        if scope is not None:
-            ours, theirs = _config_value(cand, scope), _config_value(champ, scope)
-            if theirs is not None and theirs != ours:
+        ours_cfg, theirs_cfg = _config(cand), _config(champ)
+        for key in (scope,) if isinstance(scope, str) else scope or ():
+            ours, theirs = ours_cfg.get(key), theirs_cfg.get(key)
+            if key in theirs_cfg and theirs != ours:
                 return PromotionDecision(
                     False,
-                    f"champion v{champ.version} is for {scope}={theirs!r}, this version for {ours!r}: "
+                    f"champion v{champ.version} is for {key}={theirs!r}, this version for {ours!r}: "
                     "promote by hand",
                     champ.version,
                 )
@@ -423,12 +425,13 @@ class ModelRegistry:
         return root / entry["path"]
 
 
-def _config_value(version: RegisteredVersion, key: str) -> Any:
-    """``key`` of the resolved config a version was trained with (its ``loadwise.config`` tag)."""
+def _config(version: RegisteredVersion) -> dict[str, Any]:
+    """The resolved config a version was trained with (its ``loadwise.config`` tag; {} if unreadable)."""
     try:
-        return json.loads(version.tags.get(f"{TAG_PREFIX}config", "{}")).get(key)
+        config = json.loads(version.tags.get(f"{TAG_PREFIX}config", "{}"))
     except json.JSONDecodeError:
-        return None
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

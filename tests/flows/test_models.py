@@ -162,6 +162,40 @@ def test_train_router_registers_a_policy_that_compare_and_a_bare_process_use(hom
     assert set(json.loads(compared.stdout)["routers"]) == {"round_robin", "rl"}
 
 
+def test_train_router_reads_a_config_file_and_flags_override_it(
+    home: Path, shared_data: Path, tmp_path: Path
+):
+    """The issue's other settings (instances, rate, chunked prefill) come from a file or flags, and the
+    registered version records the setting it was trained and judged on."""
+    from flows.cli import app
+
+    config = tmp_path / "router.toml"
+    config.write_text(
+        'variant = "aware"\ntotal_timesteps = 5000\nnum_instances = 2\nrate_rps = 8.0\n'
+        "chunked_prefill_tokens = 256\neval_every_episodes = 1\n"
+    )
+    args = ["--config", str(config), "--timesteps", "150", "--requests", "60", "--eval-seeds", "0"]
+    out = CliRunner().invoke(app, ["train-router", *args, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.strip().splitlines()[-1])["model"]["name"] == "llm-router"
+    recorded = json.loads(ModelRegistry().get("llm-router", "challenger").tags["loadwise.config"])
+    assert recorded["total_timesteps"] == 150  # the flag wins over the file
+    assert (recorded["variant"], recorded["num_instances"], recorded["rate_rps"]) == ("aware", 2, 8.0)
+    assert recorded["chunked_prefill_tokens"] == 256
+
+
+def test_train_router_refuses_an_unknown_config_key_before_training(home: Path, tmp_path: Path):
+    from flows.cli import app
+
+    config = tmp_path / "router.yaml"
+    config.write_text("total_timesteps: 100\nlearning_rat: 0.001\n")
+    out = CliRunner().invoke(app, ["train-router", "--config", str(config)])
+    assert out.exit_code == 1
+    assert "invalid router config" in out.output
+    assert "learning_rat" in out.output
+    assert not (home / "rl").exists()
+
+
 def test_train_predictor_on_a_missing_warehouse_is_a_one_line_error(home: Path, tmp_path: Path):
     from flows.cli import app
 

@@ -118,6 +118,30 @@ def test_gate_scope_keeps_a_champion_trained_for_another_setting(registry: Model
     assert registry.get("toy-scope", CHAMPION).version == v1.version
 
 
+def test_gate_scope_of_several_keys_compares_only_keys_the_champion_recorded(
+    registry: ModelRegistry, tmp_path: Path
+):
+    """An older champion without a key (here ``chunked``) is compared on the others; a None that the
+    champion did record (chunked prefill off) differs from a value."""
+    from dataclasses import replace
+
+    def pkg(scale: float, metric: float, **config: object) -> ModelPackage:
+        base = package(tmp_path, scale, metric, name="toy-scopes")
+        return replace(base, config={"scale": 1.0, **config})
+
+    scope = ("scale", "chunked")
+    v1 = registry.publish(pkg(1.0, 0.5))  # recorded before "chunked" existed
+    registry.promote("toy-scopes", v1.version)
+    v2 = registry.publish(pkg(1.0, 0.6, chunked=None))
+    decision = registry.promote_if_better("toy-scopes", v2.version, "accuracy", True, scope=scope)
+    assert decision.promoted, decision.reason
+    v3 = registry.publish(pkg(1.0, 0.9, chunked=512))  # better, but for chunked prefill
+    decision = registry.promote_if_better("toy-scopes", v3.version, "accuracy", True, scope=scope)
+    assert not decision.promoted
+    assert "chunked=None" in decision.reason
+    assert registry.get("toy-scopes", CHAMPION).version == v2.version
+
+
 def test_model_references_parse_to_name_and_alias_or_version():
     from flows.registry import model_uri, parse_model_ref
 
