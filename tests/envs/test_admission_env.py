@@ -74,6 +74,7 @@ def _snapshot(views, prompt: int) -> RouterSnapshot:
         row.update(
             accepting=float(v.accepting), num_running=v.num_running, num_waiting=v.num_waiting,
             kv_used_blocks=v.kv_used_blocks, kv_total_blocks=v.kv_total_blocks,
+            outstanding_prompt_tokens=v.outstanding_prompt_tokens,
         )  # fmt: skip
         rows.append([row[f] for f in INSTANCE_FIELDS])
     m = len(views)
@@ -94,6 +95,7 @@ def test_serving_rule_agrees_with_the_routers(headroom):
                 num_waiting=int(rng.random() < 0.3),
                 kv_used_blocks=int(rng.integers(0, total + 1)),
                 kv_total_blocks=total,
+                outstanding_prompt_tokens=int(rng.integers(0, 4000)) if rng.random() < 0.5 else 0,
             )
             for k in range(4)
         ]

@@ -39,6 +39,10 @@ def hold(name: str = "round_robin", n: int = 4, **options) -> HoldForHeadroom:
     return router
 
 
+FULL_QUEUE = {"outstanding_prompt_tokens": 950 * BLOCK}
+"""Queued prompts that will take 950 of an instance's 1000 blocks."""
+
+
 def busy(index: int, used: int, **kw):
     """An instance with one running request and ``used`` of 1000 KV blocks in use."""
     return inst(index, num_running=1, kv_used_blocks=used, **kw)
@@ -47,10 +51,19 @@ def busy(index: int, used: int, **kw):
 # --- can_start -------------------------------------------------------------------------------------
 
 
-def test_not_accepting_or_waiting_cannot_start():
+def test_not_accepting_cannot_start():
     assert not can_start(inst(0, accepting=False), 10, BLOCK, 0.1)
-    assert not can_start(inst(0, num_waiting=1), 10, BLOCK, 0.1)
-    assert not can_start(busy(0, 0, num_waiting=1), 10, BLOCK, 0.0)
+
+
+def test_prompts_already_queued_there_count_against_the_free_blocks():
+    # 200 free blocks; the request needs 3 + 100 (headroom): 97 queued prompt blocks leave exactly 103
+    assert can_start(busy(0, 800), 33, BLOCK, 0.1)
+    queued = 97 * BLOCK
+    assert can_start(busy(0, 800, num_waiting=2, outstanding_prompt_tokens=queued), 33, BLOCK, 0.1)
+    assert not can_start(busy(0, 800, num_waiting=2, outstanding_prompt_tokens=queued + 1), 33, BLOCK, 0.1)
+    # waiting requests alone make an instance non-empty: their prompts are what counts
+    assert not can_start(inst(0, num_waiting=1, outstanding_prompt_tokens=990 * BLOCK), 10, BLOCK, 0.1)
+    assert can_start(inst(0, num_waiting=1, outstanding_prompt_tokens=10 * BLOCK), 10, BLOCK, 0.1)
 
 
 def test_idle_instance_starts_a_prompt_larger_than_its_cache():
@@ -70,13 +83,13 @@ def test_headroom_boundary_uses_ceil_of_prompt_blocks():
 
 
 def test_delay_when_no_instance_can_start_although_all_accept():
-    c = cluster(busy(0, 950), inst(1, num_waiting=2), busy(2, 899), busy(3, 1000))
+    c = cluster(busy(0, 950), inst(1, num_waiting=2, **FULL_QUEUE), busy(2, 899), busy(3, 1000))
     assert all(v.accepting for v in c.instances)
     assert hold().route(req(prompt=100), c) == DELAY
 
 
 def test_round_robin_hold_only_picks_startable_instances():
-    c = cluster(busy(0, 950), busy(1, 100), inst(2, num_waiting=1), inst(3))
+    c = cluster(busy(0, 950), busy(1, 100), inst(2, num_waiting=1, **FULL_QUEUE), inst(3))
     router = hold("round_robin")
     assert {router.route(req(prompt=100), c) for _ in range(50)} == {1, 3}
 
@@ -86,7 +99,12 @@ def test_inner_router_sees_non_startable_instances_as_not_accepting():
     router = HoldForHeadroom(inner, BLOCK, 0.1)
     c = ClusterView(
         now_s=1.5,
-        instances=(busy(0, 950), inst(1, accepting=False), busy(2, 100), inst(3, num_waiting=1)),
+        instances=(
+            busy(0, 950),
+            inst(1, accepting=False),
+            busy(2, 100),
+            inst(3, num_waiting=1, **FULL_QUEUE),
+        ),
         router_queue_len=3,
     )
     assert router.route(req(prompt=100), c) == 2

@@ -224,19 +224,20 @@ def snapshot_from_row(row: np.ndarray, spec: ObsSpec) -> RouterSnapshot:
 
 
 def startable(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
-    """Instances (bool, m) that can start the request now under admission control: accepting, with an
-    empty queue, and idle or with ``ceil(prompt / block_size) + hold_kv_headroom x total`` free KV
-    blocks. The same rule as ``training.routing.admission.can_start`` (kept here so that serving
-    imports nothing from the project; a test checks that the two agree). All accepting ones when
-    ``spec.hold_kv_headroom`` is None.
+    """Instances (bool, m) that can take the request now under admission control: accepting, and
+    empty or with ``ceil(prompt / block_size) + hold_kv_headroom x total`` KV blocks free once the
+    prompts already sent there have theirs. The same rule as ``training.routing.admission.can_start``
+    (kept here so that serving imports nothing from the project; a test checks that the two agree).
+    All accepting ones when ``spec.hold_kv_headroom`` is None.
     """
     inst = snap.instances
     accepting = inst[:, 0] > 0.5
     if spec.hold_kv_headroom is None:
         return accepting
-    running, waiting, used, total = inst[:, 1], inst[:, 2], inst[:, 3], inst[:, 4]
+    running, waiting, used, total, queued = (inst[:, k] for k in range(1, 6))
+    free = total - used - np.ceil(queued / spec.block_size)
     need = np.ceil(snap.prompt_tokens / spec.block_size) + spec.hold_kv_headroom * total
-    return accepting & (waiting == 0) & ((running == 0) | (total - used >= need))
+    return accepting & ((running + waiting == 0) | (free >= need))
 
 
 def action_mask(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:

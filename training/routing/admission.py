@@ -13,12 +13,15 @@ has headroom (late binding, as a gateway's saturation detector / flow control do
 the routing rule then picks among the instances that can start it now. Measured in
 docs/evaluation.md ("Admission control").
 
-The rule (``can_start``), per instance: accepting, nothing waiting in its own queue, and either idle
-(no running request, so a held request always starts eventually, whatever its size) or with at
-least ``ceil(prompt / block_size) + headroom x total`` free KV blocks. ``headroom`` is a fraction of
-the instance's KV capacity kept free for the running batch's growth (default 0.10, picked on the
-``main`` workload's training-pool windows: docs/evaluation.md). The learned router applies the same
-rule to its snapshot when its policy was trained with it (``training.rl.serving.startable``).
+The rule (``can_start``), per instance: accepting, and either empty (nothing running or waiting, so
+a held request always starts eventually, whatever its size) or such that once every prompt already
+sent there has its KV blocks, this one still fits with ``headroom`` of the cache to spare:
+``free - ceil(outstanding prompt tokens / block_size) >= ceil(prompt / block_size) + headroom x
+total``. ``headroom`` is a fraction of the instance's KV capacity kept free for the batch's growth
+(default 0.10, picked on the ``main`` workload's training-pool windows: docs/evaluation.md). Where
+memory is ample the rule never holds, so the wrapped router behaves exactly as without it. The
+learned router applies the same rule to its snapshot when its policy was trained with it
+(``training.rl.serving.startable``).
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ the best latency-aware placement rule (docs/evaluation.md)."""
 
 
 def can_start(view: InstanceView, prompt_tokens: int, block_size: int, headroom: float) -> bool:
-    """Whether ``view``'s instance can start a ``prompt_tokens`` request now and keep ``headroom``."""
-    if not view.accepting or view.num_waiting > 0:
+    """Whether ``view``'s instance can take a ``prompt_tokens`` request now and keep ``headroom`` of its
+    KV cache free once every prompt already sent there (``outstanding_prompt_tokens``) has its blocks."""
+    if not view.accepting:
         return False
-    if view.num_running == 0:
+    if view.num_requests == 0:
         return True
-    free = view.kv_total_blocks - view.kv_used_blocks
+    queued = math.ceil(view.outstanding_prompt_tokens / block_size)
+    free = view.kv_total_blocks - view.kv_used_blocks - queued
     return free >= math.ceil(prompt_tokens / block_size) + headroom * view.kv_total_blocks
 
 
