@@ -191,10 +191,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             config = read_config_file(config_file) if config_file else {}
             config.update({k: v for k, v in flags.items() if v is not None})
             config = RouterTrainConfig.model_validate(config).model_dump(mode="json", exclude_defaults=True)
-        except ValidationError as exc:
-            raise _fail(f"invalid router config: {exc}") from None
-        except (ValueError, OSError) as exc:
-            raise _fail(str(exc)) from None
+        except (ValidationError, ValueError, OSError) as exc:  # a usage error, as for `loadwise run`
+            typer.echo(f"error: invalid router config: {exc}", err=True)
+            raise typer.Exit(2) from None
         registry = ModelRegistry()
         try:
             if flow:

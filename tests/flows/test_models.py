@@ -190,7 +190,7 @@ def test_train_router_refuses_an_unknown_config_key_before_training(home: Path, 
     config = tmp_path / "router.yaml"
     config.write_text("total_timesteps: 100\nlearning_rat: 0.001\n")
     out = CliRunner().invoke(app, ["train-router", "--config", str(config)])
-    assert out.exit_code == 1
+    assert out.exit_code == 2  # a usage error, like `loadwise run --config` with a bad file
     assert "invalid router config" in out.output
     assert "learning_rat" in out.output
     assert not (home / "rl").exists()
