@@ -248,8 +248,14 @@ def train_router_job(
     return train_and_evaluate(cfg, out, seeds=seeds, progress=progress)
 
 
-ROUTER_SCOPE = ("workload", "where", "profile", "num_instances", "rate_rps", "chunked_prefill_tokens")
-"""``RouterTrainConfig`` keys that make two routers' held-out metrics comparable (the simple gate)."""
+ROUTER_SETTING_KEYS = ("workload", "where", "profile", "num_instances", "chunked_prefill_tokens")
+"""``RouterTrainConfig`` keys of the setting a policy was trained for (trace, GPU profile, instance
+count, chunked prefill): a policy of another setting is not a comparable champion (here and in the
+nightly flow, which replays a comparable champion on its own windows)."""
+
+ROUTER_SCOPE = (*ROUTER_SETTING_KEYS, "rate_rps")
+"""Keys that make two routers' *recorded* held-out metrics comparable (the simple gate): the setting
+and the rate they were replayed at."""
 
 
 def register_router(

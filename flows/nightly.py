@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from eval.gate import GateConfig
 from features.drift import DriftThresholds
 from flows.ingest import counts_by_source, retry_on_io
+from flows.models import ROUTER_SETTING_KEYS
 from flows.pipeline import ingest_task, locate_traces, summarize, write_synthetic
 
 STEP_SOURCES = {
@@ -383,11 +384,6 @@ def _registered_from(tracking_uri: str | None, key: str) -> Any:
     return next((v for v in versions if v.tags.get(tag) == FINGERPRINT_PREFIX + key), None)
 
 
-SETTING_KEYS = ("workload", "where", "profile", "num_instances", "chunked_prefill_tokens")
-"""A champion trained for another setting (trace, GPU profile, instance count, chunked prefill) is not
-comparable (a key missing from an older champion's config reads as None, the default)."""
-
-
 def _champion(tracking_uri: str | None) -> dict[str, Any] | None:
     """The current ``llm-router`` champion: version, run id and the setting it was trained for."""
     from flows.models import LLM_ROUTER
@@ -400,7 +396,7 @@ def _champion(tracking_uri: str | None) -> dict[str, Any] | None:
     if found is None:
         return None
     config = json.loads(found.tags.get(f"{TAG_PREFIX}config", "{}"))
-    setting = {k: config.get(k) for k in SETTING_KEYS}
+    setting = {k: config.get(k) for k in ROUTER_SETTING_KEYS}  # missing in an older version: None
     return {"version": found.version, "run_id": found.run_id, "setting": setting}
 
 
@@ -488,7 +484,7 @@ def _nightly(
     rate = cfg.rate_rps or DEFAULT_RATE_RPS.get(profile, 12.0)
     router_cfg = _router_config(cfg, db, profile, rate)
     other_setting = None
-    if champion and champion["setting"] != {k: router_cfg.get(k) for k in SETTING_KEYS}:
+    if champion and champion["setting"] != {k: router_cfg.get(k) for k in ROUTER_SETTING_KEYS}:
         other_setting, champion = champion, None  # not replayed, and never replaced automatically
     uri = ModelRegistry(tracking_uri).tracking_uri
 

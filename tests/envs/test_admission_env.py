@@ -1,6 +1,6 @@
 """Admission control in the RL env and the serving policy: held ticks never reach the agent, the env
 under a hold is the same replay as ``simulate`` with the ``+hold`` wrapper, and the serving-side rule
-(``serving.startable``) agrees with ``training.routing.admission.can_start``."""
+(``serving.startable``) agrees with ``training.routing.estimates.can_start``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from tests.routing.views import inst
 from training.envs import RewardConfig, RouterEnv
 from training.rl.config import RouterTrainConfig
 from training.rl.serving import INSTANCE_FIELDS, ObsSpec, RouterSnapshot, startable
-from training.routing.admission import HoldForHeadroom, can_start
+from training.routing.admission import HoldForHeadroom
 from training.routing.base import DELAY
+from training.routing.estimates import can_start
 from training.simulator import simulate
 
 HEADROOM = 0.3

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from tests.routing.views import cluster, inst, req
-from training.routing.admission import HoldForHeadroom, can_start
+from training.routing.admission import HoldForHeadroom
 from training.routing.base import DELAY, ClusterView, InstanceView, RequestView
+from training.routing.estimates import can_start
 from training.routing.predictors import OraclePredictor
 from training.routing.registry import RouterContext, get_entry, get_router
 from training.simulator import ClusterConfig, InstanceConfig, LinearLatencyModel, Request, simulate

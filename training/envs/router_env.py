@@ -21,8 +21,8 @@ from gymnasium import spaces
 from training.envs.observation import DecisionState, SnapshotBuilder
 from training.envs.rewards import RewardConfig, drain_reward, effective_relief, mixing_weight, step_reward
 from training.rl.serving import OBS_HIGH, ObsSpec, action_mask, encode_observation
-from training.routing.admission import can_start
 from training.routing.base import DELAY, ClusterView, RequestView
+from training.routing.estimates import startable_instances
 from training.routing.predictors import LengthPredictor
 from training.simulator.config import ClusterConfig
 from training.simulator.engine import replay
@@ -113,11 +113,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         if self.obs_spec.num_instances != self.cluster.num_instances:
             raise ValueError("spec.num_instances must equal the cluster's num_instances")
         icfg = self.cluster.instance
-        if self.obs_spec.hold_kv_headroom is not None and self.obs_spec.block_size != icfg.block_size:
-            raise ValueError(
-                f"spec.block_size {self.obs_spec.block_size} != the instances' {icfg.block_size} "
-                "(admission control counts the prompt in KV blocks)"
-            )
+        self.obs_spec.check_block_size(icfg.block_size)
         self.builder = SnapshotBuilder(
             self.obs_spec,
             sampler.latency_model,
@@ -260,14 +256,12 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         """Under admission control (``spec.hold_kv_headroom``) a decision where no instance can start
         the request has DELAY as its only valid action: answer it here, tick after tick, without the
         agent (the time waited counts in the next step's reward). The check reads the views
-        (``can_start``, the rule ``serving.startable`` applies to the snapshot), so held ticks cost no
-        snapshot."""
+        (``startable_instances``, the rule ``serving.startable`` applies to the snapshot), so held
+        ticks cost no snapshot."""
         spec = self.obs_spec
         if spec.hold_kv_headroom is None:
             return rv, cv
-        while not any(
-            can_start(v, rv.prompt_tokens, spec.block_size, spec.hold_kv_headroom) for v in cv.instances
-        ):
+        while not any(startable_instances(cv, rv.prompt_tokens, spec.block_size, spec.hold_kv_headroom)):
             assert self._gen is not None
             rv, cv = self._gen.send(DELAY)  # the held request is still pending: the replay goes on
         return rv, cv

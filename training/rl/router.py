@@ -16,9 +16,8 @@ from pathlib import Path
 
 from training.envs.observation import SnapshotBuilder
 from training.rl.serving import DELAY_OUTPUT, PolicyNet, load_policy
-from training.routing.admission import can_start
 from training.routing.base import DELAY, ClusterView, RequestView, Router
-from training.routing.estimates import latency_model_of
+from training.routing.estimates import latency_model_of, startable_instances
 from training.routing.registry import RouterContext
 
 POLICY_DIR_OPTION = "policy_dir"
@@ -41,11 +40,7 @@ class LearnedRouter:
                 f"the policy was trained for {policy.spec.num_instances} instances, the cluster has "
                 f"{ctx.num_instances}"
             )
-        if policy.spec.hold_kv_headroom is not None and policy.spec.block_size != ctx.block_size:
-            raise ValueError(
-                f"the policy counts KV blocks of {policy.spec.block_size} tokens, the cluster's are "
-                f"{ctx.block_size}"
-            )
+        policy.spec.check_block_size(ctx.block_size)
         self.policy = policy
         self.builder = SnapshotBuilder(
             policy.spec,
@@ -65,8 +60,7 @@ class LearnedRouter:
             return DELAY
         spec = self.policy.spec
         if spec.hold_kv_headroom is not None and not any(
-            can_start(v, request.prompt_tokens, spec.block_size, spec.hold_kv_headroom)
-            for v in cluster.instances
+            startable_instances(cluster, request.prompt_tokens, spec.block_size, spec.hold_kv_headroom)
         ):
             return DELAY  # what the policy's mask would leave, without building a snapshot per tick
         a = self.policy.act(self.builder.build(request, cluster).snapshot)

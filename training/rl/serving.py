@@ -123,6 +123,15 @@ class ObsSpec:
     hold_kv_headroom: float | None = None
     block_size: int = 16
 
+    def check_block_size(self, block_size: int) -> None:
+        """Raise ``ValueError`` when admission control is on and the cluster's KV blocks are not the
+        ``block_size`` the policy counts the prompt in."""
+        if self.hold_kv_headroom is not None and self.block_size != block_size:
+            raise ValueError(
+                f"spec.block_size {self.block_size} != the cluster's {block_size} "
+                "(admission control counts the prompt in KV blocks)"
+            )
+
     @property
     def n_prompt_buckets(self) -> int:
         return len(self.prompt_edges) + 1
@@ -226,7 +235,7 @@ def snapshot_from_row(row: np.ndarray, spec: ObsSpec) -> RouterSnapshot:
 def startable(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
     """Instances (bool, m) that can take the request now under admission control: accepting, and
     empty or with ``ceil(prompt / block_size) + hold_kv_headroom x total`` KV blocks free once the
-    prompts already sent there have theirs. The same rule as ``training.routing.admission.can_start``
+    prompts already sent there have theirs. The same rule as ``training.routing.estimates.can_start``
     (kept here so that serving imports nothing from the project; a test checks that the two agree).
     All accepting ones when ``spec.hold_kv_headroom`` is None.
     """
@@ -234,7 +243,16 @@ def startable(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
     accepting = inst[:, 0] > 0.5
     if spec.hold_kv_headroom is None:
         return accepting
-    running, waiting, used, total, queued = (inst[:, k] for k in range(1, 6))
+    running, waiting, used, total, queued = (
+        inst[:, INSTANCE_FIELDS.index(f)]
+        for f in (
+            "num_running",
+            "num_waiting",
+            "kv_used_blocks",
+            "kv_total_blocks",
+            "outstanding_prompt_tokens",
+        )
+    )
     free = total - used - np.ceil(queued / spec.block_size)
     need = np.ceil(snap.prompt_tokens / spec.block_size) + spec.hold_kv_headroom * total
     return accepting & ((running + waiting == 0) | (free >= need))

@@ -13,7 +13,8 @@ has headroom (late binding, as a gateway's saturation detector / flow control do
 the routing rule then picks among the instances that can start it now. Measured in
 docs/evaluation.md ("Admission control").
 
-The rule (``can_start``), per instance: accepting, and either empty (nothing running or waiting, so
+The rule (``training.routing.estimates.can_start``, shared with the RL env and the learned router),
+per instance: accepting, and either empty (nothing running or waiting, so
 a held request always starts eventually, whatever its size) or such that once every prompt already
 sent there has its KV blocks, this one still fits with ``headroom`` of the cache to spare:
 ``free - ceil(outstanding prompt tokens / block_size) >= ceil(prompt / block_size) + headroom x
@@ -26,10 +27,10 @@ learned router applies the same rule to its snapshot when its policy was trained
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
-from training.routing.base import DELAY, ClusterView, InstanceView, RequestView, Router
+from training.routing.base import DELAY, ClusterView, RequestView, Router
+from training.routing.estimates import startable_instances
 from training.routing.registry import RouterContext, RouterFactory, get_entry, get_router, register
 
 DEFAULT_HEADROOM = 0.10
@@ -45,20 +46,9 @@ HOLD_BASES = ("round_robin", "least_tokens", "workload_impact_greedy")
 the best latency-aware placement rule (docs/evaluation.md)."""
 
 
-def can_start(view: InstanceView, prompt_tokens: int, block_size: int, headroom: float) -> bool:
-    """Whether ``view``'s instance can take a ``prompt_tokens`` request now and keep ``headroom`` of its
-    KV cache free once every prompt already sent there (``outstanding_prompt_tokens``) has its blocks."""
-    if not view.accepting:
-        return False
-    if view.num_requests == 0:
-        return True
-    queued = math.ceil(view.outstanding_prompt_tokens / block_size)
-    free = view.kv_total_blocks - view.kv_used_blocks - queued
-    return free >= math.ceil(prompt_tokens / block_size) + headroom * view.kv_total_blocks
-
-
 class HoldForHeadroom:
-    """``inner`` placement among the instances that ``can_start`` the request; DELAY while none can.
+    """``inner`` placement among the instances that can start the request (``startable_instances``);
+    DELAY while none can.
 
     The inner router sees the cluster with every other instance marked not accepting, so any router
     that honours ``accepting`` (every registered one does) works unchanged.
@@ -79,9 +69,7 @@ class HoldForHeadroom:
         self.inner.reset(num_instances, seed)
 
     def route(self, request: RequestView, cluster: ClusterView) -> int:
-        startable = [
-            can_start(v, request.prompt_tokens, self.block_size, self.headroom) for v in cluster.instances
-        ]
+        startable = startable_instances(cluster, request.prompt_tokens, self.block_size, self.headroom)
         if not any(startable):
             return DELAY
         restricted = ClusterView(

@@ -1,10 +1,12 @@
-"""Small helpers shared by the built-in routers: seeded tie-breaking and latency estimates.
+"""Small helpers shared by the built-in routers: seeded tie-breaking, latency estimates and the
+admission rule (``can_start``; the ``+hold`` routers, the RL env and the learned router use it).
 
 Pure numpy; called on every routing decision, so kept allocation-light.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,3 +67,23 @@ def accepting_views(cluster: ClusterView) -> tuple[InstanceView, ...]:
 def seeded_rng(seed: int, salt: int) -> np.random.Generator:
     """A generator derived from the replay seed and a per-router salt (independent streams)."""
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, salt]))
+
+
+def can_start(view: InstanceView, prompt_tokens: int, block_size: int, headroom: float) -> bool:
+    """Whether ``view``'s instance can take a ``prompt_tokens`` request now and keep ``headroom`` of its
+    KV cache free once every prompt already sent there (``outstanding_prompt_tokens``) has its blocks.
+    An empty instance always can (so a held request starts eventually, whatever its size)."""
+    if not view.accepting:
+        return False
+    if view.num_requests == 0:
+        return True
+    queued = math.ceil(view.outstanding_prompt_tokens / block_size)
+    free = view.kv_total_blocks - view.kv_used_blocks - queued
+    return free >= math.ceil(prompt_tokens / block_size) + headroom * view.kv_total_blocks
+
+
+def startable_instances(
+    cluster: ClusterView, prompt_tokens: int, block_size: int, headroom: float
+) -> list[bool]:
+    """``can_start`` for every instance of ``cluster``, in index order."""
+    return [can_start(v, prompt_tokens, block_size, headroom) for v in cluster.instances]
