@@ -49,6 +49,23 @@ StoreOpt = Annotated[
     Path | None, typer.Option("--store", help="also store results in marts.eval_results of this DuckDB file")
 ]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="replay processes")]
+ChunkOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--chunked-prefill",
+        min=1,
+        help="chunked prefill (Sarathi-Serve) with this many tokens per chunk on every instance",
+    ),
+]
+HoldOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--hold-headroom",
+        min=0.0,
+        max=0.99,
+        help="KV headroom of the +hold routers, a fraction of each instance's cache (default 0.10)",
+    ),
+]
 
 
 def _json_safe(obj):
@@ -78,6 +95,8 @@ def _run(
     out: Path | None,
     store: Path | None,
     workers: int,
+    chunked_prefill: int | None = None,
+    hold_headroom: float | None = None,
 ) -> None:
     from rich.console import Console
     from rich.progress import Progress
@@ -93,6 +112,10 @@ def _run(
     if workload and trace:
         raise typer.BadParameter("give --workload or --trace, not both")
     routers, context_options = resolve_learned(routers, err)
+    if hold_headroom is not None:
+        from training.routing.admission import HEADROOM_OPTION
+
+        context_options[HEADROOM_OPTION] = hold_headroom
     for name in routers:
         try:
             get_entry(name)
@@ -114,14 +137,17 @@ def _run(
         latency_model = load_latency_model(profile_name)
         cluster = ClusterConfig(
             num_instances=wl.num_instances,
-            instance=default_instance_config(profile_name, queue_policy=policy),
+            instance=default_instance_config(
+                profile_name, queue_policy=policy, chunked_prefill_tokens=chunked_prefill
+            ),
         )
     except (KeyError, ValueError, FileNotFoundError, WarehouseError) as exc:
         raise typer.BadParameter(str(exc.args[0]) if exc.args else str(exc)) from None
     if not as_json:
+        chunking = f", chunked prefill {chunked_prefill} tokens" if chunked_prefill else ""
         err.print(
             f"[bold]{wl.description}[/bold] on {wl.num_instances} x {profile_name}, "
-            f"queue policy {policy.value}"
+            f"queue policy {policy.value}{chunking}"
         )
     total = len(routers) * len(seeds)
     with Progress(console=err, transient=True, disable=as_json) as progress:
@@ -151,6 +177,7 @@ def _run(
                         "workload": report.workload,
                         "synthetic": report.synthetic,
                         "profile": profile_name,
+                        "chunked_prefill_tokens": chunked_prefill,
                         "seeds": list(report.seeds),
                         "routers": summary,
                     }
@@ -260,6 +287,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         as_json: JsonOpt = False,
         out: OutOpt = None,
         store: StoreOpt = None,
+        chunked_prefill: ChunkOpt = None,
+        hold_headroom: HoldOpt = None,
     ) -> None:
         """Replay one router on a workload or trace (one seed) and print its latency figures."""
         _run(
@@ -278,6 +307,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             out=out,
             store=store,
             workers=1,
+            chunked_prefill=chunked_prefill,
+            hold_headroom=hold_headroom,
         )
 
     @app.command("compare")
@@ -299,6 +330,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         out: OutOpt = None,
         store: StoreOpt = None,
         workers: WorkersOpt = 1,
+        chunked_prefill: ChunkOpt = None,
+        hold_headroom: HoldOpt = None,
     ) -> None:
         """Replay several routers on the same held-out requests and seeds; compare with round robin."""
         from training.routing.registry import router_names
@@ -326,6 +359,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             out=out,
             store=store,
             workers=workers,
+            chunked_prefill=chunked_prefill,
+            hold_headroom=hold_headroom,
         )
 
     @bench_app.command("replay")

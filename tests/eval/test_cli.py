@@ -87,3 +87,25 @@ def test_human_output_is_a_table():
 def test_bench_replay_json():
     data = _json(runner.invoke(app, ["bench", "replay", "--json"]))
     assert data["sim_requests_per_s"] > 0
+
+
+def test_compare_chunked_prefill_changes_the_replay():
+    base = ["compare", "--routers", "round_robin", "--workload", "table2", "--requests", "40", "--seeds", "0",
+            "--json"]  # fmt: skip
+    plain = _json(runner.invoke(app, base))
+    chunked = _json(runner.invoke(app, [*base, "--chunked-prefill", "64"]))
+    assert plain["chunked_prefill_tokens"] is None
+    assert chunked["chunked_prefill_tokens"] == 64
+    # 64-token chunks split every prefill of table2's long prompts over several iterations
+    assert chunked["routers"]["round_robin"]["ttft_mean"] > plain["routers"]["round_robin"]["ttft_mean"]
+
+
+def test_hold_headroom_reaches_the_hold_routers():
+    base = ["compare", "--routers", "least_tokens+hold", "--workload", "table2", "--requests", "40",
+            "--seeds", "0", "--json"]  # fmt: skip
+    default = _json(runner.invoke(app, base))["routers"]["least_tokens+hold"]
+    # 99 % headroom: only an empty instance can start a request, so requests wait at the router
+    strict = _json(runner.invoke(app, [*base, "--hold-headroom", "0.99"]))["routers"]["least_tokens+hold"]
+    assert strict["router_wait_mean"] > default["router_wait_mean"]
+    bad = runner.invoke(app, [*base, "--hold-headroom", "1.5"])
+    assert bad.exit_code == 2
