@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from training.routing.base import ClusterView, InstanceView, RequestView
@@ -32,8 +34,21 @@ def req(
     return RequestView(rid, 0.0, 0.0, prompt, task, predicted, prefix)
 
 
-def random_view(rng: np.random.Generator, n: int | None = None, p_accept: float = 0.8):
-    """A random (request, cluster) pair with consistent fields."""
+def with_request_stats(v: InstanceView) -> InstanceView:
+    """``v`` with per-request stats consistent with its counts (waiting and prefilling requests, then
+    decoding ones), as the replay gives routers with ``needs_request_stats``. Deterministic: it draws
+    no random numbers, so the views of a seed stay the same with or without it."""
+    prefilling = v.num_running + v.num_waiting - v.num_decode_requests
+    stats = [(64 * (i + 1), 50.0 * (i + 1), 0, False) for i in range(prefilling)]
+    stats += [(32 * (i + 1), 300.0, 10 * i, True) for i in range(v.num_decode_requests)]
+    return dataclasses.replace(v, request_stats=tuple(stats))
+
+
+def random_view(
+    rng: np.random.Generator, n: int | None = None, p_accept: float = 0.8, request_stats: bool = False
+):
+    """A random (request, cluster) pair with consistent fields (``request_stats``: with
+    ``with_request_stats`` on every instance)."""
     n = n or int(rng.integers(1, 9))
     views = []
     for i in range(n):
@@ -70,6 +85,8 @@ def random_view(rng: np.random.Generator, n: int | None = None, p_accept: float 
         float(rng.uniform(1, 2000)),
         prefix,
     )
+    if request_stats:
+        views = [with_request_stats(v) for v in views]
     return request, ClusterView(
         now_s=request.now_s, instances=tuple(views), router_queue_len=int(rng.integers(0, 5))
     )
