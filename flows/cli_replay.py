@@ -1,4 +1,4 @@
-"""CLI commands: ``loadwise replay``, ``loadwise compare`` and ``loadwise bench replay``.
+"""CLI commands: ``loadwise replay``, ``loadwise compare``, ``loadwise bench replay`` and ``bench env``.
 
 Thin wrappers over ``eval.harness.evaluate`` (one library call each). Heavy imports (numpy, pandas,
 the simulator, matplotlib) happen inside the command bodies so ``loadwise --help`` stays fast.
@@ -382,6 +382,40 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title="replay benchmark")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for k, v in data.items():
+            table.add_row(str(k), f"{v:.4g}" if isinstance(v, float) else str(v))
+        Console().print(table)
+
+    @bench_app.command("env")
+    def bench_env(
+        requests: Annotated[int, typer.Option("--requests", min=1, help="requests in the trace")] = 2000,
+        hold_headroom: Annotated[
+            float | None,
+            typer.Option(
+                "--hold-headroom",
+                min=0.0,
+                max=0.99,
+                help="admission control in both modes with this KV headroom (e.g. 0.1); default off",
+            ),
+        ] = None,
+        repeats: Annotated[int, typer.Option("--repeats", min=1, help="episodes per mode (best wall)")] = 1,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """RL env speed (decisions per second) next to the same replay through simulate (a ratio)."""
+        from training.envs.benchmark import run_env_benchmark
+
+        data = run_env_benchmark(
+            num_requests=requests, hold_kv_headroom=hold_headroom, repeats=repeats
+        ).model_dump()
+        if as_json:
+            sys.stdout.write(json.dumps(_json_safe(data)) + "\n")
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="RL environment benchmark")
         table.add_column("figure")
         table.add_column("value", justify="right")
         for k, v in data.items():
