@@ -258,6 +258,22 @@ def resolve_learned(routers: list[str], err: Any) -> tuple[list[str], dict[str, 
     return out, options
 
 
+def print_figures(data: dict[str, Any], title: str, as_json: bool) -> None:
+    """A benchmark's figures: one JSON object on stdout with ``as_json``, else a two-column rich table."""
+    if as_json:
+        sys.stdout.write(json.dumps(_json_safe(data)) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, v in data.items():
+        table.add_row(str(k), f"{v:.4g}" if isinstance(v, float) else str(v))
+    Console().print(table)
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -366,27 +382,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @bench_app.command("replay")
     def bench_replay(as_json: JsonOpt = False) -> None:
         """Simulator throughput (requests replayed per second) next to a same-run baseline."""
-        try:
-            from training.simulator.benchmark import run_replay_benchmark
-        except ImportError as exc:
-            typer.echo(f"the simulator benchmark is not available: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-        result = run_replay_benchmark()
-        data = result if isinstance(result, dict) else getattr(result, "__dict__", {"result": result})
-        if not isinstance(data, dict):
-            data = {"result": data}
-        if as_json:
-            sys.stdout.write(json.dumps(_json_safe(dict(data))) + "\n")
-            return
-        from rich.console import Console
-        from rich.table import Table
+        from training.simulator.benchmark import run_replay_benchmark
 
-        table = Table(title="replay benchmark")
-        table.add_column("figure")
-        table.add_column("value", justify="right")
-        for k, v in data.items():
-            table.add_row(str(k), f"{v:.4g}" if isinstance(v, float) else str(v))
-        Console().print(table)
+        print_figures(run_replay_benchmark(), "replay benchmark", as_json)
 
     @bench_app.command("env")
     def bench_env(
@@ -406,18 +404,5 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """RL env speed (decisions per second) next to the same replay through simulate (a ratio)."""
         from training.envs.benchmark import run_env_benchmark
 
-        data = run_env_benchmark(
-            num_requests=requests, hold_kv_headroom=hold_headroom, repeats=repeats
-        ).model_dump()
-        if as_json:
-            sys.stdout.write(json.dumps(_json_safe(data)) + "\n")
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="RL environment benchmark")
-        table.add_column("figure")
-        table.add_column("value", justify="right")
-        for k, v in data.items():
-            table.add_row(str(k), f"{v:.4g}" if isinstance(v, float) else str(v))
-        Console().print(table)
+        result = run_env_benchmark(num_requests=requests, hold_kv_headroom=hold_headroom, repeats=repeats)
+        print_figures(result.model_dump(), "RL environment benchmark", as_json)
