@@ -155,6 +155,16 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         chunked_prefill: Annotated[
             int | None, typer.Option(min=1, help="chunked-prefill chunk size in tokens (default: off)")
         ] = None,
+        hold_headroom: Annotated[
+            float | None,
+            typer.Option(
+                "--hold-headroom",
+                min=0.0,
+                max=0.99,
+                help="admission control: hold requests at the router until an instance has this KV "
+                "headroom (the +hold routers use 0.1) (default: off)",
+            ),
+        ] = None,
         config_file: Annotated[
             Path | None,
             typer.Option(
@@ -186,7 +196,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         flags = {"variant": variant, "algo": algo, "total_timesteps": timesteps, "seed": seed,
                  "episode_requests": requests, "workload": workload, "profile": profile,
                  "num_instances": instances, "rate_rps": rate,
-                 "chunked_prefill_tokens": chunked_prefill}  # fmt: skip
+                 "chunked_prefill_tokens": chunked_prefill, "hold_kv_headroom": hold_headroom}  # fmt: skip
         try:
             config = read_config_file(config_file) if config_file else {}
             config.update({k: v for k, v in flags.items() if v is not None})

@@ -174,7 +174,8 @@ def test_train_router_reads_a_config_file_and_flags_override_it(
         'variant = "aware"\ntotal_timesteps = 5000\nnum_instances = 2\nrate_rps = 8.0\n'
         "chunked_prefill_tokens = 256\neval_every_episodes = 1\n"
     )
-    args = ["--config", str(config), "--timesteps", "150", "--requests", "60", "--eval-seeds", "0"]
+    args = ["--config", str(config), "--timesteps", "150", "--requests", "60", "--eval-seeds", "0",
+            "--hold-headroom", "0.1"]  # fmt: skip
     out = CliRunner().invoke(app, ["train-router", *args, "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout.strip().splitlines()[-1])["model"]["name"] == "llm-router"
@@ -182,6 +183,7 @@ def test_train_router_reads_a_config_file_and_flags_override_it(
     assert recorded["total_timesteps"] == 150  # the flag wins over the file
     assert (recorded["variant"], recorded["num_instances"], recorded["rate_rps"]) == ("aware", 2, 8.0)
     assert recorded["chunked_prefill_tokens"] == 256
+    assert recorded["hold_kv_headroom"] == 0.1
 
 
 def test_train_router_refuses_an_unknown_config_key_before_training(home: Path, tmp_path: Path):
