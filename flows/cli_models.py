@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.cli_replay import HoldOpt
+
 
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -155,16 +157,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         chunked_prefill: Annotated[
             int | None, typer.Option(min=1, help="chunked-prefill chunk size in tokens (default: off)")
         ] = None,
-        hold_headroom: Annotated[
-            float | None,
-            typer.Option(
-                "--hold-headroom",
-                min=0.0,
-                max=0.99,
-                help="admission control: hold requests at the router until an instance has this KV "
-                "headroom (the +hold routers use 0.1) (default: off)",
-            ),
-        ] = None,
+        hold_headroom: HoldOpt = None,
         config_file: Annotated[
             Path | None,
             typer.Option(

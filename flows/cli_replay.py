@@ -63,7 +63,8 @@ HoldOpt = Annotated[
         "--hold-headroom",
         min=0.0,
         max=0.99,
-        help="KV headroom of the +hold routers, a fraction of each instance's cache (default 0.10)",
+        help="admission control: the KV headroom (fraction of an instance's cache) that must stay free "
+        "for a request to start there (0.1 = the +hold routers' default)",
     ),
 ]
 
@@ -389,15 +390,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @bench_app.command("env")
     def bench_env(
         requests: Annotated[int, typer.Option("--requests", min=1, help="requests in the trace")] = 2000,
-        hold_headroom: Annotated[
-            float | None,
-            typer.Option(
-                "--hold-headroom",
-                min=0.0,
-                max=0.99,
-                help="admission control in both modes with this KV headroom (e.g. 0.1); default off",
-            ),
-        ] = None,
+        hold_headroom: HoldOpt = None,
         repeats: Annotated[int, typer.Option("--repeats", min=1, help="episodes per mode (best wall)")] = 1,
         as_json: JsonOpt = False,
     ) -> None:
