@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from tests.routing.views import cluster, inst, req
 from training.routing.admission import HoldForHeadroom
 from training.routing.base import DELAY, ClusterView, InstanceView, RequestView
-from training.routing.estimates import can_start
+from training.routing.estimates import AdmissionMemo, can_start, startable_instances
 from training.routing.predictors import OraclePredictor
 from training.routing.registry import RouterContext, get_entry, get_router
 from training.simulator import ClusterConfig, InstanceConfig, LinearLatencyModel, Request, simulate
@@ -192,3 +194,84 @@ def test_hold_finishes_everything_with_fewer_preemptions_and_is_deterministic():
     assert (big_view.num_running, big_view.num_waiting) == (0, 0)  # started by the idle rule
     assert held.preemptions.sum() < base.preemptions.sum()
     assert np.array_equal(replay("round_robin+hold")[0].e2e_s, held.e2e_s)
+
+
+# --- the memo ----------------------------------------------------------------------------------------
+
+
+def test_memo_answers_exactly_as_startable_instances():
+    """Against one frozen tuple of views (a decision tick), then a new one, for random prompt orders."""
+    rng = np.random.default_rng(1)
+    memo = AdmissionMemo(BLOCK, 0.1)
+    for _ in range(60):
+        views = cluster(
+            *(
+                inst(
+                    i,
+                    num_running=int(rng.integers(0, 3)),
+                    kv_used_blocks=int(rng.integers(0, 1000)),
+                    outstanding_prompt_tokens=int(rng.integers(0, 4000)),
+                )
+                for i in range(3)
+            )
+        )
+        for prompt in rng.integers(1, 6000, size=12):
+            expected = startable_instances(views, int(prompt), BLOCK, 0.1)
+            got = memo.startable(views, int(prompt))
+            assert got == (expected if any(expected) else None)
+
+
+def test_memo_skips_the_checks_it_can_and_replays_identically(monkeypatch):
+    """The +hold wrapper with the memo replays an overloaded trace exactly like the plain rule, with
+    fewer rule evaluations than routing calls (larger held prompts in the same tick are refused)."""
+    import training.routing.estimates as estimates
+
+    class PlainHold:
+        name = "plain_hold"
+
+        def __init__(self) -> None:
+            self.inner = get_router("round_robin", RouterContext(num_instances=2, block_size=BLOCK))
+
+        def reset(self, num_instances: int, seed: int) -> None:
+            self.inner.reset(num_instances, seed)
+
+        def route(self, request: RequestView, cluster: ClusterView) -> int:
+            ok = startable_instances(cluster, request.prompt_tokens, BLOCK, 0.1)
+            if not any(ok):
+                return DELAY
+            views = tuple(
+                v if s else replace(v, accepting=False) for v, s in zip(cluster.instances, ok, strict=True)
+            )
+            return self.inner.route(request, ClusterView(cluster.now_s, views, cluster.router_queue_len))
+
+    cfg = ClusterConfig(num_instances=2, instance=InstanceConfig(kv_blocks=KV_BLOCKS, block_size=BLOCK))
+    rng = np.random.default_rng(5)
+    overloaded = [
+        Request(f"r{i}", 0.02 * i, int(rng.integers(50, 600)), int(rng.integers(50, 300))) for i in range(150)
+    ]
+    calls = {"rule": 0, "route": 0}
+    original = estimates.startable_instances
+
+    def counted(*args, **kw):
+        calls["rule"] += 1
+        return original(*args, **kw)
+
+    class Counting:
+        def __init__(self, inner) -> None:
+            self.inner, self.name = inner, inner.name
+
+        def reset(self, num_instances: int, seed: int) -> None:
+            self.inner.reset(num_instances, seed)
+
+        def route(self, request: RequestView, cluster: ClusterView) -> int:
+            calls["route"] += 1
+            return self.inner.route(request, cluster)
+
+    ref = simulate(overloaded, PlainHold(), cfg, LinearLatencyModel(), OraclePredictor(), seed=0)
+    monkeypatch.setattr(estimates, "startable_instances", counted)
+    memoised = Counting(get_router("round_robin+hold", RouterContext(num_instances=2, block_size=BLOCK)))
+    res = simulate(overloaded, memoised, cfg, LinearLatencyModel(), OraclePredictor(), seed=0)
+    assert np.array_equal(res.e2e_s, ref.e2e_s)
+    assert np.array_equal(res.instance, ref.instance)
+    assert res.router_wait_s.max() > 1.0  # the trace does hold requests over many ticks
+    assert calls["rule"] < calls["route"] / 2

@@ -22,7 +22,7 @@ from training.envs.observation import DecisionState, SnapshotBuilder
 from training.envs.rewards import RewardConfig, drain_reward, effective_relief, mixing_weight, step_reward
 from training.rl.serving import OBS_HIGH, ObsSpec, action_mask, encode_observation
 from training.routing.base import DELAY, ClusterView, RequestView
-from training.routing.estimates import startable_instances
+from training.routing.estimates import AdmissionMemo
 from training.routing.predictors import LengthPredictor
 from training.simulator.config import ClusterConfig
 from training.simulator.engine import replay
@@ -123,6 +123,11 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
             progress_relief=effective_relief(self.reward_config),
         )
         self.tick_s = self.cluster.decision_interval_s
+        self._hold = (
+            None
+            if self.obs_spec.hold_kv_headroom is None
+            else AdmissionMemo(icfg.block_size, self.obs_spec.hold_kv_headroom)
+        )
         self.action_space = spaces.Discrete(self.obs_spec.n_actions)
         self.observation_space = spaces.Box(0.0, OBS_HIGH, (self.obs_spec.obs_dim,), np.float32)
         self.guidance_episode = 0
@@ -153,6 +158,8 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError("an episode needs at least one request")
         if self._gen is not None:
             self._gen.close()
+        if self._hold is not None:
+            self._hold.clear()
         self._gen = replay(
             requests,
             self.cluster,
@@ -256,12 +263,11 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         """Under admission control (``spec.hold_kv_headroom``) a decision where no instance can start
         the request has DELAY as its only valid action: answer it here, tick after tick, without the
         agent (the time waited counts in the next step's reward). The check reads the views
-        (``startable_instances``, the rule ``serving.startable`` applies to the snapshot), so held
-        ticks cost no snapshot."""
-        spec = self.obs_spec
-        if spec.hold_kv_headroom is None:
+        (``startable_instances`` through an ``AdmissionMemo``, the rule ``serving.startable`` applies to
+        the snapshot), so held ticks cost no snapshot."""
+        if self._hold is None:
             return rv, cv
-        while not any(startable_instances(cv, rv.prompt_tokens, spec.block_size, spec.hold_kv_headroom)):
+        while self._hold.startable(cv, rv.prompt_tokens) is None:
             assert self._gen is not None
             rv, cv = self._gen.send(DELAY)  # the held request is still pending: the replay goes on
         return rv, cv

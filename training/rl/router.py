@@ -17,7 +17,7 @@ from pathlib import Path
 from training.envs.observation import SnapshotBuilder
 from training.rl.serving import DELAY_OUTPUT, PolicyNet, load_policy
 from training.routing.base import DELAY, ClusterView, RequestView, Router
-from training.routing.estimates import latency_model_of, startable_instances
+from training.routing.estimates import AdmissionMemo, latency_model_of
 from training.routing.registry import RouterContext
 
 POLICY_DIR_OPTION = "policy_dir"
@@ -48,20 +48,23 @@ class LearnedRouter:
             block_size=ctx.block_size,
             max_batch_size=ctx.max_batch_size,
         )
+        spec = policy.spec
+        self.hold = (
+            None if spec.hold_kv_headroom is None else AdmissionMemo(spec.block_size, spec.hold_kv_headroom)
+        )
 
     def reset(self, num_instances: int, seed: int) -> None:
         if num_instances != self.policy.spec.num_instances:
             raise ValueError(
                 f"policy expects {self.policy.spec.num_instances} instances, got {num_instances}"
             )
+        if self.hold is not None:
+            self.hold.clear()
 
     def route(self, request: RequestView, cluster: ClusterView) -> int:
         if not cluster.accepting:
             return DELAY
-        spec = self.policy.spec
-        if spec.hold_kv_headroom is not None and not any(
-            startable_instances(cluster, request.prompt_tokens, spec.block_size, spec.hold_kv_headroom)
-        ):
+        if self.hold is not None and self.hold.startable(cluster, request.prompt_tokens) is None:
             return DELAY  # what the policy's mask would leave, without building a snapshot per tick
         a = self.policy.act(self.builder.build(request, cluster).snapshot)
         return DELAY if a == DELAY_OUTPUT else a

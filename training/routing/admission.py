@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from training.routing.base import DELAY, ClusterView, RequestView, Router
-from training.routing.estimates import startable_instances
+from training.routing.estimates import AdmissionMemo
 from training.routing.registry import RouterContext, RouterFactory, get_entry, get_router, register
 
 DEFAULT_HEADROOM = 0.10
@@ -47,8 +47,8 @@ the best latency-aware placement rule (docs/evaluation.md)."""
 
 
 class HoldForHeadroom:
-    """``inner`` placement among the instances that can start the request (``startable_instances``);
-    DELAY while none can.
+    """``inner`` placement among the instances that can start the request (``startable_instances``,
+    through an ``AdmissionMemo``); DELAY while none can.
 
     The inner router sees the cluster with every other instance marked not accepting, so any router
     that honours ``accepting`` (every registered one does) works unchanged.
@@ -62,15 +62,17 @@ class HoldForHeadroom:
         self.inner = inner
         self.block_size = block_size
         self.headroom = headroom
+        self.memo = AdmissionMemo(block_size, headroom)
         self.name = f"{inner.name}{HOLD_SUFFIX}"
         self.needs_request_stats = bool(getattr(inner, "needs_request_stats", False))
 
     def reset(self, num_instances: int, seed: int) -> None:
         self.inner.reset(num_instances, seed)
+        self.memo.clear()
 
     def route(self, request: RequestView, cluster: ClusterView) -> int:
-        startable = startable_instances(cluster, request.prompt_tokens, self.block_size, self.headroom)
-        if not any(startable):
+        startable = self.memo.startable(cluster, request.prompt_tokens)
+        if startable is None:
             return DELAY
         restricted = ClusterView(
             now_s=cluster.now_s,
