@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli_replay import HoldOpt
+from flows.cli_replay import ChunkOpt, HoldOpt
 
 
 def _fail(message: str) -> typer.Exit:
@@ -154,9 +154,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         rate: Annotated[
             float | None, typer.Option(min=0.001, help="arrival rate, req/s (default: 20)")
         ] = None,
-        chunked_prefill: Annotated[
-            int | None, typer.Option(min=1, help="chunked-prefill chunk size in tokens (default: off)")
-        ] = None,
+        chunked_prefill: ChunkOpt = None,
         hold_headroom: HoldOpt = None,
         config_file: Annotated[
             Path | None,
