@@ -60,11 +60,14 @@ class HoldForHeadroom:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.inner = inner
-        self.block_size = block_size
-        self.headroom = headroom
         self.memo = AdmissionMemo(block_size, headroom)
         self.name = f"{inner.name}{HOLD_SUFFIX}"
         self.needs_request_stats = bool(getattr(inner, "needs_request_stats", False))
+
+    @property
+    def headroom(self) -> float:
+        """The KV headroom of the rule (held by ``memo``, which applies it)."""
+        return self.memo.headroom
 
     def reset(self, num_instances: int, seed: int) -> None:
         self.inner.reset(num_instances, seed)
