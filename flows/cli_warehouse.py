@@ -55,6 +55,11 @@ def _print_ingest_table(report: dict[str, Any]) -> None:
         f"{report['quarantined']} quarantined (reconciled); "
         f"{report['duplicates_skipped']} rows in already-ingested files skipped"
     )
+    skipped = [f for f in report["files"] if f.get("status") == "skipped"]
+    if skipped:  # one line each: the file and why (the other files were loaded)
+        console.print(f"[yellow]{len(skipped)} file(s) skipped, not loaded:[/yellow]", highlight=False)
+        for f in skipped:
+            console.print(f"  skipped {f['path']}: {f.get('reason')}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
@@ -69,13 +74,19 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow ingest-traces")] = False,
     ) -> None:
-        """Ingest trace files into the warehouse (idempotent, atomic; bad rows go to raw.quarantine)."""
+        """Ingest trace files into the warehouse (idempotent, atomic; bad rows go to raw.quarantine).
+
+        A file that cannot be read as a trace (no format matches, not text, unreadable) is skipped
+        and listed with the reason; the others load. Exit code 1 when every file was skipped.
+        """
         from warehouse.errors import WarehouseError
 
         try:
             if flow:
                 from warehouse.paths import prefect_home
+                from warehouse.store import check_write_target
 
+                check_write_target(warehouse)  # refused here: one line, not a failed Prefect flow run
                 prefect_home()
                 from flows.ingest import ingest_traces
 
@@ -129,7 +140,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ] = None,
         max_rows: Annotated[int, typer.Option(help="rows printed at most (table format)")] = 200,
     ) -> None:
-        """Query the warehouse read-only; print a table, CSV or JSON, or export CSV / Parquet."""
+        """Query the warehouse read-only; print a table, CSV or JSON, or export CSV / Parquet.
+
+        DuckDB itself keeps the query read-only: it cannot read a file or URL outside the
+        warehouse, write, attach, install or load an extension, or change a setting. --out, --csv
+        and --parquet are written by loadwise from the result (never the warehouse or its files).
+        """
         from warehouse.errors import WarehouseError
         from warehouse.query import export_query, run_query
 
@@ -141,18 +157,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 fmt = out_format if out_format in ("csv", "parquet") else out.suffix.lstrip(".").lower()
                 exports.append((out, fmt))
             if exports:
+                n = export_query(query, exports, warehouse)
                 for path, fmt in exports:
-                    n = export_query(query, path, fmt, warehouse)
                     typer.echo(f"wrote {n} rows to {path} ({fmt})", err=True)
                 return
             limit = max_rows if out_format == "table" else None
             table = run_query(query, warehouse, None if limit is None else limit + 1)
         except WarehouseError as exc:
             raise _fail(str(exc)) from None
-        except Exception as exc:  # DuckDB errors on the analyst's query: one line, no traceback
-            if type(exc).__module__.startswith(("duckdb", "_duckdb")):
-                raise _fail(str(exc).splitlines()[0]) from None
-            raise
         if out_format == "json":
             typer.echo(json.dumps(table.records(), default=_json_default))
         elif out_format == "csv":

@@ -37,3 +37,31 @@ class WarehouseBusyError(WarehouseError):
 
 class ReadOnlyQueryError(WarehouseError):
     """``loadwise sql`` got a statement that is not a read-only query."""
+
+
+class QueryError(WarehouseError):
+    """DuckDB refused or failed an analyst's read-only query (syntax, unknown table, runtime error)."""
+
+
+class ExportError(WarehouseError):
+    """``loadwise sql --out/--csv/--parquet`` refused its output path or could not write it."""
+
+
+class InvalidWarehouseError(WarehouseError):
+    """The warehouse path holds something that is not a readable DuckDB database (a folder, another
+    kind of file, a truncated or damaged database). Raised before anything is written."""
+
+
+class WarehouseNotWritableError(WarehouseError):
+    """A load cannot create its lock file and private copy next to the warehouse file."""
+
+
+class NoFileLoadedError(WarehouseError):
+    """Every file of a load was skipped (none loaded, none already known); nothing was published."""
+
+    def __init__(self, skipped: list[tuple[str, str]]) -> None:
+        super().__init__(
+            "no file could be loaded, nothing was published: "
+            + "; ".join(f"{path}: {reason}" for path, reason in skipped)
+        )
+        self.skipped = skipped

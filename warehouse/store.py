@@ -9,11 +9,18 @@ old warehouse until the replace and the new one afterwards, never a half-loaded 
 kill before the replace leaves the published file untouched (the next load removes the orphaned
 temporary file). Loads are serialised by an advisory ``fcntl`` lock on ``<warehouse>.lock``.
 
+Two kinds of read connection: ``connect_readonly`` for the project's own readers (ops, Parquet
+export, training data, checks in tests), and ``connect_analyst`` for SQL an analyst types
+(``loadwise sql``), which DuckDB itself keeps from reading or writing anything but the warehouse
+(see ``ANALYST_CONFIG``). Every opener first checks that the path holds a complete DuckDB database
+and refuses anything else with an ``InvalidWarehouseError`` before any file is created.
+
 Called by ``warehouse.ingest`` (write sessions) and by the CLI / analytics code (read connections).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -24,10 +31,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from warehouse.errors import WarehouseBusyError, WarehouseMissingError
+from warehouse.errors import (
+    InvalidWarehouseError,
+    WarehouseBusyError,
+    WarehouseMissingError,
+    WarehouseNotWritableError,
+)
 from warehouse.paths import default_warehouse_path
 
 SQL_FILES = ("schema.sql", "staging.sql", "marts.sql", "comments.sql")
@@ -73,7 +86,125 @@ def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _is_lock_error(exc: BaseException) -> bool:
-    return "lock" in str(exc).lower()
+    """DuckDB's 'Could not set lock on file ... Conflicting lock is held' (not "block": a damaged file)."""
+    text = str(exc).lower()
+    return "set lock on file" in text or "conflicting lock" in text
+
+
+# DuckDB settings of the analyst's connection (``loadwise sql``). Enforced by the engine, whatever
+# the statement: with external access off, COPY ... TO, EXPORT/IMPORT DATABASE, ATTACH, INSTALL and
+# every file or URL reader (read_text, read_csv, read_blob, glob, read_parquet('https://...'))
+# raise PermissionException; only the warehouse file itself (and DuckDB's own spill folder next to
+# it) stays reachable. The configuration lock makes SET / RESET / PRAGMA x = ... raise, so none of
+# this can be switched back on. Checked on DuckDB 2.0 by tests/warehouse/test_sql_security.py.
+ANALYST_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "allow_persistent_secrets": False,  # no stored S3/HTTP credentials in the session
+    "python_enable_replacements": False,  # no Python variable of the caller read as a table
+    # Exports leave the locked connection as Arrow: keep HUGEINT, UUID, TIME WITH TIME ZONE and BIT
+    # as DuckDB types (plain Arrow would turn them into doubles, strings or blobs).
+    "arrow_lossless_conversion": True,
+    "lock_configuration": True,
+}
+
+# The DuckDB storage format: a 4 KiB main header whose bytes 8..11 are the magic "DUCK", two 4 KiB
+# database headers, then whole blocks of ``block_size`` bytes (PRAGMA database_size), free ones trimmed.
+_MAGIC = b"DUCK"
+_MAGIC_OFFSET = 8
+_HEADER_BYTES = 3 * 4096
+
+
+def _check_database_file(file: Path) -> None:
+    """Raise ``InvalidWarehouseError`` unless ``file`` (which exists) starts with DuckDB's header.
+
+    Reads 12 bytes; opens nothing in DuckDB and creates no file. Called before every open and before
+    a load creates its lock file or copy, so ``--store /etc/passwd`` or a folder is refused untouched.
+    """
+    if file.is_dir():
+        raise InvalidWarehouseError(
+            f"{file} is a folder, not a warehouse file: pass the DuckDB file in it, "
+            f"e.g. {file / 'warehouse.duckdb'}"
+        )
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(_MAGIC_OFFSET + len(_MAGIC))
+    except OSError as exc:
+        raise InvalidWarehouseError(f"cannot read the warehouse {file}: {exc.strerror or exc}") from None
+    if not head:
+        raise InvalidWarehouseError(
+            f"{file} is empty, not a DuckDB database: delete it or pass another path to start a new warehouse"
+        )
+    if head[_MAGIC_OFFSET:] != _MAGIC:
+        raise InvalidWarehouseError(
+            f"{file} is not a DuckDB database (no DuckDB header): pass a warehouse file, or a path that "
+            "does not exist yet to create one"
+        )
+
+
+def _damaged(file: Path, reason: str) -> InvalidWarehouseError:
+    return InvalidWarehouseError(
+        f"{file} is a damaged DuckDB database ({reason}): restore it from a backup, or move it away and "
+        "ingest again; nothing was changed"
+    )
+
+
+def _check_complete(con: duckdb.DuckDBPyConnection, file: Path, opened: Path | None = None) -> None:
+    """Raise ``InvalidWarehouseError`` when ``file`` cannot hold the blocks its header says are in use.
+
+    A truncated file opens fine and fails later, mid-query or mid-load, on the first missing block;
+    this one cheap PRAGMA catches it at open. A healthy file is the headers plus whole blocks, at
+    least ``used_blocks`` of them (not ``total_blocks``: DuckDB trims free blocks off the end of the
+    file while the header still counts them). ``con`` is a connection to ``opened`` (a load's copy
+    of ``file``) or to ``file`` itself.
+    """
+    row = con.execute("PRAGMA database_size").fetchone()
+    if row is None:
+        return
+    block_size, used_blocks = int(row[2]), int(row[4])
+    size = (opened or file).stat().st_size
+    if block_size <= 0 or size < _HEADER_BYTES:
+        return  # nothing checkpointed yet (an in-memory-sized or brand-new file)
+    if (size - _HEADER_BYTES) % block_size:
+        raise _damaged(file, f"truncated: {size} bytes is not the headers plus whole {block_size} B blocks")
+    if size < _HEADER_BYTES + used_blocks * block_size:
+        raise _damaged(file, f"truncated: {size} bytes, but {used_blocks} blocks are in use")
+
+
+def _open_published(
+    path: str | os.PathLike[str] | None, config: dict[str, Any], retry_s: float
+) -> duckdb.DuckDBPyConnection:
+    """Open the published warehouse ``read_only`` with ``config``; the shared body of the two openers."""
+    file = resolve_path(path)
+    if not file.exists():
+        raise WarehouseMissingError(f"no warehouse at {file}: run `loadwise ingest PATH...` first")
+    _check_database_file(file)
+    deadline = time.monotonic() + retry_s
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(file), read_only=True, config=config)
+            break
+        except duckdb.ConnectionException:
+            raise  # same file already open in this process with other settings: a programming error
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise _damaged(file, str(exc).splitlines()[0]) from None
+            if time.monotonic() >= deadline:
+                raise WarehouseBusyError(f"{file} is locked by another read-write process: {exc}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        except duckdb.Error as exc:  # version, serialization or internal errors on a damaged file
+            raise _damaged(file, str(exc).splitlines()[0]) from None
+    try:
+        _check_complete(con, file)
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def connect_readonly(
@@ -81,35 +212,43 @@ def connect_readonly(
 ) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the published warehouse; retries for ``retry_s`` on lock errors.
 
+    For the project's own readers (their SQL is ours, so the session keeps DuckDB's defaults: file
+    readers and extensions work). Never hand it SQL from a user: use ``connect_analyst``.
     Lock errors only happen when some other process holds the file read-write (loadwise's own loads
     never do); the retry covers a short publish by such a tool. Raises ``WarehouseMissingError``
-    when nothing was ingested yet, ``WarehouseBusyError`` when the lock outlasts the retry window.
+    when nothing was ingested yet, ``InvalidWarehouseError`` when the file is not a complete DuckDB
+    database, ``WarehouseBusyError`` when the lock outlasts the retry window.
     """
-    file = resolve_path(path)
-    if not file.exists():
-        raise WarehouseMissingError(f"no warehouse at {file}: run `loadwise ingest PATH...` first")
-    deadline = time.monotonic() + retry_s
-    delay = 0.05
-    while True:
-        try:
-            return duckdb.connect(str(file), read_only=True)
-        except duckdb.IOException as exc:
-            if not _is_lock_error(exc) or time.monotonic() >= deadline:
-                if _is_lock_error(exc):
-                    raise WarehouseBusyError(
-                        f"{file} is locked by another read-write process: {exc}"
-                    ) from exc
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    return _open_published(path, {}, retry_s)
+
+
+def connect_analyst(
+    path: str | os.PathLike[str] | None = None, *, retry_s: float = 5.0
+) -> duckdb.DuckDBPyConnection:
+    """A read-only, locked-down connection for SQL an analyst types (``loadwise sql``).
+
+    Same file, retries and errors as ``connect_readonly``, plus ``ANALYST_CONFIG``: DuckDB refuses
+    any file or URL outside the warehouse, any extension install or load, and any change of settings,
+    even for a statement that ``warehouse.query``'s guard would let through. Called by
+    ``warehouse.query`` once per ``loadwise sql`` command. The file cannot be opened by the same
+    process with ``connect_readonly`` at the same time (DuckDB refuses two configurations of one
+    file), which is also what keeps this session from sharing an unlocked one.
+    """
+    return _open_published(path, ANALYST_CONFIG, retry_s)
 
 
 @contextmanager
 def _load_lock(file: Path, timeout_s: float) -> Iterator[None]:
     """Serialise loads of one warehouse across processes (advisory lock, released on exit or death)."""
-    file.parent.mkdir(parents=True, exist_ok=True)
     lock_path = file.with_name(file.name + ".lock")
-    with open(lock_path, "a+") as handle:
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")  # noqa: SIM115 (closed below, after the yield)
+    except OSError as exc:
+        raise WarehouseNotWritableError(
+            f"cannot create the load lock {lock_path}: {exc.strerror or exc}"
+        ) from None
+    with handle:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -125,6 +264,41 @@ def _load_lock(file: Path, timeout_s: float) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _check_write_target(file: Path) -> None:
+    """Refuse a load whose target is not a complete DuckDB database or whose folder is not writable.
+
+    Runs before the lock file or the copy is created, so a refusal leaves the file system exactly as
+    it was (``loadwise compare --store /etc/passwd`` used to leave ``/etc/passwd.lock`` and a
+    ``.loading`` copy behind). An existing file is opened read-only once to check it is complete,
+    unless another process holds it read-write (the check is then left to the copy, under the lock).
+    """
+    if file.exists():
+        # Held read-write by another tool or by this process, or just removed: the copy is checked
+        # under the lock instead.
+        with contextlib.suppress(WarehouseBusyError, WarehouseMissingError, duckdb.ConnectionException):
+            connect_readonly(file, retry_s=0).close()
+    folder = file.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise WarehouseNotWritableError(f"cannot create the warehouse {file}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WarehouseNotWritableError(
+            f"cannot load into {file}: the folder {folder} is not writable (a load writes its lock file "
+            "and a private copy next to the warehouse); pick a writable folder or fix its permissions"
+        )
+
+
+def check_write_target(path: str | os.PathLike[str] | None = None) -> Path:
+    """``write_session``'s first check, run on its own: callers that write at the end of long work
+    (``loadwise run``, ``compare --store``, the nightly flow) refuse a bad target before starting.
+    Raises ``InvalidWarehouseError`` / ``WarehouseNotWritableError``; returns the resolved path.
+    Creates nothing."""
+    file = resolve_path(path)
+    _check_write_target(file)
+    return file
 
 
 def _tmp_glob(file: Path) -> str:
@@ -144,6 +318,39 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _open_copy(file: Path, tmp: Path) -> duckdb.DuckDBPyConnection:
+    """Copy the published ``file`` (and a foreign WAL) to ``tmp`` and open the copy read-write.
+
+    Called by ``write_session`` under the load lock. On any failure (disk full, a file that turned
+    out to be damaged) the partial copy is removed and a one-line ``WarehouseError`` is raised.
+    """
+    try:
+        if file.exists():
+            _check_database_file(file)  # re-checked under the lock: it may have been replaced since
+            shutil.copyfile(file, tmp)
+            wal = file.with_name(file.name + ".wal")
+            if wal.exists():  # left by a foreign read-write process: DuckDB replays it on open
+                shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
+        con = duckdb.connect(str(tmp))
+    except OSError as exc:
+        _remove_db_files(tmp)
+        raise WarehouseNotWritableError(f"cannot copy {file} to {tmp}: {exc.strerror or exc}") from None
+    except duckdb.Error as exc:
+        _remove_db_files(tmp)
+        raise _damaged(file, str(exc).splitlines()[0]) from None
+    except BaseException:
+        _remove_db_files(tmp)
+        raise
+    try:
+        if file.exists():
+            _check_complete(con, file, tmp)
+    except BaseException:
+        con.close()
+        _remove_db_files(tmp)
+        raise
+    return con
+
+
 @contextmanager
 def write_session(
     path: str | os.PathLike[str] | None = None, *, lock_timeout_s: float = 600.0
@@ -155,16 +362,12 @@ def write_session(
     discarded and the published warehouse is exactly as before. Cost: one file copy per load.
     """
     file = resolve_path(path)
+    _check_write_target(file)
     with _load_lock(file, lock_timeout_s):
         for stale in file.parent.glob(_tmp_glob(file)):  # orphans of killed loads (we hold the lock)
             _remove_db_files(stale)
         tmp = file.with_name(f".{file.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.loading")
-        if file.exists():
-            shutil.copyfile(file, tmp)
-            wal = file.with_name(file.name + ".wal")
-            if wal.exists():  # left by a foreign read-write process: DuckDB replays it on open
-                shutil.copyfile(wal, tmp.with_name(tmp.name + ".wal"))
-        con = duckdb.connect(str(tmp))
+        con = _open_copy(file, tmp)
         published = False
         try:
             apply_schema(con)

@@ -52,7 +52,11 @@ def test_ingest_table_output_and_source_option(tmp_path: Path, wh: Path) -> None
         (["ingest", "/definitely/missing.csv"], "no such file or directory"),
         (["ingest", "{x}", "--format", "bogus"], "unknown format 'bogus'"),
         (["sql", "DROP TABLE marts.requests"], "only read-only queries"),
+        (["sql", "INSERT INTO raw.files SELECT * FROM raw.files"], "got an INSERT statement"),
+        (["sql", "EXPLAIN ANALYZE COPY (SELECT 1) TO 'x.csv'"], "got a COPY statement inside EXPLAIN"),
+        (["sql", "SELECT content FROM read_text('{x}')"], "loadwise sql is read-only"),
         (["sql", "SELECT * FROM nope"], "nope"),
+        (["sql", "SELECT 1", "--out", "{x}.txt"], "export format must be csv or parquet"),
     ],
 )
 def test_errors_are_one_line_without_traceback(
@@ -101,6 +105,15 @@ def test_sql_without_warehouse_says_so(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sql", "SELECT 1", "--warehouse", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 1
     assert "no warehouse" in result.output
+
+
+def test_sql_on_a_file_that_is_not_a_warehouse_says_so(tmp_path: Path) -> None:
+    text = write_text(tmp_path / "passwd", "root:x:0:0\n")
+    result = runner.invoke(app, ["sql", "SELECT 1", "--warehouse", str(text)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {text} is not a DuckDB database")
+    assert result.output.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd"]
 
 
 def test_bench_ingest_json(wh: Path) -> None:
