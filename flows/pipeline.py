@@ -34,10 +34,17 @@ def write_synthetic(out_dir: str, rows: int, seed: int) -> list[str]:
 
 @task(name="ingest-traces", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
 def ingest_task(paths: list[str], warehouse: str, source: str | None) -> dict[str, Any]:
-    """One atomic load (see ``warehouse.ingest.ingest``); returns the --json report dict."""
+    """One atomic load (see ``warehouse.ingest.ingest``); returns the --json report dict.
+
+    A file skipped as unreadable is printed (the nightly flow logs prints) and the others load; the
+    task fails only when every file was skipped (``NoFileLoadedError``, not retried).
+    """
     from warehouse.ingest import ingest
 
-    return ingest(paths, warehouse=warehouse, source=source).to_dict()
+    report = ingest(paths, warehouse=warehouse, source=source)
+    for skipped in report.skipped:
+        print(f"ingest: skipped {skipped.path}: {skipped.reason}")
+    return report.to_dict()
 
 
 @task(name="summarize-warehouse", retries=1, retry_condition_fn=retry_on_io)

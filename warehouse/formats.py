@@ -6,12 +6,15 @@ Called by ``warehouse.ingest`` once per file before reading it. Detection reads 
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from warehouse.errors import UnknownFormatError, UnreadableFileError
+from warehouse.lines import BOM, MAX_LINE_BYTES
 
 FormatName = Literal[
     "azure", "mooncake", "burstgpt", "vidur", "otel", "castillo", "alpaca-eval", "dolly", "canonical"
@@ -78,19 +81,74 @@ def _norm(name: str) -> str:
 
 
 def read_head(path: Path, limit: int = 65536) -> str:
-    """The first ``limit`` bytes of a text file, decoded as UTF-8 (BOM stripped)."""
+    """The first ``limit`` bytes of a text file, decoded as UTF-8 (BOM stripped, bad bytes replaced)."""
+    return _head_bytes(path, limit).decode("utf-8", errors="replace")
+
+
+def _head_bytes(path: Path, limit: int = 65536) -> bytes:
     try:
         with open(path, "rb") as handle:
             head = handle.read(limit)
     except OSError as exc:
         raise UnreadableFileError(f"{path}: cannot read ({exc.strerror})") from exc
-    return head.decode("utf-8-sig", errors="replace")
+    return head.removeprefix(BOM)
+
+
+def first_line(path: Path) -> bytes:
+    """The first line of ``path`` without its terminator (``\\n``, ``\\r\\n`` or ``\\r``) or BOM.
+
+    Reads past the 64 KiB head only when line 1 is longer (up to ``MAX_LINE_BYTES``; a longer first
+    line makes the file unreadable).
+    """
+    try:
+        with open(path, "rb") as handle:
+            buf = b""
+            while len(buf) <= MAX_LINE_BYTES:
+                block = handle.read(65536)
+                buf += block
+                end = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
+                if end >= 0:
+                    return buf[:end].removeprefix(BOM)
+                if not block:
+                    return buf.removeprefix(BOM)
+    except OSError as exc:
+        raise UnreadableFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    raise UnreadableFileError(
+        f"{path}: the first line is longer than {MAX_LINE_BYTES} bytes; not a trace file"
+    )
+
+
+def _first_record(path: Path, head: bytes) -> bytes:
+    """The first non-blank line (JSON lines detection looks at the first record, not a blank line)."""
+    for line in re.split(rb"\r\n|\r|\n", head)[:-1]:  # the last piece may be cut by the head's end
+        if line.strip():
+            return line
+    return first_line(path)
+
+
+def _text_line(path: Path, line: bytes) -> str:
+    """Line 1 decoded; a NUL byte or bytes that are not UTF-8 there mean the file is not text."""
+    if b"\x00" in line:
+        raise UnreadableFileError(f"{path}: binary content (a NUL byte in line 1); expected {EXPECTED}")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFileError(
+            f"{path}: line 1 is not UTF-8 text (byte {exc.start}: {line[exc.start : exc.start + 1]!r}); "
+            f"convert the file to UTF-8; expected {EXPECTED}"
+        ) from None
 
 
 def csv_header(path: Path) -> tuple[str, ...]:
-    """The normalised (lower-case, trimmed) header fields of a CSV file."""
-    first = read_head(path).splitlines()[:1]
-    return tuple(_norm(f) for f in first[0].split(",")) if first else ()
+    """The normalised (lower-case, trimmed) header fields of a CSV file (line 1, standard quoting)."""
+    line = _text_line(path, first_line(path))
+    if not line.strip():
+        return ()
+    try:
+        fields = next(csv.reader([line]))
+    except csv.Error:
+        fields = line.split(",")
+    return tuple(_norm(f) for f in fields)
 
 
 def _csv_format(path: Path, header: tuple[str, ...]) -> str | None:
@@ -150,11 +208,11 @@ def detect(path: Path, fmt: str = "auto") -> Detected:
         if signature is None or not signature <= cols:
             raise UnreadableFileError(f"{path}: not a {fmt} Parquet file (columns {sorted(cols)})")
         return Detected(fmt, "parquet")
-    head = read_head(path)
-    if "\x00" in head:
-        raise UnreadableFileError(f"{path}: binary content; expected {EXPECTED}")
+    head = _head_bytes(path)
     stripped = head.lstrip()
-    if suffix in (".csv", ".txt", ".tsv") or (stripped and stripped[0] not in "[{"):
+    if not stripped:
+        raise UnreadableFileError(f"{path}: empty file; expected {EXPECTED}")
+    if suffix in (".csv", ".txt", ".tsv") or stripped[:1] not in (b"[", b"{"):
         header = csv_header(path)
         found = _csv_format(path, header)
         if fmt != "auto":
@@ -167,22 +225,26 @@ def detect(path: Path, fmt: str = "auto") -> Detected:
         if found is None:
             raise UnknownFormatError(f"{path}: CSV header {header} matches no format; expected {EXPECTED}")
         return Detected(found, "csv", header)
-    if not stripped:
-        raise UnreadableFileError(f"{path}: empty file; expected {EXPECTED}")
-    if stripped[0] == "[":
+    obj: object = None
+    jsonl_suffix = suffix in (".jsonl", ".ndjson")
+    if stripped[:1] == b"[" and not jsonl_suffix:
         container = "json"
+        text = stripped[1:].decode("utf-8", errors="replace").lstrip()
         try:
-            obj, _ = json.JSONDecoder().raw_decode(stripped[1:].lstrip())
-        except json.JSONDecodeError:
+            obj, _ = json.JSONDecoder().raw_decode(text)
+        except (json.JSONDecodeError, RecursionError):
             obj = None
     else:
-        first_line = stripped.splitlines()[0]
+        text = _text_line(path, _first_record(path, head))
         try:
-            obj = json.loads(first_line)
+            obj = json.loads(text)
+            container = "jsonl"
+        except RecursionError:  # a complete line nested too deeply to parse here: JSON lines
             container = "jsonl"
         except json.JSONDecodeError:
-            container = "json"  # a pretty-printed single document (OTLP export)
-            obj = {"resourceSpans": []} if '"resourceSpans"' in head else None
+            # a pretty-printed single document (OTLP export), unless the name says JSON lines
+            container = "jsonl" if jsonl_suffix else "json"
+            obj = {"resourceSpans": []} if container == "json" and b'"resourceSpans"' in head else None
     found = _json_format(obj)
     if fmt != "auto":
         return Detected(fmt, container)

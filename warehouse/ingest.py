@@ -2,34 +2,60 @@
 
 Called by the ``loadwise ingest`` CLI, the ``ingest-traces`` Prefect flow and the pipeline; once per
 command, with any number of files. One call is one load: it runs in a copy-on-write session
-(``warehouse.store.write_session``), so either every file is published together, with the data
-checks passing, or nothing is.
+(``warehouse.store.write_session``), so either every loaded file is published together, with the
+data checks passing, or nothing is.
 
-Per file: its SHA-256 content hash is looked up in ``raw.files`` (a known hash is a duplicate: the
-file is skipped, ``duplicates_skipped`` counts the rows it held when first ingested); otherwise
-DuckDB reads it into ``raw.<format>`` (text formats line by line, so every line has its number and
-text), the format's staging view casts and checks each row, rejected rows go to ``raw.quarantine``
-with the reason and the source line, and the rest are appended to ``marts.requests``. Per file
+Per file: detection (``warehouse.formats``) and one pass over its bytes that computes its SHA-256
+content hash and scans it for what DuckDB's line scan would misread (``warehouse.lines.scan_file``).
+A known hash is a duplicate: the file is skipped, ``duplicates_skipped`` counts the rows it held
+when first ingested. Otherwise the file's records go into ``raw.<format>`` (text formats line by
+line, so every line has its number and text; the format's ``parse_error`` for what the reader could
+not read), the format's staging view casts and checks each row against the plausible ranges
+(``warehouse/sql/staging.sql``), rejected rows go to ``raw.quarantine`` with the reason and the
+source line, and the rest are appended to ``marts.requests``. Per file
 ``rows_read == ingested + quarantined`` (checked). Rows are counted after the CSV header and, for
 CASTILLO, per generation sample (a record whose ``output_sizes`` is missing counts as one row).
+
+**A bad row never stops a load; a bad file never stops the others.** Row-level problems are
+quarantined. File-level problems (no format matches, not text, unreadable, a JSON document or
+Parquet file that cannot be parsed) *skip that file*: it is reported with ``status = 'skipped'``
+and its ``reason``, nothing of it is written, and the other files load. A load in which no file
+could be loaded or was already known raises ``NoFileLoadedError`` (every file skipped: exit 1,
+nothing published). Data checks that still fail after quarantine refuse the load
+(``DataCheckError``) naming the file and line of the offending rows.
 """
 
 from __future__ import annotations
 
-import hashlib
+import csv
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from warehouse import checks
-from warehouse.errors import DataCheckError, UnreadableFileError, WarehouseError
-from warehouse.formats import CANONICAL_COLUMNS, CSV_FIELDS, Detected, detect, task_from_filename
+from warehouse.errors import (
+    DataCheckError,
+    NoFileLoadedError,
+    UnknownFormatError,
+    UnreadableFileError,
+    WarehouseError,
+)
+from warehouse.formats import (
+    CANONICAL_COLUMNS,
+    CSV_FIELDS,
+    FORMAT_CHOICES,
+    Detected,
+    detect,
+    task_from_filename,
+)
+from warehouse.lines import LINES_SCHEMA, MAX_LINE_BYTES, FileScan, read_lines, scan_file
 from warehouse.store import resolve_path, write_session
 
 TEXT_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".txt")
@@ -45,11 +71,16 @@ RAW_TABLE = {
     "dolly": "raw.dolly",
     "canonical": "raw.canonical",
 }
+STATUSES = ("loaded", "duplicate", "skipped")
 
 
 @dataclass(frozen=True)
 class FileReport:
-    """The outcome of one file in a load. ``status`` is ``loaded`` or ``duplicate``."""
+    """The outcome of one file in a load: ``status`` is ``loaded``, ``duplicate`` or ``skipped``.
+
+    A skipped file has a ``reason`` (one line: what is wrong with it) and zero counts; its
+    ``format`` is the forced or detected one, ``unknown`` when detection failed.
+    """
 
     path: str
     format: str
@@ -60,6 +91,7 @@ class FileReport:
     ingested: int
     quarantined: int
     duplicates_skipped: int
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +121,15 @@ class IngestReport:
     def duplicates_skipped(self) -> int:
         return sum(f.duplicates_skipped for f in self.files)
 
+    def count(self, status: str) -> int:
+        """How many files of the load have ``status`` (one of ``STATUSES``)."""
+        return sum(f.status == status for f in self.files)
+
+    @property
+    def skipped(self) -> tuple[FileReport, ...]:
+        """The files skipped as unreadable, with their reasons."""
+        return tuple(f for f in self.files if f.status == "skipped")
+
     def to_dict(self) -> dict[str, Any]:
         """The ``loadwise ingest --json`` object."""
         return {
@@ -96,17 +137,22 @@ class IngestReport:
             "ingested": self.ingested,
             "quarantined": self.quarantined,
             "duplicates_skipped": self.duplicates_skipped,
+            "files_loaded": self.count("loaded"),
+            "files_duplicate": self.count("duplicate"),
+            "files_skipped": self.count("skipped"),
             "warehouse": self.warehouse,
             "load_id": self.load_id,
             "files": [f.to_dict() for f in self.files],
         }
 
     def summary(self) -> str:
-        """One line: the reconciliation an operator wants to see."""
-        return (
-            f"{len(self.files)} file(s): {self.rows_read} rows read = {self.ingested} ingested + "
+        """One line (plus one per skipped file): the reconciliation an operator wants to see."""
+        line = (
+            f"{len(self.files)} file(s): {self.count('loaded')} loaded, {self.count('duplicate')} duplicate, "
+            f"{self.count('skipped')} skipped; {self.rows_read} rows read = {self.ingested} ingested + "
             f"{self.quarantined} quarantined; {self.duplicates_skipped} rows in duplicate files skipped"
         )
+        return "\n".join([line, *(f"skipped {f.path}: {f.reason}" for f in self.skipped)])
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -134,11 +180,7 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 def content_hash(path: Path, chunk: int = 1 << 20) -> str:
     """SHA-256 of the file's bytes (hex): the idempotency key of the file registry."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return scan_file(path, text=False, chunk=chunk).content_hash
 
 
 def _q(value: str) -> str:
@@ -146,117 +188,290 @@ def _q(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-_DQ = "quote='\"', escape='\"'"  # standard CSV quoting, not sniffed
 _LINES = (
     "read_csv({path}, columns={{'text': 'VARCHAR'}}, delim=chr(0), quote='', escape='', "
     "header=false, auto_detect=false, strict_mode=false, new_line='\\r\\n')"
 )
 
 
-def _load_raw(con: duckdb.DuckDBPyConnection, path: Path, file_id: int, det: Detected) -> None:
-    """Copy the file's records into its ``raw`` table (DuckDB reads the file; Python streams OTel)."""
+@dataclass(frozen=True)
+class _Planned:
+    path: Path
+    detected: Detected
+    scan: FileScan
+    source: str
+
+    @property
+    def content_hash(self) -> str:
+        return self.scan.content_hash
+
+
+class _Registered:
+    """Arrow streams registered on the connection for one statement, unregistered on exit."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.names: list[str] = []
+
+    def add(self, name: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> str:
+        self.con.register(name, pa.RecordBatchReader.from_batches(schema, batches))
+        self.names.append(name)
+        return name
+
+    def __enter__(self) -> _Registered:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.names:
+            self.con.unregister(name)
+
+
+def _line_source(item: _Planned, reg: _Registered) -> str:
+    """A SELECT of ``(n, text, parse_error)``, one row per line of the file (``warehouse.lines``).
+
+    DuckDB's CSV scan when the scan found nothing it misreads (the fast path; it reads an empty line
+    as NULL, made '' as the Python reader gives); else the Python line reader, streamed as Arrow
+    batches.
+    """
+    if item.scan.duckdb_safe:
+        return (
+            "SELECT row_number() OVER () AS n, coalesce(text, '') AS text, NULL::VARCHAR AS parse_error "
+            f"FROM {_LINES.format(path=_q(str(item.path)))}"
+        )
+    reg.add("_lines", LINES_SCHEMA, read_lines(item.path))
+    return "SELECT n, text, parse_error FROM _lines"
+
+
+def _json_record_error(fields: Sequence[str]) -> str:
+    """SQL: the parse_error of a JSON record ``text`` whose object is ``j`` (NULL when readable)."""
+    not_string = " ".join(
+        f"WHEN coalesce(json_type(j, '$.{c}'), 'NULL') NOT IN ('VARCHAR', 'NULL') "
+        f"THEN 'invalid_record: {c} is not a string'"
+        for c in fields
+    )
+    return (
+        "CASE WHEN parse_error IS NOT NULL THEN parse_error "
+        "WHEN staging.is_blank(text) THEN 'empty_line' "
+        f"WHEN j IS NULL THEN 'invalid_json' {not_string} END"
+    )
+
+
+def _json_records(source: str) -> str:
+    """Wrap a ``(n, text, parse_error)`` SELECT with ``j``: the text as a JSON object, else NULL."""
+    return (
+        "SELECT n, text, parse_error, CASE WHEN parse_error IS NULL AND json_valid(text) "
+        f"AND json_type(text) = 'OBJECT' THEN text::JSON END AS j FROM ({source})"
+    )
+
+
+def _parquet_types(path: Path) -> dict[str, pa.DataType]:
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+        raise UnreadableFileError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return {f.name: f.type for f in schema}
+
+
+def _as_text(column: str, types: dict[str, pa.DataType], *, as_list: bool = False) -> str:
+    """SQL: a Parquet column as text (``as_list``: as a list of text), NULL when absent.
+
+    TRY_CAST never fails, whatever the column's type: a NaN double becomes 'nan', a string stays
+    itself, and staging decides. A list column kept as a list (or JSON text) so that an element
+    holding a comma is never split.
+    """
+    if column not in types:
+        return "NULL"
+    if as_list:
+        return f'TRY_CAST("{column}" AS VARCHAR[])'
+    if pa.types.is_list(types[column]) or pa.types.is_large_list(types[column]):
+        return f'to_json("{column}")::VARCHAR'
+    return f'TRY_CAST("{column}" AS VARCHAR)'
+
+
+def _load_raw(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -> None:
+    """Copy the file's records into its ``raw`` table (DuckDB reads the file, or a Python reader
+    streams Arrow batches: OTel, the canonical CSV, text files DuckDB would misread)."""
+    path, det = item.path, item.detected
     p = _q(str(path))
     table = RAW_TABLE[det.format]
     fmt = det.format
-    if fmt in LINE_FORMATS:
-        con.execute(
-            f"INSERT INTO {table} SELECT {file_id}, row_number() OVER (), text FROM {_LINES.format(path=p)}"
-        )
-    elif fmt == "otel":
-        import pyarrow as pa
+    with _Registered(con) as reg:
+        if fmt in LINE_FORMATS:
+            source = _line_source(item, reg)
+            con.execute(
+                f"INSERT INTO {table} (file_id, line, text, parse_error) "
+                f"SELECT {file_id}, n, text, parse_error FROM ({source})"
+            )
+        elif fmt == "otel":
+            from warehouse.otel import SCHEMA, read_otel
 
-        from warehouse.otel import SCHEMA, read_otel
-
-        reader = pa.RecordBatchReader.from_batches(SCHEMA, read_otel(path, det.container))
-        cols = ", ".join(SCHEMA.names)
-        con.register("_otel_batches", reader)
-        try:
+            batches = read_otel(path, det.container)
+            first = next(batches, None)  # a whole-document problem raises here, outside DuckDB
+            reg.add("_otel_batches", SCHEMA, _chain(first, batches))
+            cols = ", ".join(SCHEMA.names)
             con.execute(f"INSERT INTO raw.otel (file_id, {cols}) SELECT {file_id}, {cols} FROM _otel_batches")
-        finally:
-            con.unregister("_otel_batches")
-    elif fmt in ("castillo", "alpaca-eval"):
-        wanted = {
-            "castillo": (
-                "sample_id",
-                "prompt_id",
-                "model",
-                "dataset",
-                "category",
-                "prompt_text",
-                "input_size",
-                "output_sizes",
-                "split",
-            ),
-            "alpaca-eval": (
-                "idx",
-                "generator",
-                "dataset",
-                "instruction",
-                "instruction_tokens_llama2",
-                "output_tokens_llama2",
-            ),
-        }[fmt]
-        from warehouse.formats import parquet_columns
+        elif fmt in ("castillo", "alpaca-eval"):
+            types = _parquet_types(path)
+            wanted = {
+                "castillo": (
+                    "sample_id", "prompt_id", "model", "dataset", "category", "prompt_text",
+                    "input_size", "output_sizes", "split",
+                ),
+                "alpaca-eval": (
+                    "idx", "generator", "dataset", "instruction", "instruction_tokens_llama2",
+                    "output_tokens_llama2",
+                ),
+            }[fmt]  # fmt: skip
+            select = ", ".join(_as_text(c, types, as_list=c == "output_sizes") for c in wanted)
+            con.execute(
+                f"INSERT INTO {table} (file_id, line, {', '.join(wanted)}) "
+                f"SELECT {file_id}, file_row_number + 1, {select} "
+                f"FROM read_parquet({p}, file_row_number=true)"
+            )
+        elif fmt == "dolly":
+            fields = ("instruction", "context", "response", "category")
+            if det.container == "jsonl":
+                source = _line_source(item, reg)
+            else:  # a JSON array: one row per element, as JSON (a non-object element is a bad row)
+                source = (
+                    "SELECT row_number() OVER () AS n, coalesce(json::VARCHAR, 'null') AS text, "
+                    f"NULL::VARCHAR AS parse_error FROM read_json({p}, format='array', records=false, "
+                    "columns={'json': 'JSON'})"
+                )
+            values = ", ".join(f"j ->> '{c}'" for c in fields)
+            con.execute(
+                f"INSERT INTO raw.dolly (file_id, line, text, parse_error, {', '.join(fields)}) "
+                f"SELECT {file_id}, n, text, {_json_record_error(fields)}, {values} "
+                f"FROM ({_json_records(source)})"
+            )
+        elif fmt == "canonical":
+            cols = ", ".join(CANONICAL_COLUMNS)
+            if det.container == "parquet":
+                types = _parquet_types(path)
+                select = ", ".join(_as_text(c, types) for c in CANONICAL_COLUMNS)
+                con.execute(
+                    f"INSERT INTO raw.canonical (file_id, line, text, {cols}) SELECT {file_id}, "
+                    f"file_row_number + 1, NULL, {select} FROM read_parquet({p}, file_row_number=true)"
+                )
+            elif det.container == "csv":
+                reg.add("_canonical_csv", CANONICAL_CSV_SCHEMA, read_canonical_csv(path, item.scan))
+                con.execute(
+                    f"INSERT INTO raw.canonical (file_id, line, text, parse_error, {cols}) "
+                    f"SELECT {file_id}, n, text, parse_error, {cols} FROM _canonical_csv"
+                )
+            else:
+                values = ", ".join(
+                    "nullif((j -> 'prefix_hash_ids')::VARCHAR, 'null')"
+                    if c == "prefix_hash_ids"
+                    else f"j ->> '{c}'"
+                    for c in CANONICAL_COLUMNS
+                )
+                con.execute(
+                    f"INSERT INTO raw.canonical (file_id, line, text, parse_error, {cols}) "
+                    f"SELECT {file_id}, n, coalesce(text, ''), {_json_record_error(())}, {values} "
+                    f"FROM ({_json_records(_line_source(item, reg))})"
+                )
+        else:  # pragma: no cover - FORMATS and RAW_TABLE are kept in step by a test
+            raise WarehouseError(f"no reader for format {fmt}")
 
-        have = parquet_columns(path)
-        select = ", ".join(c if c in have else "NULL" for c in wanted)
-        con.execute(
-            f"INSERT INTO {table} (file_id, line, {', '.join(wanted)}) "
-            f"SELECT {file_id}, file_row_number + 1, {select} FROM read_parquet({p}, file_row_number=true)"
-        )
-    elif fmt == "dolly":
-        fields = ("instruction", "context", "response", "category")
-        if det.container == "jsonl":
-            extract = ", ".join(
-                f"CASE WHEN json_valid(text) THEN json_extract_string(text, '$.{c}') END" for c in fields
-            )
-            source = f"SELECT row_number() OVER () AS n, text FROM {_LINES.format(path=p)}"
-            con.execute(f"INSERT INTO raw.dolly SELECT {file_id}, n, {extract} FROM ({source})")
-        else:
-            spec = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in fields) + "}"
-            con.execute(
-                f"INSERT INTO raw.dolly SELECT {file_id}, row_number() OVER (), {', '.join(fields)} "
-                f"FROM read_json({p}, format='array', columns={spec})"
-            )
-    elif fmt == "canonical":
-        cols = ", ".join(CANONICAL_COLUMNS)
-        if det.container == "parquet":
-            from warehouse.formats import parquet_columns
 
-            have = parquet_columns(path)
-            select = ", ".join(
-                (f"to_json({c})::VARCHAR" if c == "prefix_hash_ids" else f"{c}::VARCHAR")
-                if c in have
-                else "NULL"
-                for c in CANONICAL_COLUMNS
-            )
-            con.execute(
-                f"INSERT INTO raw.canonical (file_id, line, text, {cols}) SELECT {file_id}, "
-                f"file_row_number + 1, NULL, {select} FROM read_parquet({p}, file_row_number=true)"
-            )
-        elif det.container == "csv":
-            select = ", ".join(f'"{c}"' if c in det.header else "NULL" for c in CANONICAL_COLUMNS)
-            con.execute(
-                f"INSERT INTO raw.canonical (file_id, line, text, {cols}) SELECT {file_id}, "
-                f"row_number() OVER () + 1, NULL, {select} "
-                f"FROM read_csv({p}, all_varchar=true, header=true, delim=',', {_DQ}, normalize_names=false)"
-            )
-        else:
-            extract = ", ".join(
-                f"CASE WHEN json_valid(text) AND json_type(text) = 'OBJECT' THEN "
-                f"json_extract_string(text, '$.{c}') END"
-                if c != "prefix_hash_ids"
-                else "CASE WHEN json_valid(text) AND json_type(text) = 'OBJECT' THEN "
-                "nullif(json_extract(text, '$.prefix_hash_ids')::VARCHAR, 'null') END"
-                for c in CANONICAL_COLUMNS
-            )
-            con.execute(
-                f"INSERT INTO raw.canonical (file_id, line, text, {cols}) SELECT {file_id}, n, "
-                f"coalesce(text, ''), {extract} FROM (SELECT row_number() OVER () AS n, text "
-                f"FROM {_LINES.format(path=p)})"
-            )
-    else:  # pragma: no cover - FORMATS and RAW_TABLE are kept in step by a test
-        raise WarehouseError(f"no reader for format {fmt}")
+def _chain(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    if first is not None:
+        yield first
+        yield from rest
+
+
+CANONICAL_CSV_SCHEMA = pa.schema(
+    [pa.field("n", pa.int64()), pa.field("text", pa.string()), pa.field("parse_error", pa.string())]
+    + [pa.field(c, pa.string()) for c in CANONICAL_COLUMNS]
+)
+
+
+def read_canonical_csv(path: Path, scan: FileScan, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """The records of a canonical CSV file (standard quoting, quoted fields may span lines).
+
+    Python's ``csv`` module in strict mode, not DuckDB's sniffer, so that a short, long, quoted or
+    blank record, or a byte that is not UTF-8, is one quarantined row instead of a refused file.
+    Columns ``n`` (the line the record starts on, same line rules as ``warehouse.lines``), ``text``
+    (the record as written, without its final line break), ``parse_error`` (``empty_line``,
+    ``field_count: expected N, got M``, ``csv_error: ...``, ``invalid_utf8``, ``nul_byte``) and the
+    canonical columns named in the header (text; an empty field is NULL). Unknown columns are
+    ignored.
+    """
+    csv.field_size_limit(MAX_LINE_BYTES)  # the default (128 KiB) would refuse long prompt texts
+    consumed: list[str] = []
+    out: dict[str, list[Any]] = {name: [] for name in CANONICAL_CSV_SCHEMA.names}
+
+    def batch() -> pa.RecordBatch:
+        result = pa.RecordBatch.from_pydict(out, schema=CANONICAL_CSV_SCHEMA)
+        for values in out.values():
+            values.clear()
+        return result
+
+    def physical(handle: Iterable[str]) -> Iterator[str]:
+        for text in handle:
+            consumed.append(text)
+            yield text
+
+    def add(n: int, text: str, error: str | None, values: dict[str, str | None]) -> None:
+        out["n"].append(n)
+        out["text"].append(text)
+        out["parse_error"].append(error)
+        for c in CANONICAL_COLUMNS:
+            out[c].append(values.get(c))
+
+    try:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+            reader = csv.reader(physical(handle), strict=True)
+            try:
+                header = [_norm_name(h) for h in next(reader)]
+            except (StopIteration, csv.Error):
+                return
+            index = {name: i for i, name in reversed(list(enumerate(header))) if name in CANONICAL_COLUMNS}
+            consumed.clear()
+            last_line = reader.line_num
+            while True:
+                start = last_line + 1
+                error: str | None = None
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    record, error = [], f"csv_error: {exc}"
+                last_line = reader.line_num
+                text = "".join(consumed)
+                consumed.clear()
+                text = (
+                    text[:-2] if text.endswith("\r\n") else text[:-1] if text[-1:] in ("\r", "\n") else text
+                )
+                if scan.not_utf8:
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        bad = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                        add(start, bad, "invalid_utf8", {})
+                        continue
+                if error is None and scan.nul and "\x00" in text:
+                    error = "nul_byte"
+                if error is None and not record:
+                    error = "empty_line"
+                if error is None and len(record) != len(header):
+                    error = f"field_count: expected {len(header)}, got {len(record)}"
+                values = {} if error else {c: (record[i] or None) for c, i in index.items()}
+                add(start, text, error, values)
+                if len(out["n"]) >= batch_rows:
+                    yield batch()
+    except OSError as exc:
+        raise UnreadableFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    if out["n"]:
+        yield batch()
+
+
+def _norm_name(name: str) -> str:
+    return name.strip().strip('"').strip().lower()
 
 
 # Line formats (see _load_file): the columns their staging views leave NULL on every row (a test
@@ -277,26 +492,37 @@ def _field_pos(det: Detected) -> tuple[list[int] | None, int | None]:
     return [det.header.index(f) + 1 for f in fields], len(det.header)
 
 
-@dataclass(frozen=True)
-class _Planned:
-    path: Path
-    detected: Detected
-    content_hash: str
-    source: str
+def _skipped(path: Path, fmt: str, source: str | None, reason: str, content_hash: str = "") -> FileReport:
+    return FileReport(str(path), fmt, source or fmt, "skipped", content_hash, 0, 0, 0, 0, reason)
 
 
-def plan(paths: Sequence[Path], fmt: str = "auto", source: str | None = None) -> list[_Planned]:
-    """Detect and hash every file before anything is written (a bad file fails the load early)."""
-    return [
-        _Planned(path, det, content_hash(path), source or det.format)
-        for path in paths
-        for det in [detect(path, fmt)]
-    ]
-
-
-def _wrap_read_error(path: Path, fmt: str, exc: Exception) -> UnreadableFileError:
+def _reason(path: Path, exc: BaseException) -> str:
+    """One line: the error's message without the path it starts with (the report names the file)."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return UnreadableFileError(f"{path}: cannot read as {fmt}: {message}")
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def plan(paths: Sequence[Path], fmt: str = "auto", source: str | None = None) -> list[_Planned | FileReport]:
+    """Detect, hash and scan every file before anything is written (one read of each file).
+
+    A file that cannot be detected or read becomes a ``skipped`` ``FileReport`` with the reason; the
+    others are planned for loading.
+    """
+    out: list[_Planned | FileReport] = []
+    for path in paths:
+        try:
+            det = detect(path, fmt)
+            scan = scan_file(path, text=det.container != "parquet")
+        except WarehouseError as exc:
+            out.append(_skipped(path, fmt if fmt != "auto" else "unknown", source, _reason(path, exc)))
+            continue
+        out.append(_Planned(path, det, scan, source or det.format))
+    return out
+
+
+class _NothingNew(Exception):
+    """Raised inside the write session when no file was loaded: discard the copy, publish nothing."""
 
 
 def ingest(
@@ -310,69 +536,80 @@ def ingest(
     """Ingest ``paths`` (files or directories) in one atomic, idempotent load; see the module doc.
 
     ``fmt`` forces a format (else detected per file); ``source`` overrides the source label (else the
-    format name). ``on_file`` is called after each file is staged, before the publish (progress
-    reporting; tests use it to kill a load mid-way). Raises ``WarehouseError`` subclasses.
+    format name). ``on_file`` is called after each file is staged (or found a duplicate, or
+    skipped), before the publish (progress reporting; tests use it to kill a load mid-way). Raises
+    ``WarehouseError`` subclasses: ``NoFileLoadedError`` when every file was skipped,
+    ``DataCheckError`` when a post-load check fails.
     """
+    if fmt not in FORMAT_CHOICES:  # a usage error, not a problem of each file
+        raise UnknownFormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMAT_CHOICES)}")
     files = expand_paths(paths)
     if not files:
         raise UnreadableFileError("no data files found in the given paths")
-    planned = plan(files, fmt, source)
+    entries = plan(files, fmt, source)
+    planned = [e for e in entries if isinstance(e, _Planned)]
     db_path = resolve_path(warehouse)
     load_id = uuid.uuid4().hex
+    if not planned:
+        raise NoFileLoadedError([(f.path, f.reason or "") for f in entries if isinstance(f, FileReport)])
     started = datetime.now(UTC)
-    reports: list[FileReport] = []
     known_before = _known_hashes(db_path)
     if known_before is not None and all(item.content_hash in known_before for item in planned):
         # Nothing new: report the duplicates without copying or republishing the warehouse.
         return IngestReport(
             str(db_path),
             load_id,
-            tuple(
-                FileReport(
-                    str(i.path),
-                    i.detected.format,
-                    i.source,
-                    "duplicate",
-                    i.content_hash,
-                    0,
-                    0,
-                    0,
-                    known_before[i.content_hash],
-                )
-                for i in planned
-            ),
+            tuple(e if isinstance(e, FileReport) else _duplicate(e, known_before) for e in entries),
         )
-    with write_session(db_path) as con:
-        known = {
-            h: int(n or 0) for h, n in con.execute("SELECT content_hash, rows_read FROM raw.files").fetchall()
-        }
-        next_id = int(con.execute("SELECT coalesce(max(file_id), 0) + 1 FROM raw.files").fetchone()[0])  # type: ignore[index]
-        for item in planned:
-            if item.content_hash in known:
-                report = FileReport(
-                    str(item.path), item.detected.format, item.source, "duplicate",
-                    item.content_hash, 0, 0, 0, known[item.content_hash],
-                )  # fmt: skip
-            else:
-                report = _load_file(con, item, next_id, load_id)
-                known[item.content_hash] = report.rows_read
-                next_id += 1
-            reports.append(report)
-            if on_file is not None:
-                on_file(report)
-        failures = checks.failed(checks.run_checks(con))
-        if failures:
-            raise DataCheckError(failures)
+    reports: list[FileReport] = []
+    try:
+        with write_session(db_path) as con:
+            known = {
+                h: int(n or 0)
+                for h, n in con.execute("SELECT content_hash, rows_read FROM raw.files").fetchall()
+            }
+            next_id = int(con.execute("SELECT coalesce(max(file_id), 0) + 1 FROM raw.files").fetchall()[0][0])
+            for entry in entries:
+                if isinstance(entry, FileReport):
+                    report = entry
+                elif entry.content_hash in known:
+                    report = _duplicate(entry, known)
+                else:
+                    report = _load_file(con, entry, next_id, load_id)
+                    if report.status == "loaded":
+                        known[entry.content_hash] = report.rows_read
+                        next_id += 1
+                reports.append(report)
+                if on_file is not None:
+                    on_file(report)
+            if not any(r.status == "loaded" for r in reports):
+                raise _NothingNew
+            failures = checks.failed(checks.run_checks(con))
+            if failures:
+                raise DataCheckError(failures)
+            result = IngestReport(str(db_path), load_id, tuple(reports))
+            con.execute(
+                "INSERT INTO raw.load_log (load_id, started_at, finished_at, files_loaded, files_duplicate, "
+                "rows_read, ingested, quarantined, duplicates_skipped, files_skipped) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    load_id, started, datetime.now(UTC), result.count("loaded"), result.count("duplicate"),
+                    result.rows_read, result.ingested, result.quarantined, result.duplicates_skipped,
+                    result.count("skipped"),
+                ],
+            )  # fmt: skip
+    except _NothingNew:
         result = IngestReport(str(db_path), load_id, tuple(reports))
-        con.execute(
-            "INSERT INTO raw.load_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                load_id, started, datetime.now(UTC),
-                sum(r.status == "loaded" for r in reports), sum(r.status == "duplicate" for r in reports),
-                result.rows_read, result.ingested, result.quarantined, result.duplicates_skipped,
-            ],
-        )  # fmt: skip
+        if not result.count("duplicate"):
+            raise NoFileLoadedError([(f.path, f.reason or "") for f in result.files]) from None
     return result
+
+
+def _duplicate(item: _Planned, known: dict[str, int]) -> FileReport:
+    return FileReport(
+        str(item.path), item.detected.format, item.source, "duplicate",
+        item.content_hash, 0, 0, 0, known[item.content_hash],
+    )  # fmt: skip
 
 
 def _known_hashes(db_path: Path) -> dict[str, int] | None:
@@ -394,8 +631,36 @@ def _known_hashes(db_path: Path) -> dict[str, int] | None:
         con.close()
 
 
+_FILE_TABLES = ("raw.quarantine", "marts.requests", "raw.files")
+
+
+def _discard(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str) -> None:
+    """Remove whatever a file that is being skipped left in the session's copy."""
+    for table in (RAW_TABLE[fmt], *_FILE_TABLES):
+        con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
+    con.execute("DROP TABLE IF EXISTS _staged")
+
+
 def _load_file(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, load_id: str) -> FileReport:
-    """Read, stage, quarantine and append one file (inside the caller's write session)."""
+    """Read, stage, quarantine and append one file (inside the caller's write session).
+
+    A file DuckDB or its reader cannot read (a Parquet file that is not one, a JSON document that
+    does not parse...) is discarded and returned as ``skipped`` with the reason; the session goes on.
+    """
+    det, path = item.detected, item.path
+    try:
+        _load_raw(con, item, file_id)
+    except (duckdb.Error, WarehouseError) as exc:  # the file's problem: skip it, keep the load
+        _discard(con, file_id, det.format)
+        return _skipped(path, det.format, item.source, f"cannot read as {det.format}: {_reason(path, exc)}")
+    try:
+        return _stage(con, item, file_id, load_id)
+    except duckdb.Error as exc:
+        _discard(con, file_id, det.format)
+        return _skipped(path, det.format, item.source, f"cannot stage as {det.format}: {_reason(path, exc)}")
+
+
+def _stage(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, load_id: str) -> FileReport:
     det, path = item.detected, item.path
     trace_id = f"{item.source}/{path.stem}/{item.content_hash[:12]}"
     task = task_from_filename(path) if det.format in LINE_FORMATS else None
@@ -404,13 +669,9 @@ def _load_file(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, loa
         "INSERT INTO raw.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
         [
             file_id, item.content_hash, str(path), det.format, item.source, task, trace_id,
-            field_pos, n_fields, path.stat().st_size, load_id, datetime.now(UTC),
+            field_pos, n_fields, item.scan.size_bytes, load_id, datetime.now(UTC),
         ],
     )  # fmt: skip
-    try:
-        _load_raw(con, path, file_id, det)
-    except duckdb.Error as exc:  # any DuckDB error while scanning the file is the file's problem
-        raise _wrap_read_error(path, det.format, exc) from exc
     view = "staging.stg_" + det.format.replace("-", "_")
     prefix = _q(f"{item.source}:{item.content_hash[:16]}:")
     if det.format in LINE_FORMATS:
@@ -437,10 +698,25 @@ def _load_file(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, loa
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT {staged} FROM {view} WHERE file_id = {file_id}"
     )
+    if det.format == "canonical":
+        # Canonical files bring their own request ids: the first row with an id wins, a later row
+        # (in this file, or an id already in the warehouse) is quarantined, not a failed load.
+        con.execute(
+            """
+            UPDATE _staged SET reject_reason = 'duplicate_request_id'
+            FROM (
+                SELECT line, row_number() OVER (PARTITION BY request_id ORDER BY line) AS k,
+                       request_id IN (SELECT request_id FROM marts.requests) AS known
+                FROM _staged WHERE reject_reason IS NULL AND request_id IS NOT NULL
+            ) AS d
+            WHERE _staged.line = d.line AND (d.k > 1 OR d.known)
+            """
+        )
     con.execute(f"INSERT INTO raw.quarantine {quarantine}", [str(path)])
-    # Trace start = the first valid arrival of the file (one scalar, not a window over the rows).
-    start = con.execute("SELECT min(arrival_abs_s) FROM _staged WHERE reject_reason IS NULL").fetchone()
-    start_s = float(start[0]) if start and start[0] is not None else 0.0
+    # Trace start = the first accepted arrival of the file (one scalar, not a window over the rows;
+    # accepted arrivals are non-decreasing, so it is also their minimum).
+    (start,) = con.execute("SELECT min(arrival_abs_s) FROM _staged WHERE reject_reason IS NULL").fetchall()[0]
+    start_s = float(start) if start is not None else 0.0
     arrival = "arrival_abs_s" if det.format == "canonical" else f"arrival_abs_s - {start_s!r}::DOUBLE"
     con.execute(
         f"""
@@ -453,7 +729,7 @@ def _load_file(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, loa
     )
     rows_read, ingested = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE reject_reason IS NULL) FROM _staged"
-    ).fetchone()  # type: ignore[misc]
+    ).fetchall()[0]
     quarantined = rows_read - ingested
     con.execute(
         "UPDATE raw.files SET rows_read = ?, ingested = ?, quarantined = ? WHERE file_id = ?",

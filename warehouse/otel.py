@@ -2,10 +2,16 @@
 
 Called by ``warehouse.ingest`` for ``--format otel``. DuckDB cannot flatten OTLP's nested
 resourceSpans → scopeSpans → spans with key/value attribute lists in one scan, so this reader
-streams the file line by line in Python and yields Arrow record batches of flat span rows (text
-values, cast later by ``staging.stg_otel``). A line that is not JSON becomes one row with a
-``parse_error``, so every line is accounted for. A pretty-printed single document is parsed whole
-(such exports are small batches).
+streams the file line by line in Python (``warehouse.lines.iter_lines``: the same line rules as every
+line reader, a UTF-8 BOM ignored) and yields Arrow record batches of flat span rows (text values,
+cast and range-checked later by ``staging.stg_otel``). Every line is accounted for: a line that is
+not JSON, is nested deeper than Python's parser can follow, or does not have the OTLP shape becomes
+one row with a ``parse_error`` (``invalid_json``, ``invalid_otlp: ...``, or the line reader's
+``invalid_utf8`` / ``nul_byte`` / ``line_too_long``). Shape checks cover every level (a list where an
+object belongs, attributes that are not a list, ...): no Python ``TypeError`` escapes.
+
+A pretty-printed single document is parsed whole (such exports are small batches); a document that
+is not UTF-8 or not JSON makes the file unreadable (``UnreadableFileError``: the load skips it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from warehouse.errors import UnreadableFileError
+from warehouse.lines import BOM, iter_lines
 
 OTEL_FIELDS = (
     "line",
@@ -46,97 +53,148 @@ _ATTRS = {
     "gen_ai.request.model": "model",
     "gen_ai.operation.name": "operation",
 }
+_SCALARS = (str, int, float, bool)
 
 
-def _value(value: Any) -> str | None:
-    """The text of an OTLP AnyValue (``{"intValue": "12"}``, ``{"stringValue": "x"}``, ...)."""
-    if isinstance(value, dict):
-        for key in ("stringValue", "intValue", "doubleValue", "boolValue"):
-            if key in value:
-                return None if value[key] is None else str(value[key])
+def _scalar(value: Any, what: str) -> str | None:
+    """The text of a JSON scalar; ``ValueError`` (→ ``invalid_otlp``) for a list or an object."""
+    if value is None:
         return None
-    return None if value is None else str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, _SCALARS):
+        return str(value)
+    raise ValueError(f"{what} is not a scalar")
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _value(value: Any, key: str) -> str | None:
+    """The text of an OTLP AnyValue (``{"intValue": "12"}``, ``{"stringValue": "x"}``, ...)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"attribute {key!r}: value is not an AnyValue object")
+    for kind in ("stringValue", "intValue", "doubleValue", "boolValue"):
+        if kind in value:
+            return _scalar(value[kind], f"attribute {key!r} {kind}")
+    return None
 
 
-def spans_of(export: Any) -> Iterator[dict[str, Any]]:
-    """Flat span dicts of one OTLP export document; raises ``ValueError`` on a wrong shape."""
+def _list(value: Any, what: str) -> list[Any]:
+    """``value`` when it is a list, ``[]`` when missing/null; ``ValueError`` otherwise."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is not a list")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not an object")
+    return value
+
+
+def spans_of(export: Any) -> list[dict[str, Any]]:
+    """Flat span dicts of one OTLP export document; raises ``ValueError`` on a wrong shape.
+
+    All or nothing: a document with one malformed span gives no rows (it becomes one
+    ``invalid_otlp`` row), so a document is never half-read.
+    """
     if not isinstance(export, dict) or not isinstance(export.get("resourceSpans"), list):
         raise ValueError("not an OTLP export (no resourceSpans list)")
-    for resource in export.get("resourceSpans") or []:
-        for scope in (resource or {}).get("scopeSpans") or []:
-            for span in (scope or {}).get("spans") or []:
-                if not isinstance(span, dict):
-                    raise ValueError("span is not an object")
+    rows: list[dict[str, Any]] = []
+    for resource in export["resourceSpans"]:
+        resource = _object(resource, "a resourceSpans entry")
+        for scope in _list(resource.get("scopeSpans"), "scopeSpans"):
+            scope = _object(scope, "a scopeSpans entry")
+            for span in _list(scope.get("spans"), "spans"):
+                span = _object(span, "a span")
                 row: dict[str, Any] = {
-                    "text": json.dumps(span, separators=(",", ":"))[:4000],
-                    "otel_trace_id": _text(span.get("traceId")),
-                    "span_id": _text(span.get("spanId")),
-                    "name": _text(span.get("name")),
-                    "start_ns": _text(span.get("startTimeUnixNano")),
-                    "end_ns": _text(span.get("endTimeUnixNano")),
+                    "text": json.dumps(span, separators=(",", ":")),
+                    "otel_trace_id": _scalar(span.get("traceId"), "traceId"),
+                    "span_id": _scalar(span.get("spanId"), "spanId"),
+                    "name": _scalar(span.get("name"), "name"),
+                    "start_ns": _scalar(span.get("startTimeUnixNano"), "startTimeUnixNano"),
+                    "end_ns": _scalar(span.get("endTimeUnixNano"), "endTimeUnixNano"),
                 }
-                for attr in span.get("attributes") or []:
-                    if isinstance(attr, dict) and attr.get("key") in _ATTRS:
-                        row.setdefault(_ATTRS[attr["key"]], _value(attr.get("value")))
-                yield row
+                for attr in _list(span.get("attributes"), "attributes"):
+                    attr = _object(attr, "an attribute")
+                    key = attr.get("key")
+                    if isinstance(key, str) and key in _ATTRS:
+                        row.setdefault(_ATTRS[key], _value(attr.get("value"), key))
+                rows.append(row)
+    return rows
+
+
+def _parse(text: str) -> tuple[Any, str | None]:
+    """``(document, None)`` or ``(None, reason)`` for one JSON text."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError:
+        return None, "invalid_json"
+    except RecursionError:
+        return None, "invalid_json: nested too deeply"
+
+
+def _documents(path: Path, container: str) -> Iterator[tuple[int, Any, str, str | None]]:
+    """``(line, document, text, error)`` per JSON document of the file (the file, or each line)."""
+    if container == "json":
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise UnreadableFileError(f"{path}: cannot read ({exc.strerror})") from exc
+        try:
+            text = raw.removeprefix(BOM).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnreadableFileError(f"{path}: not UTF-8 text ({exc})") from exc
+        document, error = _parse(text)
+        if error is not None:
+            raise UnreadableFileError(f"{path}: not valid OTLP JSON ({error}); expected one JSON document")
+        yield 1, document, "", None
+        return
+    for line, text, error in iter_lines(path):
+        if error is not None:
+            yield line, None, text, error
+        elif not text.strip():
+            yield line, None, text, "empty_line"
+        else:
+            document, error = _parse(text)
+            yield line, document, text, error
 
 
 def read_otel(path: Path, container: str, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
-    """Stream flat span rows of ``path`` as Arrow batches (schema ``SCHEMA``)."""
+    """Stream flat span rows of ``path`` as Arrow batches (schema ``SCHEMA``).
+
+    A document (the file, or one line) may be one export or a JSON list of exports; each export
+    gives its spans, or one ``invalid_otlp`` row.
+    """
     buffer: list[dict[str, Any]] = []
     span_index = 0
-
-    def flush() -> pa.RecordBatch:
-        batch = pa.RecordBatch.from_pylist(buffer, schema=SCHEMA)
-        buffer.clear()
-        return batch
-
-    try:
-        if container == "json":
-            with open(path, encoding="utf-8") as handle:
-                try:
-                    document = json.load(handle)
-                except json.JSONDecodeError as exc:
-                    raise UnreadableFileError(f"{path}: not valid OTLP JSON ({exc})") from exc
-            exports = document if isinstance(document, list) else [document]
-            lines: Iterator[tuple[int, Any, str | None]] = ((1, e, None) for e in exports)
-        else:
-            lines = _jsonl(path)
-        for line_no, export, error in lines:
+    for line_no, document, text, error in _documents(path, container):
+        exports = document if error is None and isinstance(document, list) else [document]
+        for export in exports:
             rows: list[dict[str, Any]] = []
-            if error is None:
+            reason = error
+            if reason is None:
                 try:
-                    rows = list(spans_of(export))
+                    rows = spans_of(export)
                 except ValueError as exc:
-                    error = f"invalid_otlp: {exc}"
-            if error is not None:
-                text = export if isinstance(export, str) else json.dumps(export)
-                rows = [{"parse_error": error, "text": text[:4000]}]
+                    reason = f"invalid_otlp: {exc}"
+                except RecursionError:
+                    reason = "invalid_json: nested too deeply"
+            if reason is not None:
+                raw = text
+                if not raw and export is not None:
+                    try:
+                        raw = json.dumps(export)
+                    except RecursionError:
+                        raw = ""
+                rows = [{"parse_error": reason, "text": raw}]
             for row in rows:
                 row["line"] = line_no
                 row["span_index"] = span_index
                 span_index += 1
                 buffer.append(row)
             if len(buffer) >= batch_rows:
-                yield flush()
-    except UnicodeDecodeError as exc:
-        raise UnreadableFileError(f"{path}: not UTF-8 text ({exc})") from exc
+                yield pa.RecordBatch.from_pylist(buffer, schema=SCHEMA)
+                buffer.clear()
     if buffer:
-        yield flush()
-
-
-def _jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    with open(path, encoding="utf-8", newline=None) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            text = line.rstrip("\n")
-            if not text.strip():
-                yield line_no, text, "empty_line"
-                continue
-            try:
-                yield line_no, json.loads(text), None
-            except json.JSONDecodeError:
-                yield line_no, text, "invalid_json"
+        yield pa.RecordBatch.from_pylist(buffer, schema=SCHEMA)

@@ -7,7 +7,11 @@ registered format.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,25 @@ AZURE_BAD_REASONS = {
     9: "bad_timestamp",
     10: "output_tokens_negative",
 }
+
+
+@functools.cache
+def _empty_template() -> Path:
+    from warehouse.store import write_session
+
+    folder = Path(tempfile.mkdtemp(prefix="lw-template-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "empty.duckdb"
+    with write_session(path):
+        pass
+    return path
+
+
+def empty_warehouse(path: Path) -> Path:
+    """A copy of an empty warehouse, schema applied: a test's first load skips ~0.3 s of DDL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_empty_template(), path)
+    return path
 
 
 def write_text(path: Path, text: str) -> Path:

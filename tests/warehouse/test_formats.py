@@ -8,7 +8,7 @@ import pytest
 
 from tests.warehouse.samples import SAMPLES, write_text
 from training.simulator.request import Request
-from warehouse.errors import UnknownFormatError, UnreadableFileError
+from warehouse.errors import NoFileLoadedError, UnknownFormatError, UnreadableFileError
 from warehouse.formats import FORMATS, detect, task_from_filename
 from warehouse.ingest import RAW_TABLE, ingest
 from warehouse.store import connect_readonly
@@ -147,16 +147,34 @@ def test_unknown_or_unreadable_files_are_clear_errors(
     tmp_path: Path, wh: Path, name: str, content: str, error: type, match: str
 ) -> None:
     path = write_text(tmp_path / name, content)
-    with pytest.raises(error, match=match) as info:
+    with pytest.raises(error, match=match):
+        detect(path)
+    # Alone in a load, the file is skipped with that reason: nothing loads, nothing is published.
+    with pytest.raises(NoFileLoadedError, match=match) as info:
         ingest([path], warehouse=wh)
     assert str(path) in str(info.value)
     assert not wh.exists()
 
 
-def test_non_utf8_file_is_unreadable(tmp_path: Path, wh: Path) -> None:
+def test_non_utf8_line_is_quarantined_the_rest_loads(tmp_path: Path, wh: Path) -> None:
     path = tmp_path / "AzureLLMInferenceTrace_conv.csv"
-    path.write_bytes(b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,\xff\xfe\n")
-    with pytest.raises(UnreadableFileError, match="cannot read as azure"):
+    path.write_bytes(
+        b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,\xff\xfe\n"
+        b"2023-11-16 18:15:47.0000000,5,6\n"
+    )
+    (file,) = ingest([path], warehouse=wh).files
+    assert (file.status, file.rows_read, file.ingested, file.quarantined) == ("loaded", 2, 1, 1)
+    assert _one(wh, "SELECT line, reason, raw_text FROM raw.quarantine") == (
+        2, "invalid_utf8", "2023-11-16 18:15:46.6805900,1,\\xff\\xfe",
+    )  # fmt: skip
+
+
+def test_file_that_is_not_utf8_text_is_skipped(tmp_path: Path, wh: Path) -> None:
+    path = tmp_path / "AzureLLMInferenceTrace_conv.csv"
+    path.write_bytes("TIMESTAMP,ContextTokens,GeneratedTokens\n".encode("utf-16"))
+    with pytest.raises(UnreadableFileError, match=r"line 1 is not UTF-8 text|NUL byte in line 1"):
+        detect(path)
+    with pytest.raises(NoFileLoadedError, match=r"line 1 is not UTF-8 text|NUL byte in line 1"):
         ingest([path], warehouse=wh)
 
 

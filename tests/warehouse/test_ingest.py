@@ -81,18 +81,42 @@ def test_same_file_listed_twice_in_one_load(tmp_path: Path, wh: Path) -> None:
     assert [f.status for f in report.files] == ["loaded", "duplicate"]
 
 
-def test_failed_check_fails_the_load_atomically(tmp_path: Path, wh: Path) -> None:
+def test_failed_check_fails_the_load_atomically_naming_file_and_line(
+    tmp_path: Path, wh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ingest([SAMPLES["canonical"].write(tmp_path / "a")], warehouse=wh)
     before = hashlib.sha256(wh.read_bytes()).hexdigest()
-    # Another file re-using request id r1: the uniqueness check fails, nothing is published.
-    clash = write_text(
-        tmp_path / "b" / "clash.csv",
-        "request_id,arrival_s,prompt_tokens,output_tokens\nr9,0,5,5\nr1,1,5,5\n",
+    # Every bad row is quarantined by staging, so only a check staging does not know can fail: add
+    # one (no prompt of 1000 tokens or more) that the new file's line 3 breaks.
+    monkeypatch.setitem(
+        checks.ROW_CHECKS, "marts.requests.prompt_tokens < 1000 (test)", "prompt_tokens >= 1000"
     )
-    with pytest.raises(DataCheckError, match="request_id unique: 1 offending"):
-        ingest([SAMPLES["vidur"].write(tmp_path / "b"), clash], warehouse=wh)
+    big = write_text(
+        tmp_path / "b" / "big.csv",
+        "request_id,arrival_s,prompt_tokens,output_tokens\nr9,0,5,5\nr8,1,5000,5\n",
+    )
+    with pytest.raises(DataCheckError, match=rf"< 1000 \(test\): 1 offending row\(s\) \(e.g. {big} line 3\)"):
+        ingest([SAMPLES["vidur"].write(tmp_path / "b"), big], warehouse=wh)
     assert hashlib.sha256(wh.read_bytes()).hexdigest() == before
     assert not list(wh.parent.glob("*.loading"))
+
+
+def test_reused_request_id_is_quarantined_not_a_failed_load(tmp_path: Path, wh: Path) -> None:
+    ingest([SAMPLES["canonical"].write(tmp_path / "a")], warehouse=wh)
+    # r1 is in the warehouse already, r9 twice in this file: the later rows are quarantined.
+    clash = write_text(
+        tmp_path / "b" / "clash.csv",
+        "request_id,arrival_s,prompt_tokens,output_tokens\nr9,0,5,5\nr1,1,5,5\nr9,2,5,5\n",
+    )
+    (_, file) = ingest([SAMPLES["vidur"].write(tmp_path / "b"), clash], warehouse=wh).files
+    assert (file.ingested, file.quarantined) == (1, 2)
+    reasons = _rows(wh, f"SELECT line, reason FROM raw.quarantine WHERE path = '{clash}' ORDER BY line")
+    assert reasons == [(3, "duplicate_request_id"), (4, "duplicate_request_id")]
+    con = connect_readonly(wh)
+    try:
+        assert checks.failed(checks.run_checks(con)) == []
+    finally:
+        con.close()
 
 
 def test_checks_pass_on_a_loaded_warehouse(tmp_path: Path, wh: Path) -> None:

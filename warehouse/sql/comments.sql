@@ -3,7 +3,7 @@ COMMENT ON TABLE marts.requests IS 'Canonical request table: one row per request
 COMMENT ON COLUMN marts.requests.request_id IS 'Deterministic id: source:content-hash[:16]:line[:record] (unique, not null)';
 COMMENT ON COLUMN marts.requests.source IS 'Trace family (format name, or --source), e.g. azure, castillo, synthetic';
 COMMENT ON COLUMN marts.requests.trace_id IS 'One trace = one ingested file: source/file-stem/content-hash[:12]';
-COMMENT ON COLUMN marts.requests.arrival_s IS 'Arrival [s] from the first arrival of its trace; 0 for prompt sets';
+COMMENT ON COLUMN marts.requests.arrival_s IS 'Arrival [s] from the first accepted arrival of its trace; 0 for prompt sets';
 COMMENT ON COLUMN marts.requests.prompt_tokens IS 'Prompt length [tokens] (> 0)';
 COMMENT ON COLUMN marts.requests.output_tokens IS 'True output length [tokens] (>= 1 when status = ok; 0 for failed)';
 COMMENT ON COLUMN marts.requests.task IS 'Task label (Azure service code/conv, dataset, category...), unknown if none';
@@ -45,5 +45,5 @@ COMMENT ON COLUMN marts.daily_summary.mean_prompt_tokens IS 'Mean prompt length 
 COMMENT ON COLUMN marts.daily_summary.mean_output_tokens IS 'Mean output length [tokens]';
 COMMENT ON COLUMN raw.quarantine.line IS 'Line number (text) or 1-based record number in the source file';
 COMMENT ON COLUMN raw.quarantine.record_index IS 'Sample (CASTILLO) or span (OTel) index within the line, else NULL';
-COMMENT ON COLUMN raw.quarantine.raw_text IS 'The source line as read (text formats) or the record as JSON';
+COMMENT ON COLUMN raw.quarantine.raw_text IS 'The source line as read (bytes that are not UTF-8 as \xNN; empty when too long) or the record as JSON';
 COMMENT ON COLUMN raw.quarantine.reason IS 'Why the row was rejected (see docs/warehouse.md)';

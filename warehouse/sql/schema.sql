@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS raw.load_log (
     quarantined BIGINT NOT NULL,
     duplicates_skipped BIGINT NOT NULL
 );
+-- Files of the load skipped as unreadable (not a trace, not text, unreadable): reported, not loaded.
+ALTER TABLE raw.load_log ADD COLUMN IF NOT EXISTS files_skipped INTEGER DEFAULT 0;
 
 -- Rows that could not become canonical requests, with the reason and the source line.
 CREATE TABLE IF NOT EXISTS raw.quarantine (
@@ -46,11 +48,16 @@ CREATE TABLE IF NOT EXISTS raw.quarantine (
     reason VARCHAR NOT NULL
 );
 
--- Line-oriented sources: the line as read (text), its 1-based line number in the file.
+-- Line-oriented sources: the line as read (text), its 1-based line number in the file, and what the
+-- line reader could not read (parse_error: invalid_utf8, nul_byte, line_too_long; NULL normally).
 CREATE TABLE IF NOT EXISTS raw.azure (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.burstgpt (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.vidur (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.mooncake (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
+ALTER TABLE raw.azure ADD COLUMN IF NOT EXISTS parse_error VARCHAR;
+ALTER TABLE raw.burstgpt ADD COLUMN IF NOT EXISTS parse_error VARCHAR;
+ALTER TABLE raw.vidur ADD COLUMN IF NOT EXISTS parse_error VARCHAR;
+ALTER TABLE raw.mooncake ADD COLUMN IF NOT EXISTS parse_error VARCHAR;
 
 -- OpenTelemetry GenAI spans, flattened by the Python reader (values as found, text).
 CREATE TABLE IF NOT EXISTS raw.otel (
@@ -70,7 +77,8 @@ CREATE TABLE IF NOT EXISTS raw.otel (
     operation VARCHAR
 );
 
--- Prompt sets with true output lengths (typed as in the upstream Parquet / JSON).
+-- Prompt sets with true output lengths. Numbers are kept as text, as found (a Parquet file may hold
+-- them as integers, doubles -- 12.5, NaN -- or strings): staging casts and checks them.
 CREATE TABLE IF NOT EXISTS raw.castillo (
     file_id INTEGER NOT NULL,
     line BIGINT NOT NULL,
@@ -80,20 +88,26 @@ CREATE TABLE IF NOT EXISTS raw.castillo (
     dataset VARCHAR,
     category VARCHAR,
     prompt_text VARCHAR,
-    input_size BIGINT,
-    output_sizes BIGINT[],
+    input_size VARCHAR,
+    output_sizes VARCHAR[],
     split VARCHAR
 );
+-- Warehouses created before numbers were kept as text (a no-op on newer ones).
+ALTER TABLE raw.castillo ALTER input_size SET DATA TYPE VARCHAR;
+ALTER TABLE raw.castillo ALTER output_sizes SET DATA TYPE VARCHAR[];
 CREATE TABLE IF NOT EXISTS raw.alpaca_eval (
     file_id INTEGER NOT NULL,
     line BIGINT NOT NULL,
-    idx BIGINT,
+    idx VARCHAR,
     generator VARCHAR,
     dataset VARCHAR,
     instruction VARCHAR,
-    instruction_tokens_llama2 BIGINT,
-    output_tokens_llama2 BIGINT
+    instruction_tokens_llama2 VARCHAR,
+    output_tokens_llama2 VARCHAR
 );
+ALTER TABLE raw.alpaca_eval ALTER idx SET DATA TYPE VARCHAR;
+ALTER TABLE raw.alpaca_eval ALTER instruction_tokens_llama2 SET DATA TYPE VARCHAR;
+ALTER TABLE raw.alpaca_eval ALTER output_tokens_llama2 SET DATA TYPE VARCHAR;
 CREATE TABLE IF NOT EXISTS raw.dolly (
     file_id INTEGER NOT NULL,
     line BIGINT NOT NULL,
@@ -102,6 +116,9 @@ CREATE TABLE IF NOT EXISTS raw.dolly (
     response VARCHAR,
     category VARCHAR
 );
+-- The record's JSON text as read (the JSONL line, or the array element) and the reader's verdict.
+ALTER TABLE raw.dolly ADD COLUMN IF NOT EXISTS text VARCHAR;
+ALTER TABLE raw.dolly ADD COLUMN IF NOT EXISTS parse_error VARCHAR;
 
 -- The canonical schema itself (CSV / JSONL / Parquet), every value as text.
 CREATE TABLE IF NOT EXISTS raw.canonical (
@@ -123,6 +140,8 @@ CREATE TABLE IF NOT EXISTS raw.canonical (
     split VARCHAR,
     arrival_ts VARCHAR
 );
+-- What the reader could not read (empty_line, invalid_json, field_count, csv_error, invalid_utf8...).
+ALTER TABLE raw.canonical ADD COLUMN IF NOT EXISTS parse_error VARCHAR;
 
 -- The canonical request table (no PRIMARY KEY: keys are enforced by the post-load checks).
 CREATE TABLE IF NOT EXISTS marts.requests (
