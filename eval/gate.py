@@ -16,9 +16,12 @@ faster). A check passes when
 - the challenger's p99 E2E (mean over seeds) is at most the comparator's times
   ``1 + p99_tolerance_pct / 100``, so a better mean cannot hide a worse tail.
 
-The challenger is promoted only when every check passes. Identical per-seed differences give a zero
-width interval (the point itself). A NaN per-seed value (a router that served no request on that
-seed) fails its check with a reason. Baselines with NaN values rank after every finite one.
+The challenger is promoted only when every check passes, so a tie (equal means) never promotes.
+A report whose seeds repeat is refused: a repeated seed replays the same window, so it adds no
+evidence but narrows the interval (``eval_seeds = [0, 0]`` once passed on one window). Identical
+per-seed differences give a zero width interval (the point itself). A NaN per-seed value (a router
+that served no request on that seed) fails its check with a reason. Baselines with NaN values rank
+after every finite one.
 Units: seconds for latencies, % for improvements and the tolerance.
 """
 
@@ -30,7 +33,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
 
 from eval.report import EvalReport, RouterResult
 
@@ -151,7 +153,14 @@ def promotion_gate(
     checks = tuple(_check(ch, other, kind, cfg, report.seeds) for other, kind in comparators)
     n_seeds = len(ch.overall.e2e_s.mean.per_seed)
 
-    if n_seeds < cfg.min_seeds:
+    repeated = sorted({s for s in report.seeds if list(report.seeds).count(s) > 1})
+    if repeated:
+        passed = False
+        reason = (
+            f"not promoted: seed(s) {', '.join(map(str, repeated))} repeat in the evaluation; a repeated "
+            "seed replays the same window (no more evidence, a falsely narrow interval)"
+        )
+    elif n_seeds < cfg.min_seeds:
         passed = False
         reason = (
             f"not promoted: a confidence interval needs at least {cfg.min_seeds} replays (seeds), "
@@ -202,6 +211,8 @@ def _check(
     diffs = ot_mean - ch_mean
     diff_mean = float(diffs.mean()) if n else float("nan")
     if n >= 2:
+        from scipy import stats  # here, not at import: NightlyConfig (a GateConfig field) loads fast
+
         half = float(stats.t.ppf((1 + cfg.confidence) / 2, n - 1) * diffs.std(ddof=1) / math.sqrt(n))
     else:
         half = float("nan")

@@ -1,10 +1,14 @@
-"""CLI commands of the learned models: ``train-predictor``, ``fit-estimator``. See flows/cli.py.
+"""CLI commands of the learned models: ``train-predictor``, ``fit-estimator``, ``train-router``,
+``models``, ``promote``, ``rollback``. See flows/cli.py.
 
-Each trains / fits, evaluates on held-out data, logs and registers a new MLflow model version
-(alias ``challenger``) and runs the model's promotion gate (``flows.models``). ``--json`` prints one
-object: the metrics, the registered name, version and aliases, and the gate's decision. ``--flow``
-runs the same job as its Prefect flow (a run with a markdown report artifact).
-``MLFLOW_TRACKING_URI`` is respected; the default store is ``$LOADWISE_HOME/mlflow.db``.
+Each trainer first probes the model registry (a bad ``MLFLOW_TRACKING_URI`` is one line within
+seconds, before any training), then trains / fits, evaluates on held-out data, logs and registers a
+new MLflow model version (alias ``challenger``; an unchanged model is reported, not registered again)
+and runs the model's promotion gate (``flows.models``). ``--json`` prints one object: the metrics,
+the registered name, version and aliases, and the gate's decision. ``--flow`` runs the same job as
+its Prefect flow (a run with a markdown report artifact). ``MLFLOW_TRACKING_URI`` is respected; the
+default store is ``$LOADWISE_HOME/mlflow.db``. ``models`` / ``promote`` / ``rollback`` never create a
+store: with none they say so.
 """
 
 from __future__ import annotations
@@ -55,11 +59,12 @@ def _run_and_show(
     job: Callable[[], dict[str, Any]], as_json: bool, tracking_uri: str, headline: tuple[str, ...]
 ) -> None:
     """Run a train-and-register job; print its JSON or its table (a bad input is a one-line error)."""
+    from flows.registry import RegistryError
     from warehouse.errors import WarehouseError
 
     try:
         result = job()
-    except (ValueError, FileNotFoundError, WarehouseError) as exc:
+    except (ValueError, FileNotFoundError, WarehouseError, RegistryError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(result, default=str))
@@ -76,7 +81,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             str, typer.Option(help="serving model whose output lengths to learn (CASTILLO name)")
         ] = "meta-llama--Llama-3.1-8B-Instruct",
         buckets: Annotated[str, typer.Option(help="time|equal|quantile|log2 output-length buckets")] = "time",
-        seed: Annotated[int, typer.Option(help="split and training seed")] = 0,
+        seed: Annotated[int, typer.Option(min=0, help="split and training seed")] = 0,
         warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow")] = False,
@@ -85,9 +90,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         if buckets not in ("time", "equal", "quantile", "log2"):
             raise _fail(f"--buckets must be time, equal, quantile or log2, got {buckets!r}")
         config = {"serving_model": serving_model, "buckets": buckets, "seed": seed}
-        from flows.registry import ModelRegistry
-
-        registry = ModelRegistry()
+        registry = _checked_registry()
 
         def job() -> dict[str, Any]:
             if flow:
@@ -105,18 +108,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command("fit-estimator")
     def fit_estimator_cmd(
         profile: Annotated[str, typer.Option(help="GPU latency profile to fit")] = "a100-llama2-7b",
-        seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+        seed: Annotated[int, typer.Option(min=0, help="sampling seed")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
         flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow")] = False,
     ) -> None:
         """Fit the workload impact estimator from GPU profiles; register impact-estimator."""
-        from flows.registry import ModelRegistry
         from training.simulator.profiles import PROFILE_NAMES
 
         if profile not in PROFILE_NAMES:
             raise _fail(f"unknown --profile {profile!r}; one of {', '.join(PROFILE_NAMES)}")
         config = {"profile": profile, "seed": seed}
-        registry = ModelRegistry()
+        registry = _checked_registry()
 
         def job() -> dict[str, Any]:
             if flow:
@@ -176,14 +178,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         from flows.cli_replay import parse_seeds, router_table
         from flows.config_files import read_config_file
-        from flows.registry import ModelRegistry
+        from flows.registry import RegistryError
         from training.rl.config import RouterTrainConfig
 
         if variant is not None and variant not in ("baseline", "aware", "guided"):
             raise _fail(f"--variant must be baseline, aware or guided, got {variant!r}")
         if algo is not None and algo not in ("dqn", "maskable-ppo"):
             raise _fail(f"--algo must be dqn or maskable-ppo, got {algo!r}")
-        seeds = parse_seeds(eval_seeds)
+        seeds = parse_seeds(eval_seeds, "--eval-seeds")
         flags = {"variant": variant, "algo": algo, "total_timesteps": timesteps, "seed": seed,
                  "episode_requests": requests, "workload": workload, "profile": profile,
                  "num_instances": instances, "rate_rps": rate,
@@ -193,9 +195,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             config.update({k: v for k, v in flags.items() if v is not None})
             config = RouterTrainConfig.model_validate(config).model_dump(mode="json", exclude_defaults=True)
         except (ValidationError, ValueError, OSError) as exc:  # a usage error, as for `loadwise run`
-            typer.echo(f"error: invalid router config: {exc}", err=True)
+            from flows.config_files import error_line
+
+            typer.echo(f"error: invalid router config: {error_line(exc, config_file)}", err=True)
             raise typer.Exit(2) from None
-        registry = ModelRegistry()
+        registry = _checked_registry()
         try:
             if flow:
                 from flows.models import train_router_flow
@@ -209,7 +213,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 result = published.to_dict()
                 summary = report.summary()
                 result["evaluation"] = summary
-        except (ValueError, FileNotFoundError) as exc:
+        except (ValueError, FileNotFoundError, RegistryError) as exc:
             raise _fail(str(exc)) from None
         if as_json:
             typer.echo(json.dumps(result, default=str))
@@ -299,11 +303,21 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """List registered models: versions, aliases and headline metrics."""
-        from flows.registry import ModelRegistry
+        from flows.registry import ModelRegistry, NoRegistryError, RegistryError
 
-        registry = ModelRegistry()
+        registry = ModelRegistry(create=False)
         listing: list[dict[str, Any]] = []
-        for name in registry.model_names():
+        try:
+            names = registry.model_names()
+        except NoRegistryError as exc:  # nothing registered yet: an empty listing, nothing created
+            if as_json:
+                typer.echo(json.dumps({"tracking_uri": registry.tracking_uri, "models": []}))
+            else:
+                typer.echo(str(exc))
+            return
+        except RegistryError as exc:
+            raise _fail(str(exc)) from None
+        for name in names:
             versions: list[dict[str, Any]] = []
             for v in registry.versions(name):
                 keep = v.metrics if all_metrics else {k: m for k, m in v.metrics.items() if k in HEADLINE}
@@ -339,29 +353,73 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def promote_cmd(
         name: Annotated[str, typer.Argument(help="registered model name")],
         version: Annotated[str, typer.Argument(help="version number to make champion")],
+        force: Annotated[
+            bool, typer.Option("--force", help="promote even though the gate refuses (needs --reason)")
+        ] = False,
+        reason: Annotated[
+            str | None, typer.Option("--reason", help="why a forced promotion overrides the gate (recorded)")
+        ] = None,
     ) -> None:
-        """Move the champion alias to VERSION by hand (shows it next to the current champion)."""
-        from flows.registry import CHAMPION, ModelRegistry, RegistryError
+        """Move the champion alias to VERSION by hand, if the model's gate agrees (--force overrides it).
 
-        registry = ModelRegistry()
+        Prints the gate's verdict: for length-predictor and impact-estimator their held-out metric
+        against the current champion; for llm-router the statistical gate's comparison recorded on the
+        version (valid only while the champion it compared with still serves). A forced promotion is
+        recorded on the version (loadwise.forced: who, when, why, the verdict it overrode).
+        """
+        from flows.models import promote_by_hand
+        from flows.registry import ModelRegistry, RegistryError
+
+        if force and not (reason and reason.strip()):
+            typer.echo("error: --force needs --reason TEXT (recorded on the version)", err=True)
+            raise typer.Exit(2)
+        if not version.isdigit():
+            typer.echo(f"error: VERSION must be a version number, got {version!r}", err=True)
+            raise typer.Exit(2)
+        registry = ModelRegistry(create=False)
         try:
-            before = registry.find(name, CHAMPION)
-            after = registry.promote(name, version)
+            done = promote_by_hand(registry, name, version, force=force, why=(reason or "").strip())
         except RegistryError as exc:
             raise _fail(str(exc)) from None
-        _show_move(name, before, after)
+        verdict = done.verdict
+        if done.before is not None and done.before.version == version:
+            typer.echo(f"{name}: v{version} already is the champion; nothing moved")
+            return
+        typer.echo(
+            f"gate on {name} v{version}: {'passes' if verdict.passed else 'refuses'}: {verdict.reason}"
+        )
+        if not done.moved:
+            raise _fail(
+                f"not promoted: the gate refuses {name} v{version}; pass --force --reason TEXT to "
+                "override it (recorded on the version)"
+            )
+        _show_move(name, done.before, done.after)
+        if done.forced:
+            typer.echo(f"forced: recorded on v{version} (loadwise.forced)")
 
     @app.command("rollback")
     def rollback_cmd(name: Annotated[str, typer.Argument(help="registered model name")]) -> None:
         """Move the champion alias back to the version that held it before."""
         from flows.registry import ModelRegistry, RegistryError
 
-        registry = ModelRegistry()
+        registry = ModelRegistry(create=False)
         try:
             old, new = registry.rollback(name)
             _show_move(name, registry.get(name, old), registry.get(name, new))
         except RegistryError as exc:
             raise _fail(str(exc)) from None
+
+
+def _checked_registry() -> Any:
+    """The default registry, probed before any long work (a bad store: one line, exit 1)."""
+    from flows.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry()
+    try:
+        registry.check()
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    return registry
 
 
 PREDICTOR_HEADLINE = (
@@ -410,7 +468,3 @@ def _show_move(name: str, before: Any, after: Any) -> None:
         return f"v{v.version} ({shown or 'no headline metrics'})"
 
     typer.echo(f"{name}: champion {fmt(before)} -> {fmt(after)}")
-    if after is not None:
-        from flows.registry import GATE_TAG
-
-        typer.echo(f"gate on v{after.version}: {after.tags.get(GATE_TAG, 'no gate decision recorded')}")

@@ -16,7 +16,24 @@ with a final ``set_model(Class())`` line. No project class is pickled, so nothin
 ``torch==2.13.0`` from the environment, which elsewhere means the CUDA build; STACK.md).
 
 **Aliases, not stages.** Every new version gets ``challenger``; ``champion`` moves only through
-``promote`` (by hand, or when a trainer's gate passes, see ``promote_if_better``).
+``promote`` / ``promote_if_better`` / ``rollback``, each under ``champion_lock`` (see below).
+
+**Compare-and-set.** A gate compares a challenger with the champion *of that moment*; minutes later
+another run may have moved it. ``promote(..., expected=V)`` moves ``champion`` only if it is still
+``V`` (``None``: no champion), checked and moved under one lock that every promoter of the same store
+takes: an advisory ``flock`` on ``<db>.champion.lock`` beside a SQLite file (every process of the
+machine), a PostgreSQL advisory lock for a ``postgresql://`` store (every client of the database).
+A tracking server (``http(s)://``) offers no lock to its clients: there the check and the move are
+two requests a few milliseconds apart, serialized only within one process (docs/operations.md).
+
+**Store errors.** The store is probed before first use (``check``): an unsupported scheme, a SQLite
+path that cannot be opened or created, a database or tracking server that does not answer are one
+``StoreError`` line within seconds (MLflow itself retries a bad SQLite path for ~100 s). A registry
+opened with ``create=False`` (read-only commands) never creates a SQLite file: ``NoRegistryError``.
+
+**Unchanged models.** A package whose data fingerprint, config, requirements and code (the sources
+under ``CODE_FOLDERS`` plus its serving module) equal an existing version's is not registered again:
+``publish`` returns that version with ``reused=True`` and moves no alias.
 
 **Lineage.** Every run and model version is tagged with the git commit (and whether the tree was
 dirty), the data fingerprint the trainer computed (warehouse rows / profile files), the resolved
@@ -25,17 +42,26 @@ config (also a run artifact) and the headline metrics.
 
 from __future__ import annotations
 
+import fcntl
+import getpass
+import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import tempfile
+import threading
+import time
+import urllib.request
 import warnings
-from collections.abc import Mapping
-from contextlib import redirect_stderr
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -48,16 +74,72 @@ TAG_PREFIX = "loadwise."
 HISTORY_TAG = "loadwise.champion_history"
 GATE_TAG = "loadwise.gate"
 """On a version: the promotion gate's decision about it (``promoted: ...`` / ``not promoted: ...``)."""
+GATE_PASSED_TAG = "loadwise.gate.passed"
+"""On a version: ``true`` / ``false``, the gate's verdict (absent: no gate ran for it)."""
+GATE_AGAINST_TAG = "loadwise.gate.champion"
+"""On a version: the champion version the gate compared it with (``none``: there was none)."""
+FORCED_TAG = "loadwise.forced"
+"""On a version promoted by hand against (or without) the gate's verdict: JSON ``{by, at, why, gate}``."""
+IDENTITY_TAG = "loadwise.identity"
+"""On a version: SHA-256 of its data fingerprint, config, requirements and code (``model_identity``)."""
+CODE_TAG = "loadwise.code_fingerprint"
+CODE_FOLDERS = ("training", "eval", "features", "warehouse")
+"""The project layers a trainer runs (``flows`` only orchestrates): their Python sources are the
+"code version" of a model, with its serving module."""
+LOCK_TIMEOUT_S = 120.0
+"""How long a promoter waits for ``champion_lock`` before giving up (a promotion holds it for ms)."""
+PROBE_TIMEOUT_S = 5.0
+"""Connect timeout of the store probe (tracking server, database)."""
+_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc")
 
 
 def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///$LOADWISE_HOME/mlflow.db``."""
+    """``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///$LOADWISE_HOME/mlflow.db`` (creates nothing)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    home = loadwise_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(home / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(loadwise_home() / 'mlflow.db').resolve()}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///FILE`` URI (``None`` for other stores or in-memory SQLite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def code_fingerprint(
+    folders: tuple[str, ...] = CODE_FOLDERS, extra: Path | None = None, root: Path | None = None
+) -> str:
+    """SHA-256 over the Python sources under ``folders`` (relative to the project root) and ``extra``
+    (a serving module). The code version of a registered model, and part of the nightly's step keys.
+
+    Who calls this: ``ModelRegistry.publish`` once per registration, the nightly flow once per step
+    (~2 ms for ~80 files)."""
+    root = root or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    files = [f for folder in folders for f in sorted((root / folder).rglob("*.py"))]
+    for file in [*files, *([extra] if extra else [])]:
+        digest.update(str(file.relative_to(root) if file.is_relative_to(root) else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def model_identity(pkg: ModelPackage, code: str) -> str:
+    """What makes two registrations the same model: data fingerprint, config, requirements, code."""
+    text = json.dumps(
+        {
+            "name": pkg.name,
+            "data": pkg.data_fingerprint,
+            "config": pkg.config,
+            "requirements": sorted(pkg.pip_requirements),
+            "code": code,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_model_ref(text: str) -> tuple[str, str] | None:
@@ -142,6 +224,8 @@ class RegisteredVersion:
     aliases: tuple[str, ...]
     metrics: dict[str, float]
     tags: dict[str, str]
+    reused: bool = False
+    """``publish`` found this version already registered from identical inputs (no new version)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +235,7 @@ class RegisteredVersion:
             "model_uri": self.model_uri,
             "aliases": list(self.aliases),
             "metrics": self.metrics,
+            "reused": self.reused,
         }
 
 
@@ -167,25 +252,241 @@ class RegistryError(RuntimeError):
     """A registry operation that cannot succeed (unknown model, version or alias)."""
 
 
-class ModelRegistry:
-    """The one MLflow service. Constructing it has no side effects; the store opens on first use."""
+class StoreError(RegistryError):
+    """The tracking store cannot be used (bad URI, unreachable, not writable): one line, what to do."""
 
-    def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+
+class NoRegistryError(RegistryError):
+    """A read-only command found no registry (no SQLite file yet); nothing was created."""
+
+
+class ChampionMovedError(RegistryError):
+    """``promote(..., expected=V)`` refused: the champion is no longer ``V`` (another run moved it)."""
+
+    def __init__(self, name: str, version: str, expected: str | None, current: str | None) -> None:
+        self.expected, self.current = expected, current
+        super().__init__(
+            f"not promoted: {name} v{version} was compared with champion {_v(expected)}, but the champion "
+            f"is now {_v(current)} (another run moved it since the comparison); compare again"
+        )
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version is not None else "none"
+
+
+class _AnyChampion:
+    """Type of ``ANY_CHAMPION``: ``promote`` without a compare-and-set."""
+
+
+ANY_CHAMPION = _AnyChampion()
+
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+_HELD = threading.local()
+"""Per thread: the stores whose ``champion_lock`` this thread holds (the lock is reentrant)."""
+
+
+class ModelRegistry:
+    """The one MLflow service. Constructing it has no side effects; the store opens on first use.
+
+    ``create=False`` (``loadwise models`` / ``promote`` / ``rollback``): never create a SQLite store;
+    opening one that does not exist raises ``NoRegistryError``.
+    """
+
+    def __init__(
+        self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, *, create: bool = True
+    ) -> None:
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.experiment = experiment
+        self.create = create
         self._client: Any = None
+        self._checked = False
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
     def client(self) -> Any:
         if self._client is None:
+            self.check()
             import mlflow
             from mlflow import MlflowClient
+            from mlflow.exceptions import MlflowException
 
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            try:
+                mlflow.set_tracking_uri(self.tracking_uri)
+                mlflow.set_registry_uri(self.tracking_uri)
+                self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            except MlflowException as exc:
+                raise self._store_error(_first_line(exc)) from None
         return self._client
+
+    def exists(self) -> bool:
+        """Whether the store holds a registry yet (only a SQLite file can tell; others: ``True``)."""
+        path = sqlite_path(self.tracking_uri)
+        return path is None or path.is_file()
+
+    def check(self) -> None:
+        """Probe the store in seconds, before any long work (training, fitting) and before MLflow.
+
+        Who calls this: ``client`` on first use; the train/fit jobs and the CLI before they start.
+        Raises ``StoreError`` (one line: the URI, why, what to do) or, with ``create=False`` and no
+        SQLite file, ``NoRegistryError``. Creates nothing except, with ``create=True``, the SQLite
+        file's folder. Cached per instance.
+        """
+        if self._checked:
+            return
+        uri = self.tracking_uri
+        scheme = urlsplit(uri).scheme.split("+", 1)[0].lower()
+        path = sqlite_path(uri)
+        if scheme == "sqlite" and path is not None:
+            self._check_sqlite(path)
+        elif scheme in ("http", "https"):
+            try:
+                with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S) as resp:
+                    if resp.status != 200:
+                        raise OSError(f"/health answered {resp.status}")
+            except (OSError, ValueError) as exc:
+                raise self._store_error(f"no MLflow tracking server answers ({_first_line(exc)})") from None
+        elif scheme in ("postgresql", "mysql", "mssql"):
+            self._check_database()
+        elif scheme not in _SCHEMES:
+            raise StoreError(
+                f"unsupported MLflow tracking URI {uri!r}: use sqlite:///FILE, postgresql://USER@HOST/DB or "
+                "http(s)://SERVER (MLFLOW_TRACKING_URI)"
+            )
+        self._checked = True
+
+    def _check_sqlite(self, path: Path) -> None:
+        if path.exists():
+            if not path.is_file():
+                raise self._store_error(f"{path} is not a file")
+            try:  # read-only open: changes nothing
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_S)
+                try:
+                    con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                finally:
+                    con.close()
+            except sqlite3.Error as exc:
+                raise self._store_error(f"cannot read {path}: {exc}") from None
+            if self.create and not os.access(path, os.W_OK):
+                raise self._store_error(f"{path} is not writable")
+            return
+        no_registry = NoRegistryError(
+            f"no registry at {path} yet (nothing registered: train a model first, e.g. "
+            "loadwise fit-estimator; or set MLFLOW_TRACKING_URI)"
+        )
+        if not self.create and not path.parent.is_dir():
+            raise no_registry  # e.g. an empty $LOADWISE_HOME: create nothing, not even the folder
+        try:  # SQLite writes its file and journals in the folder: try a file there, leave nothing
+            if self.create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
+                pass
+        except OSError as exc:
+            raise self._store_error(f"cannot create {path} ({exc.strerror or exc})") from None
+        if not self.create:
+            raise no_registry
+
+    def _check_database(self) -> None:
+        import sqlalchemy
+
+        uri = self.tracking_uri
+        args = {"timeout": int(PROBE_TIMEOUT_S)} if uri.startswith("mssql") else {"connect_timeout": 5}
+        try:
+            engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                with engine.connect() as con:
+                    con.execute(sqlalchemy.text("SELECT 1"))
+            finally:
+                engine.dispose()
+        except (ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+            raise self._store_error(f"the database does not answer ({_first_line(exc)})") from None
+
+    def _store_error(self, why: str) -> StoreError:
+        return StoreError(
+            f"cannot use the MLflow store {self.tracking_uri}: {why}; point MLFLOW_TRACKING_URI at a "
+            "writable sqlite:///FILE, a PostgreSQL database or a running tracking server"
+        )
+
+    @contextmanager
+    def champion_lock(self, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the store's promotion lock: every ``champion`` move (and by-hand verdict) runs under it.
+
+        Threads of this process take a process lock; other processes: an advisory ``flock`` on
+        ``<db>.champion.lock`` beside a SQLite store, ``pg_try_advisory_lock`` on a PostgreSQL store.
+        Other stores (a tracking server): the process lock only. Reentrant within a thread; released
+        when the holder exits or dies. Raises ``StoreError`` after ``timeout_s`` seconds of waiting.
+        """
+        self.check()  # a bad store: one line, before any lock (a lock file, a database connection)
+        key = self.tracking_uri
+        held: set[str] = getattr(_HELD, "stores", set())
+        _HELD.stores = held
+        if key in held:
+            yield
+            return
+        with _PROCESS_LOCKS_GUARD:
+            lock = _PROCESS_LOCKS.setdefault(key, threading.Lock())
+        deadline = time.monotonic() + timeout_s
+        if not lock.acquire(timeout=timeout_s):
+            raise self._store_error(f"another promotion held the champion lock for over {timeout_s:g} s")
+        try:
+            with self._store_lock(deadline):
+                held.add(key)
+                try:
+                    yield
+                finally:
+                    held.discard(key)
+        finally:
+            lock.release()
+
+    @contextmanager
+    def _store_lock(self, deadline: float) -> Iterator[None]:
+        path = sqlite_path(self.tracking_uri)
+        if path is not None:
+            lock_file = path.with_name(path.name + ".champion.lock")
+            with open(lock_file, "a") as fh:
+                while True:
+                    try:
+                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise self._store_error(
+                                f"{lock_file} stayed locked by another promotion"
+                            ) from None
+                        time.sleep(0.02)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+            return
+        if self.tracking_uri.startswith("postgresql"):
+            with self._pg_lock(deadline):
+                yield
+            return
+        yield  # a tracking server: no lock its clients can share (see the module doc)
+
+    @contextmanager
+    def _pg_lock(self, deadline: float) -> Iterator[None]:
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(b"loadwise.champion").digest()[:8], "big", signed=True)
+        engine = sqlalchemy.create_engine(self.tracking_uri, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as con:
+                try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:k)")
+                while not con.execute(try_lock, {"k": key}).scalar():
+                    if time.monotonic() > deadline:
+                        raise self._store_error(
+                            "the PostgreSQL champion lock stayed held by another promotion"
+                        )
+                    time.sleep(0.05)
+                try:
+                    yield
+                finally:
+                    con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        finally:
+            engine.dispose()
 
     def _experiment_id(self) -> str:
         exp = self.client.get_experiment_by_name(self.experiment)
@@ -205,26 +506,39 @@ class ModelRegistry:
             return explicit
         if self.tracking_uri.startswith(("http://", "https://", "databricks")):
             return None
-        if self.tracking_uri.startswith("sqlite:///"):
-            root = Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
-        else:
-            root = loadwise_home() / "mlartifacts"
-        root.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(self.tracking_uri)
+        root = path.parent / "mlartifacts" if path is not None else loadwise_home() / "mlartifacts"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._store_error(f"cannot create the artifact folder {root} ({exc.strerror})") from None
         return root.resolve().as_uri()
 
     # -- publish ----------------------------------------------------------------------------
     def publish(self, pkg: ModelPackage, alias: str = CHALLENGER) -> RegisteredVersion:
-        """Log ``pkg`` in a new run, register it as a new version of ``pkg.name``, set ``alias``."""
+        """Log ``pkg`` in a new run, register it as a new version of ``pkg.name``, set ``alias``.
+
+        An identical package (``model_identity``: same data fingerprint, config, requirements and
+        code) already registered is not registered again: that version is returned with
+        ``reused=True`` and no alias moves.
+        """
         import mlflow
         from mlflow.models import infer_signature
 
         source = pkg.serving_module.read_text()
         if f"class {pkg.model_class}" not in source and "def __getattr__(" not in source:
             raise RegistryError(f"{pkg.serving_module} does not define class {pkg.model_class}")
+        code_version = code_fingerprint(extra=pkg.serving_module)
+        identity = model_identity(pkg, code_version)
+        existing = self.find_identical(pkg.name, identity)
+        if existing is not None:
+            return replace(existing, reused=True)
         lineage = {
             **git_lineage(),
             "data_fingerprint": pkg.data_fingerprint,
             "serving_module": pkg.serving_module.name,
+            "code_fingerprint": code_version,
+            "identity": identity,
         }
         tags = {f"{TAG_PREFIX}{k}": v for k, v in lineage.items()}
         tags[f"{TAG_PREFIX}config"] = json.dumps(pkg.config, sort_keys=True, default=str)[:5000]
@@ -271,21 +585,33 @@ class ModelRegistry:
         """A version by number or alias (``"3"`` or ``"champion"``)."""
         from mlflow.exceptions import MlflowException
 
+        client = self.client
         try:
             if version_or_alias.isdigit():
-                mv = self.client.get_model_version(name, version_or_alias)
+                mv = client.get_model_version(name, version_or_alias)
             else:
-                mv = self.client.get_model_version_by_alias(name, version_or_alias)
+                mv = client.get_model_version_by_alias(name, version_or_alias)
         except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise self._store_error(_first_line(exc)) from None
             raise RegistryError(
                 f"no version {version_or_alias!r} of model {name!r} in {self.tracking_uri}"
             ) from exc
         return self._describe(mv)
 
+    def find_identical(self, name: str, identity: str) -> RegisteredVersion | None:
+        """The oldest version of ``name`` registered with ``identity`` (``IDENTITY_TAG``), if any."""
+        found = self.client.search_model_versions(f"name = '{name}' and tags.`{IDENTITY_TAG}` = '{identity}'")
+        if not found:
+            return None
+        return self.get(name, str(min(int(mv.version) for mv in found)))
+
     def find(self, name: str, alias: str) -> RegisteredVersion | None:
         """The version holding ``alias``, or ``None`` when the alias (or the model) does not exist."""
         try:
             return self.get(name, alias)
+        except (StoreError, NoRegistryError):
+            raise
         except RegistryError:
             return None
 
@@ -313,24 +639,64 @@ class ModelRegistry:
         return sorted(m.name for m in self.client.search_registered_models())
 
     # -- aliases ----------------------------------------------------------------------------
-    def record_gate(self, name: str, version: str, reason: str, report_markdown: str | None = None) -> None:
-        """Keep the gate's one-line decision on the version (``loadwise promote`` shows it) and, when
-        given, its full comparison as ``reports/gate.md`` in the version's run."""
+    def record_gate(
+        self,
+        name: str,
+        version: str,
+        reason: str,
+        report_markdown: str | None = None,
+        *,
+        passed: bool | None = None,
+        against: str | None = None,
+    ) -> None:
+        """Keep the gate's one-line decision on the version (``loadwise promote`` shows it), its verdict
+        (``passed``) and the champion it compared with (``against``; ``None``: there was none), and,
+        when given, its full comparison as ``reports/gate.md`` in the version's run."""
         self.client.set_model_version_tag(name, version, GATE_TAG, reason[:5000])
+        if passed is not None:
+            self.client.set_model_version_tag(name, version, GATE_PASSED_TAG, "true" if passed else "false")
+            self.client.set_model_version_tag(name, version, GATE_AGAINST_TAG, against or "none")
         if report_markdown is not None:
             self.client.log_text(self.get(name, version).run_id, report_markdown, "reports/gate.md")
 
+    def record_forced(self, name: str, version: str, why: str, verdict: str) -> None:
+        """Tag a by-hand promotion that overrode (or had no) gate verdict: who, when (UTC), why."""
+        record = {
+            "by": _who(),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "why": why,
+            "gate": verdict,
+        }
+        self.client.set_model_version_tag(name, version, FORCED_TAG, json.dumps(record)[:5000])
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version``; ``champion`` moves only through ``promote`` (its lock)."""
+        if alias == CHAMPION:
+            raise RegistryError("champion moves only through promote (its compare-and-set and history)")
         self.get(name, version)  # a clear error for an unknown version
         self.client.set_registered_model_alias(name, alias, version)
 
-    def promote(self, name: str, version: str) -> RegisteredVersion:
-        """Move ``champion`` to ``version`` (by hand or after a gate passed); remembered for rollback."""
-        self.set_alias(name, CHAMPION, version)
-        history = self.champion_history(name)
-        if not history or history[-1] != version:
-            history.append(version)
-        self.client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-50:]))
+    def promote(
+        self, name: str, version: str, *, expected: str | _AnyChampion | None = ANY_CHAMPION
+    ) -> RegisteredVersion:
+        """Move ``champion`` to ``version``; remembered for rollback.
+
+        ``expected``: the champion version the caller's comparison was made against (``None``: there
+        was none). Checked and moved under ``champion_lock``; when the champion is no longer
+        ``expected``, nothing moves and ``ChampionMovedError`` says why. Without it (by hand, after
+        the caller's own checks under the lock) the move is unconditional.
+        """
+        with self.champion_lock():
+            self.get(name, version)  # a clear error for an unknown version
+            if not isinstance(expected, _AnyChampion):
+                current = self._champion(name)
+                if current != expected:
+                    raise ChampionMovedError(name, version, expected, current)
+            self.client.set_registered_model_alias(name, CHAMPION, version)
+            history = self.champion_history(name)
+            if not history or history[-1] != version:
+                history.append(version)
+            self.client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-50:]))
         return self.get(name, version)
 
     def champion_history(self, name: str) -> list[str]:
@@ -339,16 +705,19 @@ class ModelRegistry:
         return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
 
     def rollback(self, name: str) -> tuple[str, str]:
-        """Move ``champion`` back to the version that held it before; returns ``(from, to)``."""
-        current = self.find(name, CHAMPION)
-        if current is None:
-            raise RegistryError(f"model {name!r} has no champion to roll back")
-        history = [v for v in self.champion_history(name) if v != current.version]
-        if not history:
-            raise RegistryError(f"model {name!r}: champion v{current.version} has no previous champion")
-        target = history[-1]
-        self.client.set_registered_model_alias(name, CHAMPION, target)
-        self.client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+        """Move ``champion`` back to the version that held it before; returns ``(from, to)``.
+
+        Not gated (it restores a version that served before), but under ``champion_lock``."""
+        with self.champion_lock():
+            current = self.find(name, CHAMPION)
+            if current is None:
+                raise RegistryError(f"model {name!r} has no champion to roll back")
+            history = [v for v in self.champion_history(name) if v != current.version]
+            if not history:
+                raise RegistryError(f"model {name!r}: champion v{current.version} has no previous champion")
+            target = history[-1]
+            self.client.set_registered_model_alias(name, CHAMPION, target)
+            self.client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
         return current.version, target
 
     def promote_if_better(
@@ -357,46 +726,20 @@ class ModelRegistry:
         version: str,
         metric: str,
         higher_is_better: bool,
-        tolerance: float = 0.0,
+        min_improvement: float = 0.0,
         scope: str | tuple[str, ...] | None = None,
     ) -> PromotionDecision:
-        """Move ``champion`` to ``version`` unless the current champion is better on ``metric``.
-
-        The first version of a model becomes champion; later, a candidate missing ``metric`` is refused.
-        ``tolerance``: a candidate within this much of the champion still counts as not worse.
-        ``scope``: config keys (e.g. ``serving_model``; ``profile``, ``num_instances``, ...) whose values
-        must be the champion's for the metrics to be comparable; otherwise the champion stays and the
-        reason says so. A key the champion's config lacks (an older version) is not compared.
-        """
-        cand = self.get(name, version)
-        champ = self.find(name, CHAMPION)
-        if champ is None:
-            self.promote(name, version)
-            return PromotionDecision(True, f"first champion of {name} (no previous champion)", version)
-        ours_cfg, theirs_cfg = _config(cand), _config(champ)
-        for key in (scope,) if isinstance(scope, str) else scope or ():
-            ours, theirs = ours_cfg.get(key), theirs_cfg.get(key)
-            if key in theirs_cfg and theirs != ours:
-                return PromotionDecision(
-                    False,
-                    f"champion v{champ.version} is for {key}={theirs!r}, this version for {ours!r}: "
-                    "promote by hand",
-                    champ.version,
-                )
-        if metric not in cand.metrics:
-            return PromotionDecision(False, f"version {version} has no metric {metric!r}", champ.version)
-        if champ.version == version:
-            return PromotionDecision(False, f"version {version} already is the champion", version)
-        new, old = cand.metrics[metric], champ.metrics.get(metric)
-        if old is None:
-            self.promote(name, version)
-            return PromotionDecision(True, f"champion v{champ.version} had no {metric}", version)
-        better = new >= old - tolerance if higher_is_better else new <= old + tolerance
-        cmp = f"{metric} {new:.4g} vs champion v{champ.version} {old:.4g}"
-        if not better:
-            return PromotionDecision(False, f"kept champion: {cmp}", champ.version)
-        self.promote(name, version)
-        return PromotionDecision(True, f"promoted: {cmp}", version)
+        """Move ``champion`` to ``version`` when ``metric_verdict`` says it is better than the current
+        champion (strictly: a tie keeps the champion). The comparison and the move run under
+        ``champion_lock``, so the champion compared with is the one replaced."""
+        with self.champion_lock():
+            cand = self.get(name, version)
+            champ = self.find(name, CHAMPION)
+            passed, reason = metric_verdict(cand, champ, metric, higher_is_better, min_improvement, scope)
+            before = champ.version if champ else None
+            if passed:
+                self.promote(name, version, expected=before)
+            return PromotionDecision(passed, reason, version if passed else before)
 
     def _champion(self, name: str) -> str | None:
         champ = self.find(name, CHAMPION)
@@ -423,6 +766,58 @@ class ModelRegistry:
         if entry is None:
             raise RegistryError(f"model {name} v{v.version} has no artifact {artifact!r}")
         return root / entry["path"]
+
+
+def metric_verdict(
+    cand: RegisteredVersion,
+    champ: RegisteredVersion | None,
+    metric: str,
+    higher_is_better: bool,
+    min_improvement: float = 0.0,
+    scope: str | tuple[str, ...] | None = None,
+) -> tuple[bool, str]:
+    """Whether ``cand`` should replace ``champ`` on one held-out ``metric``; ``(passed, reason)``.
+
+    Pure (reads the two versions' metrics and config tags). The first version of a model passes. A
+    challenger must be better by more than ``min_improvement`` (>= 0; default 0: strictly better, a
+    tie keeps the champion). ``scope``: config keys (e.g. ``serving_model``, ``profile``) whose values
+    must be the champion's for the metrics to be comparable; otherwise it is refused and the reason
+    says so. A key the champion's config lacks (an older version) is not compared. A candidate
+    missing ``metric`` is refused.
+    """
+    if champ is None:
+        return True, f"first champion of {cand.name} (no previous champion)"
+    if champ.version == cand.version:
+        return False, f"version {cand.version} already is the champion"
+    ours_cfg, theirs_cfg = _config(cand), _config(champ)
+    for key in (scope,) if isinstance(scope, str) else scope or ():
+        ours, theirs = ours_cfg.get(key), theirs_cfg.get(key)
+        if key in theirs_cfg and theirs != ours:
+            why = f"champion v{champ.version} is for {key}={theirs!r}, this version for {ours!r}"
+            return False, f"{why}: promote by hand"
+    if metric not in cand.metrics:
+        return False, f"version {cand.version} has no metric {metric!r}"
+    new, old = cand.metrics[metric], champ.metrics.get(metric)
+    if old is None:
+        return True, f"champion v{champ.version} had no {metric}"
+    gain = new - old if higher_is_better else old - new
+    cmp = f"{metric} {new:.4g} vs champion v{champ.version} {old:.4g}"
+    if not gain > min_improvement:  # NaN never passes
+        need = "strictly better" if min_improvement == 0 else f"better by more than {min_improvement:g}"
+        return False, f"kept champion: {cmp} (a challenger must be {need})"
+    return True, f"promoted: {cmp}"
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
 def _config(version: RegisteredVersion) -> dict[str, Any]:

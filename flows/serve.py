@@ -11,6 +11,13 @@ period). With ``--api-url`` an existing server (or Prefect Cloud) is used and no
 
 The server keeps its SQLite database under ``PREFECT_HOME`` (``$LOADWISE_HOME/prefect``), so flow-run
 history survives restarts of ``loadwise serve``.
+
+**One retraining at a time.** Each deployment carries a concurrency limit of one run with the
+``ENQUEUE`` strategy (a run that comes due while the previous one of the same deployment still runs
+waits; the server enforces it), and ``serve_deployments`` serves both from one runner limited to one
+flow run at a time, so ``nightly`` and ``drift-watch`` never run at once (a run that comes due waits
+for a slot). ``prefect.yaml`` declares the same limits for workers, plus one shared work queue of
+limit 1. The promotion itself does not rely on this: it is a compare-and-set (``flows.registry``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,16 @@ DEFAULT_CRON = "0 2 * * *"
 DEFAULT_TIMEZONE = "UTC"
 DRIFT_WATCH_CRON = "30 * * * *"
 """Hourly, at half past (clear of the nightly run's start)."""
+RUNS_AT_ONCE = 1
+"""Flow runs of the retraining deployments that may run at the same time (per deployment, and per
+``loadwise serve`` runner for both together)."""
+
+
+def one_run_at_a_time() -> Any:
+    """The deployments' concurrency limit: ``RUNS_AT_ONCE`` run, later ones enqueued (not cancelled)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    return ConcurrencyLimitConfig(limit=RUNS_AT_ONCE, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
 class ServerError(RuntimeError):
@@ -128,6 +145,7 @@ def nightly_deployments(
             parameters={"config": given} if given else {},
             description="Ingest, drift check, retrain what changed, evaluate, gate, promote (loadwise serve)",
             tags=["loadwise", "nightly"],
+            concurrency_limit=one_run_at_a_time(),
         ),
         flow_.to_deployment(
             name="drift-watch",
@@ -135,12 +153,14 @@ def nightly_deployments(
             parameters={"config": {**given, "retrain": "on-drift"}},
             description="Hourly ingest + drift check; retrains between nightly runs only on drift",
             tags=["loadwise", "drift"],
+            concurrency_limit=one_run_at_a_time(),
         ),
     ]
 
 
-def serve_deployments(deployments: Sequence[Any], api_url: str, limit: int | None = None) -> None:
-    """Serve ``deployments`` against ``api_url`` until interrupted (blocks)."""
+def serve_deployments(deployments: Sequence[Any], api_url: str, limit: int | None = RUNS_AT_ONCE) -> None:
+    """Serve ``deployments`` against ``api_url`` until interrupted (blocks); at most ``limit`` flow
+    runs at once across all of them (default one: ``nightly`` and ``drift-watch`` never overlap)."""
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

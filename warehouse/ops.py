@@ -6,6 +6,12 @@ nightly run consumed: requests of later files form the next run's "new window", 
 to it the reference window the drift check compares against. A failed run is logged with status
 ``failed`` and leaves the watermark where it was, so the next run sees the same new window again.
 
+**Watermarks only move forward.** Runs overlap (the nightly deployment and the hourly drift-watch):
+one that read watermark 5, consumed nothing and finishes after another advanced it to 9 must not
+take it back to 5. ``record_run`` enforces it where the watermark is written: inside the write
+session (one writer at a time), an ``ok`` row records ``max(its watermark, the current one)``; a
+row given no watermark carries the current one. ``last_watermark`` reads the highest.
+
 Writes go through the warehouse's copy-on-write session (``warehouse.store.write_session``):
 analysts' read-only connections keep working, and a failure publishes nothing.
 """
@@ -59,13 +65,15 @@ def _has_table(con: Any, schema: str, table: str) -> bool:
 
 
 def last_watermark(warehouse: str | Path) -> Watermark | None:
-    """The watermark of the last ``ok`` run (``None``: no successful run yet)."""
+    """The highest watermark an ``ok`` run recorded, and the first run that recorded it (``None``: no
+    successful run has one yet)."""
     with connect_readonly(warehouse) as con:
         if not _has_table(con, "ops", "nightly_runs"):
             return None
         row = con.execute(
             "SELECT watermark_file_id, run_id, finished_at FROM ops.nightly_runs "
-            "WHERE status = 'ok' ORDER BY finished_at DESC LIMIT 1"
+            "WHERE status = 'ok' AND watermark_file_id IS NOT NULL "
+            "ORDER BY watermark_file_id DESC, finished_at LIMIT 1"
         ).fetchone()
     return Watermark(int(row[0]), str(row[1]), row[2]) if row else None
 
@@ -121,15 +129,29 @@ def record_run(
     promoted: bool | None = None,
     decision: str = "",
     details: dict[str, Any] | None = None,
-) -> None:
-    """Append one row to ``ops.nightly_runs`` (atomic; creates the table when missing)."""
+) -> int | None:
+    """Append one row to ``ops.nightly_runs`` (atomic; creates the table when missing).
+
+    ``watermark_file_id`` of an ``ok`` run is what it consumed (``None``: nothing); the row records
+    the larger of it and the current watermark, read in the same write session, so the watermark
+    never moves backwards whatever order overlapping runs finish in. ``failed`` rows record none.
+    Returns the watermark recorded.
+    """
     if status not in ("ok", "failed"):
         raise ValueError(f"status must be 'ok' or 'failed', not {status!r}")
-    row = [
-        run_id, started_at, datetime.now(UTC), status, watermark_file_id, new_requests, drifted,
-        drift_reasons, retrained, challenger_version, promoted, decision,
-        json.dumps(details or {}, default=str),
-    ]  # fmt: skip
     with write_session(warehouse) as con:
         con.execute(NIGHTLY_RUNS_DDL)
-        con.execute(f"INSERT INTO ops.nightly_runs VALUES ({', '.join('?' * len(row))})", row)
+        mark = None
+        if status == "ok":
+            row = con.execute(
+                "SELECT max(watermark_file_id) FROM ops.nightly_runs WHERE status = 'ok'"
+            ).fetchone()
+            marks = [m for m in (watermark_file_id, row[0] if row else None) if m is not None]
+            mark = max(marks) if marks else None
+        values = [
+            run_id, started_at, datetime.now(UTC), status, mark, new_requests, drifted,
+            drift_reasons, retrained, challenger_version, promoted, decision,
+            json.dumps(details or {}, default=str),
+        ]  # fmt: skip
+        con.execute(f"INSERT INTO ops.nightly_runs VALUES ({', '.join('?' * len(values))})", values)
+    return mark

@@ -277,3 +277,24 @@ def test_result_round_trips_through_json():
     again = type(result).model_validate_json(result.model_dump_json())
     assert again.reason == result.reason
     assert math.isnan(again.checks[0].diff_mean_s)
+
+
+def test_repeated_seeds_are_refused():
+    """``eval_seeds = [0, 0]``: one window twice gives a zero-width interval; 0.01 s better passed."""
+    report = _report(_router("round_robin", [10.0, 10.0]), _router("rl", [9.99, 9.99]))
+    report = report.model_copy(update={"seeds": (0, 0)})
+    result = promotion_gate(report, "rl")
+    assert not result.passed
+    assert "seed(s) 0 repeat" in result.reason
+    distinct = promotion_gate(report.model_copy(update={"seeds": (0, 1)}), "rl")
+    assert distinct.passed  # the same figures on two different windows do pass
+
+
+def test_a_tie_with_the_champion_never_promotes():
+    report = _report(
+        _router("round_robin", BASE), _router("rl", _minus(BASE, [1.0, 1.0, 1.0])),
+        _router("champ", _minus(BASE, [1.0, 1.0, 1.0])),
+    )  # fmt: skip
+    result = promotion_gate(report, "rl", "champ")
+    assert not result.passed
+    assert "vs champion champ: mean E2E not clearly better: diff +0.000 s" in result.reason

@@ -64,16 +64,105 @@ def test_a_different_profile_does_not_replace_the_champion(home: Path, shared_da
     assert "promote by hand" in second.decision.reason
     assert second.metrics["chosen.holdout_mape_pct"] < 5.0
     assert registry.get("impact-estimator", CHAMPION).version == first.version.version
-    # By hand it moves, and the gate's refusal is shown next to the move; rollback moves it back.
+    # By hand the gate's verdict is shown and refuses; --force (with a reason) overrides it, recorded
+    # on the version; rollback moves it back.
     from flows.cli import app
 
-    moved = CliRunner().invoke(app, ["promote", "impact-estimator", second.version.version])
+    v2 = second.version.version
+    refused = CliRunner().invoke(app, ["promote", "impact-estimator", v2])
+    assert refused.exit_code == 1, refused.output
+    assert f"gate on impact-estimator v{v2}: refuses: {second.decision.reason}" in refused.output
+    assert registry.get("impact-estimator", CHAMPION).version == first.version.version
+    no_reason = CliRunner().invoke(app, ["promote", "impact-estimator", v2, "--force"])
+    assert no_reason.exit_code == 2
+    assert "--force needs --reason" in no_reason.output
+    moved = CliRunner().invoke(app, ["promote", "impact-estimator", v2, "--force", "--reason", "A100 fleet"])
     assert moved.exit_code == 0, moved.output
     assert f"champion v{first.version.version}" in moved.output
-    assert f"gate on v{second.version.version}: {second.decision.reason}" in moved.output
+    forced = json.loads(registry.get("impact-estimator", v2).tags["loadwise.forced"])
+    assert forced["why"] == "A100 fleet"
+    assert forced["gate"] == second.decision.reason
     back = CliRunner().invoke(app, ["rollback", "impact-estimator"])
     assert back.exit_code == 0, back.output
     assert registry.get("impact-estimator", CHAMPION).version == first.version.version
+
+
+def test_an_identical_refit_is_not_registered_again_nor_promoted(home: Path, shared_data: Path):
+    """The drift-watch run that missed its caches re-fitted the estimator and moved champion to v2
+    with identical metrics ("promoted: 1.049 vs 1.049"): now it is reported as unchanged."""
+    from flows.models import fit_and_register_estimator
+
+    registry = ModelRegistry()
+    first = fit_and_register_estimator({"profile": "a100-llama2-7b"}, registry)
+    again = fit_and_register_estimator({"profile": "a100-llama2-7b"}, registry)
+    assert first.decision.promoted
+    assert again.version.reused
+    assert again.version.version == first.version.version
+    assert not again.decision.promoted
+    assert again.decision.reason.startswith("unchanged: identical to impact-estimator v1")
+    assert [v.version for v in registry.versions("impact-estimator")] == ["1"]
+    assert registry.get("impact-estimator", CHAMPION).version == "1"
+
+
+@pytest.mark.parametrize(
+    ("command", "job"),
+    [
+        (["fit-estimator"], "flows.models.fit_estimator"),
+        (["fit-estimator", "--flow"], "flows.models.fit_estimator"),
+        (["train-predictor"], "flows.models.train_predictor"),
+        (["train-router", "--timesteps", "10"], "flows.models.train_router_job"),
+    ],
+)
+@pytest.mark.parametrize("uri", ["sqlite:////proc/loadwise-x.db", "bogus://nowhere"])
+def test_a_bad_store_fails_in_seconds_before_any_training(
+    home: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], job: str, uri: str
+):
+    """Before the fix fit-estimator fitted for 148 s, then crashed at registration with a traceback."""
+    import time
+
+    from flows.cli import app
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained before checking the registry")
+
+    monkeypatch.setattr(job, never)  # a tripwire: the job must not start
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = time.monotonic()
+    out = CliRunner().invoke(app, command)
+    assert time.monotonic() - started < 15
+    assert out.exit_code == 1, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+    (line,) = out.output.strip().splitlines()
+    assert line.startswith("error: ")
+    assert "MLFLOW_TRACKING_URI" in line
+
+
+def test_read_only_model_commands_on_an_empty_home_create_nothing(home: Path):
+    from flows.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models"])
+    assert listed.exit_code == 0, listed.output
+    assert f"no registry at {home / 'mlflow.db'} yet" in listed.output
+    assert json.loads(runner.invoke(app, ["models", "--json"]).stdout)["models"] == []
+    for command in (["promote", "llm-router", "1"], ["rollback", "llm-router"]):
+        out = runner.invoke(app, command)
+        assert out.exit_code == 1, out.output
+        assert out.output.strip() == (
+            f"error: no registry at {home / 'mlflow.db'} yet (nothing registered: train a model first, e.g. "
+            "loadwise fit-estimator; or set MLFLOW_TRACKING_URI)"
+        )
+    assert not home.exists()  # before the fix: $LOADWISE_HOME/mlflow.db was created
+
+
+def test_promote_on_an_unsupported_store_says_so(home: Path, monkeypatch: pytest.MonkeyPatch):
+    from flows.cli import app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://nowhere")
+    out = CliRunner().invoke(app, ["promote", "llm-router", "1"])
+    assert out.exit_code == 1
+    assert "unsupported MLflow tracking URI 'bogus://nowhere'" in out.output
+    assert "no version" not in out.output  # before the fix: "no version '1' of model 'llm-router'"
 
 
 @pytest.mark.prefect
@@ -131,10 +220,20 @@ def test_train_router_registers_a_policy_that_compare_and_a_bare_process_use(hom
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["model"]["name"] == "llm-router"
-    assert CHAMPION in result["model"]["aliases"]
     assert {"rl", "round_robin", "workload_impact_greedy"} <= set(result["evaluation"])
     assert "vs_best_baseline_pct" in result["metrics"]
+    # The statistical gate decides, even for the first version (before the fix it became champion
+    # on mean E2E alone): one replay is no interval, so it is refused, and so is promote by hand.
+    assert CHAMPION not in result["model"]["aliases"]
+    assert not result["promotion"]["promoted"]
+    assert "needs at least 2 replays (seeds), got 1" in result["promotion"]["reason"]
     registry = ModelRegistry()
+    assert registry.get("llm-router", "1").tags["loadwise.gate.passed"] == "false"
+    refused = runner.invoke(app, ["promote", "llm-router", "1"])
+    assert refused.exit_code == 1
+    assert "gate on llm-router v1: refuses: the gate refused v1: not promoted" in refused.output
+    forced = runner.invoke(app, ["promote", "llm-router", "1", "--force", "--reason", "smoke test"])
+    assert forced.exit_code == 0, forced.output
     version = registry.get("llm-router", CHAMPION)
     assert json.loads(version.tags["loadwise.config"])["total_timesteps"] == 200
 
@@ -160,6 +259,22 @@ def test_train_router_registers_a_policy_that_compare_and_a_bare_process_use(hom
     )
     assert compared.exit_code == 0, compared.output
     assert set(json.loads(compared.stdout)["routers"]) == {"round_robin", "rl"}
+
+    # A second router of the same setting is judged against the champion, replayed on its windows.
+    out = runner.invoke(
+        app,
+        ["train-router", "--timesteps", "200", "--requests", "150", "--eval-seeds", "0,1", "--seed", "1",
+         "--json"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"rl", CHAMPION, "round_robin"} <= set(result["evaluation"])
+    v2 = registry.get("llm-router", result["model"]["version"])
+    assert v2.tags["loadwise.gate.champion"] == "1"
+    gate_md = registry.client.download_artifacts(v2.run_id, "reports/gate.md", str(home))
+    assert "| champion | champion |" in Path(gate_md).read_text()
+    want = v2.version if result["promotion"]["promoted"] else "1"
+    assert registry.get("llm-router", CHAMPION).version == want
 
 
 def test_train_router_reads_a_config_file_and_flags_override_it(

@@ -8,7 +8,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.registry import CHALLENGER, CHAMPION, ModelPackage, ModelRegistry, RegistryError
+from flows.registry import (
+    CHALLENGER,
+    CHAMPION,
+    CODE_TAG,
+    IDENTITY_TAG,
+    ChampionMovedError,
+    ModelPackage,
+    ModelRegistry,
+    NoRegistryError,
+    RegistryError,
+    StoreError,
+)
 from tests.consumer import consume
 
 SERVING = '''"""A self-contained toy model: y = scale * x (imports only third-party packages)."""
@@ -151,3 +162,98 @@ def test_model_references_parse_to_name_and_alias_or_version():
     assert parse_model_ref("some/folder") is None
     assert model_uri("llm-router", "3") == "models:/llm-router/3"
     assert model_uri("llm-router", "champion") == "models:/llm-router@champion"
+
+
+def test_a_tie_keeps_the_champion(registry: ModelRegistry, tmp_path: Path):
+    """The drift-watch report "promoted: 1.049 vs 1.049": a challenger must be better, not equal."""
+    v1 = registry.publish(package(tmp_path, 2.0, 0.5, name="toy-tie"))
+    assert registry.promote_if_better("toy-tie", v1.version, "accuracy", higher_is_better=True).promoted
+    v2 = registry.publish(package(tmp_path, 3.0, 0.5, name="toy-tie"))  # another model, same score
+    decision = registry.promote_if_better("toy-tie", v2.version, "accuracy", higher_is_better=True)
+    assert not decision.promoted
+    assert "strictly better" in decision.reason
+    assert registry.get("toy-tie", CHAMPION).version == v1.version
+    v3 = registry.publish(package(tmp_path, 4.0, 0.6, name="toy-tie"))
+    decision = registry.promote_if_better("toy-tie", v3.version, "accuracy", True, min_improvement=0.2)
+    assert not decision.promoted  # better, but not by the margin asked for
+    assert "better by more than 0.2" in decision.reason
+
+
+def test_an_unchanged_model_is_not_registered_again(registry: ModelRegistry, tmp_path: Path):
+    """Same data fingerprint, config, requirements and code: the existing version, no new one, no alias
+    moved; a different config is a new version."""
+    v1 = registry.publish(package(tmp_path, 2.0, 0.5, name="toy-same"))
+    registry.promote("toy-same", v1.version)
+    again = registry.publish(package(tmp_path, 2.0, 0.5, name="toy-same"))
+    assert again.reused
+    assert again.version == v1.version
+    assert again.to_dict()["reused"] is True
+    assert [v.version for v in registry.versions("toy-same")] == [v1.version]
+    assert registry.get("toy-same", CHAMPION).version == v1.version
+    assert len(again.tags[IDENTITY_TAG]) == 64
+    assert len(again.tags[CODE_TAG]) == 64
+    other = registry.publish(package(tmp_path, 3.0, 0.5, name="toy-same"))
+    assert not other.reused
+    assert other.version == "2"
+
+
+def test_promote_is_a_compare_and_set(registry: ModelRegistry, tmp_path: Path):
+    """A move based on a comparison with champion X happens only while X is still champion."""
+    v1 = registry.publish(package(tmp_path, 2.0, 0.5, name="toy-cas"))
+    v2 = registry.publish(package(tmp_path, 3.0, 0.6, name="toy-cas"))
+    registry.promote("toy-cas", v1.version, expected=None)
+    with pytest.raises(ChampionMovedError, match=r"compared with champion none, but the champion is now v1"):
+        registry.promote("toy-cas", v2.version, expected=None)
+    assert registry.get("toy-cas", CHAMPION).version == v1.version
+    assert registry.champion_history("toy-cas") == [v1.version]
+    registry.promote("toy-cas", v2.version, expected=v1.version)
+    assert registry.get("toy-cas", CHAMPION).version == v2.version
+    with pytest.raises(RegistryError, match="champion moves only through promote"):
+        registry.set_alias("toy-cas", CHAMPION, v1.version)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("bogus://nowhere", "unsupported MLflow tracking URI 'bogus://nowhere'"),
+        ("sqlite:////proc/loadwise-x.db", "cannot create /proc/loadwise-x.db"),
+        ("sqlite:////etc/passwd", "file is not a database"),
+        ("http://127.0.0.1:{port}", "no MLflow tracking server answers"),
+        ("postgresql://nobody@127.0.0.1:{port}/mlflow", "the database does not answer"),
+    ],
+)
+def test_a_store_that_cannot_work_is_one_line_in_seconds(uri: str, message: str):
+    """Before the fix: ``/proc`` retried ~100 s then a SQLAlchemy traceback; ``bogus://`` read as "no
+    version '1'"; every read-only call on an unusable store raised MLflow's own errors."""
+    import time
+
+    uri = uri.format(port=_free_port())
+    for create in (True, False):
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=message) as caught:
+            ModelRegistry(tracking_uri=uri, create=create).get("llm-router", "1")
+        assert time.monotonic() - started < 10
+        assert "\n" not in str(caught.value)
+        assert "MLFLOW_TRACKING_URI" in str(caught.value)
+
+
+def test_a_read_only_registry_creates_nothing(tmp_path: Path):
+    home = tmp_path / "home"
+    registry = ModelRegistry(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", create=False)
+    assert not registry.exists()
+    for call in (registry.model_names, lambda: registry.find("llm-router", CHAMPION)):
+        with pytest.raises(NoRegistryError, match=f"no registry at {home / 'mlflow.db'} yet"):
+            call()
+    assert not home.exists()
+    home.mkdir()
+    with pytest.raises(NoRegistryError):
+        registry.rollback("llm-router")
+    assert list(home.iterdir()) == []

@@ -103,6 +103,7 @@ def test_prefect_yaml_deploys_the_nightly_schedule_to_a_work_pool(tmp_path: Path
         env = {**os.environ, "PREFECT_API_URL": api_url, "LOADWISE_REPO": str(repo)}
         for cmd in (
             ["work-pool", "create", "loadwise", "--type", "process"],
+            ["work-queue", "create", "retrain", "--pool", "loadwise", "--limit", "1"],
             ["--no-prompt", "deploy", "--all"],
         ):
             done = subprocess.run(
@@ -110,15 +111,23 @@ def test_prefect_yaml_deploys_the_nightly_schedule_to_a_work_pool(tmp_path: Path
             )
             assert done.returncode == 0, done.stdout + done.stderr
         deployments = asyncio.run(_deployments(api_url))
-    assert deployments == {"nightly": ["0 2 * * *"], "drift-watch": ["30 * * * *"]}
+    assert deployments == {
+        "nightly": (["0 2 * * *"], 1, "ENQUEUE", "retrain"),
+        "drift-watch": (["30 * * * *"], 1, "ENQUEUE", "retrain"),
+    }
 
 
-async def _deployments(api_url: str) -> dict[str, list[str]]:
+async def _deployments(api_url: str) -> dict[str, tuple[list[str], int | None, str | None, str | None]]:
     from prefect.client.orchestration import PrefectClient
 
     async with PrefectClient(api_url) as client:
         return {
-            d.name: [getattr(s.schedule, "cron", "") for s in d.schedules]
+            d.name: (
+                [getattr(s.schedule, "cron", "") for s in d.schedules],
+                d.global_concurrency_limit.limit if d.global_concurrency_limit else None,
+                str(d.concurrency_options.collision_strategy.value) if d.concurrency_options else None,
+                d.work_queue_name,
+            )
             for d in await client.read_deployments()
         }
 
@@ -145,3 +154,40 @@ def test_loadwise_serve_passes_a_config_file_to_both_deployments(tmp_path: Path)
     assert nightly["router"] == {"total_timesteps": 5000}
     assert NightlyConfig.model_validate(nightly) == cfg  # what the scheduled run will parse
     assert deployments["drift-watch"].parameters["config"]["retrain"] == "on-drift"
+
+
+def test_nightly_and_drift_watch_never_run_at_once(monkeypatch: pytest.MonkeyPatch):
+    """Each deployment admits one run at a time (later ones are enqueued, not cancelled), and
+    ``loadwise serve`` runs both from one runner limited to one flow run: before the fix neither had a
+    limit, so the hourly drift-watch could overlap the nightly run."""
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+    from flows.serve import nightly_deployments, serve_deployments
+
+    for deployment in nightly_deployments():
+        assert deployment.concurrency_limit == 1, deployment.name
+        assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
+
+    served: dict[str, object] = {}
+
+    def fake_serve(*deployments: object, limit: int | None = None, **kwargs: object) -> None:
+        served.update(deployments=deployments, limit=limit)
+
+    # Prefect's serve() blocks until interrupted against a live server (the slow test above runs it):
+    # here only the runner's limit that serve_deployments hands it is checked.
+    monkeypatch.setattr("prefect.serve", fake_serve)
+    serve_deployments(["a", "b"], "http://127.0.0.1:1/api")
+    assert served == {"deployments": ("a", "b"), "limit": 1}
+
+
+def test_prefect_yaml_limits_the_retraining_deployments():
+    """Workers: a limit of one run per deployment, and one work queue shared by both (its limit of 1 is
+    created by the documented `prefect work-queue create retrain --limit 1`)."""
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert set(deployments) == {"nightly", "drift-watch"}
+    for d in deployments.values():
+        assert d["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+        assert d["work_pool"]["work_queue_name"] == "retrain"
