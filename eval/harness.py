@@ -74,6 +74,41 @@ def workload_classes(requests: Sequence[Request], latency_model: LatencyModel) -
     return out
 
 
+def check_seeds(seeds: Iterable[Any]) -> tuple[int, ...]:
+    """``seeds`` as a tuple of ints, or ``ValueError``: each must be a whole number >= 0 (NumPy's
+    ``SeedSequence`` refuses negatives, which used to surface as a traceback mid-run) and appear once
+    (a repeated seed replays the same trace twice: no new evidence, and a narrower confidence
+    interval for the promotion gate; ``[0, 0]`` gave a zero-width one).
+
+    Who calls this: ``run_evaluation`` (every evaluation), and the CLI and configs to refuse bad
+    seeds before any work."""
+    out: list[int] = []
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise ValueError(f"seeds must be whole numbers, got {seed!r}")
+        if seed < 0:
+            raise ValueError(f"seeds must be >= 0, got {int(seed)}")
+        out.append(int(seed))
+    if not out:
+        raise ValueError("no seeds")
+    repeated = sorted({s for s in out if out.count(s) > 1})
+    if repeated:
+        raise ValueError(f"seeds must be distinct; repeated: {', '.join(map(str, repeated))}")
+    return tuple(out)
+
+
+def check_routers(routers: Iterable[str]) -> list[str]:
+    """``routers`` as a list, or ``ValueError`` when it is empty or names a router twice (the
+    report holds one result per name: a repeat was silently dropped)."""
+    names = list(routers)
+    if not names:
+        raise ValueError("no routers to evaluate")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"routers must be distinct; repeated: {', '.join(repeated)}")
+    return names
+
+
 def split_threshold_tokens(predictor: LengthPredictor, train: Sequence[Request]) -> float:
     """Short/long boundary for routers (``dedicated_small_large``), so that each pool receives about half
     of the training requests: the midpoint between two adjacent distinct predicted lengths whose cut
@@ -178,12 +213,12 @@ def run_evaluation(
     workers: int = 1,
     executor: Executor | None = None,
 ) -> EvalRun:
-    """Replay every router on every seed; see ``evaluate`` (this also returns first-seed arrays)."""
-    if not routers:
-        raise ValueError("no routers to evaluate")
-    if not seeds:
-        raise ValueError("no seeds")
-    names = list(dict.fromkeys(routers))
+    """Replay every router on every seed; see ``evaluate`` (this also returns first-seed arrays).
+
+    Raises ``ValueError`` before any replay for an empty, negative or repeated seed, an empty or
+    repeated router name (``check_seeds``, ``check_routers``), or an unknown router (``KeyError``)."""
+    names = check_routers(routers)
+    seeds = check_seeds(seeds)
     entries = {n: get_entry(n) for n in names}  # fail fast on unknown names
     predictor = predictor or TaskMeanPredictor.fit(list(workload.train))
     if getattr(predictor, "is_oracle", False):

@@ -20,7 +20,7 @@ from eval.harness import evaluate
 from eval.report import EvalReport
 from eval.workloads import Workload, WorkloadOptions, get_workload, warehouse_workload
 from training.envs.router_env import EpisodeSampler
-from training.rl.config import RouterTrainConfig
+from training.rl.config import WAREHOUSE_WORKLOAD, RouterTrainConfig
 from training.rl.train import TrainedRouter, train_router
 from training.routing.predictors import TaskMeanPredictor
 from training.routing.registry import router_names
@@ -30,7 +30,7 @@ from warehouse.paths import default_warehouse_path
 LEARNED = "rl"
 
 
-WAREHOUSE = "warehouse"
+WAREHOUSE = WAREHOUSE_WORKLOAD
 """``RouterTrainConfig.workload`` value for seeded windows of the published warehouse's requests."""
 
 
@@ -40,7 +40,7 @@ def workload_for(cfg: RouterTrainConfig, num_requests: int | None = None) -> Wor
 
     ``cfg.workload == "warehouse"``: the rows of ``cfg.warehouse`` (None: the default warehouse)
     matching ``cfg.where``, as seeded windows of the training and held-out pools; otherwise a
-    registered workload by name."""
+    registered workload by name (an unknown name raises ``ValueError`` listing the known ones)."""
     options = WorkloadOptions(
         num_requests=num_requests or cfg.episode_requests, rate=cfg.rate_rps, num_instances=cfg.num_instances
     )
@@ -48,7 +48,10 @@ def workload_for(cfg: RouterTrainConfig, num_requests: int | None = None) -> Wor
         return warehouse_workload(
             cfg.warehouse or default_warehouse_path(), cfg.where, options, profile=cfg.profile, windows=True
         )
-    return get_workload(cfg.workload, options)
+    try:
+        return get_workload(cfg.workload, options)
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
 
 
 def cluster_for(cfg: RouterTrainConfig) -> ClusterConfig:

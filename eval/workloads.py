@@ -26,13 +26,13 @@ Units: seconds from trace start, tokens.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from eval.sources import trace_requests
 from training.simulator.request import Request
 from warehouse.paths import shared_data_dir
 
@@ -75,13 +75,28 @@ class Workload:
 
 @dataclass(frozen=True)
 class WorkloadOptions:
-    """CLI-level overrides; ``None`` keeps the workload's default."""
+    """CLI-level overrides; ``None`` keeps the workload's default.
+
+    Checked when built (``ValueError``): a count must be >= 1 and a rate a finite number > 0, so no
+    value can silently stand for the default (``rate=0`` used to mean each workload's default rate,
+    through ``options.rate or 20.0``), and a table2 ``order`` must be one of ``TABLE2_ORDERS``.
+    """
 
     num_requests: int | None = None
     rate: float | None = None
     num_instances: int | None = None
     order: str | None = None
     data_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("num_requests", "num_instances"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"rate must be a finite number > 0 req/s, got {self.rate!r}")
+        if self.order is not None and self.order not in TABLE2_ORDERS:
+            raise ValueError(f"table2 order must be one of {', '.join(TABLE2_ORDERS)}, got {self.order!r}")
 
 
 WorkloadBuilder = Callable[[WorkloadOptions], Workload]
@@ -111,8 +126,8 @@ def get_workload(name: str, options: WorkloadOptions | None = None) -> Workload:
 
 def poisson_arrivals(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
     """``n`` Poisson arrival times (seconds) at ``rate`` requests per second, starting at 0."""
-    if rate <= 0:
-        raise ValueError(f"rate must be > 0 req/s, got {rate}")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"rate must be a finite number > 0 req/s, got {rate}")
     gaps = rng.exponential(1.0 / rate, size=n)
     gaps[0] = 0.0
     return np.cumsum(gaps)
@@ -570,6 +585,8 @@ def build_azure(options: WorkloadOptions) -> Workload:
         raise FileNotFoundError(f"{folder} not found: the azure workload needs the Azure LLM 2023 traces")
     rate = options.rate or 12.0
     n = options.num_requests or 4000
+    from eval.sources import trace_requests  # the warehouse reader: imported when a trace is read
+
     merged, report = trace_requests(
         [folder / f for f in AZURE_FILES.values()], "azure", max_output_tokens=MAX_OUTPUT_TOKENS
     )
@@ -598,6 +615,8 @@ def trace_workload(
     rows are quarantined with their reason and reported in ``info``, never silently dropped.
     """
     options = options or WorkloadOptions()
+    from eval.sources import trace_requests
+
     requests, report = trace_requests([path], fmt, max_output_tokens=MAX_OUTPUT_TOKENS)
     return fixed_trace_workload(
         f"trace:{path.name}",

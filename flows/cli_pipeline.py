@@ -58,6 +58,23 @@ def _print_models(models: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
+def _nightly_config(path: Path | None, data: dict[str, Any] | None = None) -> Any:
+    """The validated ``NightlyConfig`` of ``path`` (or of ``data``, the file's settings with the
+    flags applied); a file or value the run would fail on is one line on stderr and exit 2."""
+    from pydantic import ValidationError
+
+    from flows.config_files import error_line
+    from flows.nightly_config import NightlyConfig
+
+    try:
+        if data is not None:
+            return NightlyConfig.model_validate(data)
+        return NightlyConfig.from_file(path) if path else NightlyConfig()
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"error: invalid config: {error_line(exc, path if data is None else None)}", err=True)
+        raise typer.Exit(2) from None
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to the loadwise app and its bench group."""
 
@@ -68,7 +85,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             typer.Option(exists=True, dir_okay=False, help="nightly config file (.toml, .yaml or .json)"),
         ] = None,
         warehouse: Annotated[Path | None, typer.Option(help="DuckDB file (default: the data home's)")] = None,
-        data_dir: Annotated[Path | None, typer.Option(help="trace folder (default: ../shared/data)")] = None,
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(exists=True, file_okay=False, help="trace folder (default: ../shared/data)"),
+        ] = None,
         timesteps: Annotated[
             int | None, typer.Option(min=1, help="RL router training steps (overrides the config)")
         ] = None,
@@ -89,34 +109,39 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         baseline, promote it only if the statistical gate passes, write the report."""
         import json
 
-        from pydantic import ValidationError
         from rich.console import Console
 
         from flows.cli_replay import parse_seeds, router_table
-        from warehouse.paths import prefect_home
 
         console = Console()
-        prefect_home()
-        from flows.nightly import NightlyConfig, run_nightly
+        # The whole config (file + flags) is validated before Prefect is imported or anything is
+        # written: a bad value fails here, in well under a second, with one line (flows.nightly_config).
+        cfg = _nightly_config(config)
+        updates: dict[str, Any] = {"force": force or cfg.force}
+        if warehouse:
+            updates["warehouse"] = str(warehouse)
+        if data_dir:
+            updates["data_dir"] = str(data_dir)
+        if timesteps:
+            updates["router"] = {**cfg.router, "total_timesteps": timesteps}
+        if eval_seeds:
+            updates["eval_seeds"] = tuple(parse_seeds(eval_seeds, "--eval-seeds"))
+        if runner:
+            updates["task_runner"] = runner
+        cfg = _nightly_config(config, {**cfg.model_dump(), **updates})
         from warehouse.errors import WarehouseError
+        from warehouse.store import check_write_target
 
-        try:
-            cfg = NightlyConfig.from_file(config) if config else NightlyConfig()
-            updates: dict[str, Any] = {"force": force or cfg.force}
-            if warehouse:
-                updates["warehouse"] = str(warehouse)
-            if data_dir:
-                updates["data_dir"] = str(data_dir)
-            if timesteps:
-                updates["router"] = {**cfg.router, "total_timesteps": timesteps}
-            if eval_seeds:
-                updates["eval_seeds"] = tuple(parse_seeds(eval_seeds))
-            if runner:
-                updates["task_runner"] = runner
-            cfg = NightlyConfig.model_validate({**cfg.model_dump(), **updates})
-        except (ValidationError, ValueError, OSError) as exc:
-            console.print(f"[red]error:[/red] invalid config: {exc}")
-            raise typer.Exit(2) from None
+        try:  # a file that is not a warehouse fails now, not after Prefect starts and ingest runs
+            check_write_target(cfg.warehouse)
+        except WarehouseError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        from warehouse.paths import prefect_home
+
+        prefect_home()
+        from flows.nightly import run_nightly
+
         try:
             result = run_nightly(cfg)
         except WarehouseError as exc:
@@ -166,7 +191,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 help="an existing Prefect API (http://host:4200/api); default: start one on loopback"
             ),
         ] = None,
-        port: Annotated[int, typer.Option(help="port of the Prefect server started here")] = 4200,
+        port: Annotated[
+            int, typer.Option(min=1, max=65535, help="port of the Prefect server started here")
+        ] = 4200,
         config: Annotated[
             Path | None,
             typer.Option(exists=True, dir_okay=False, help="nightly config file the scheduled runs use"),
@@ -174,23 +201,21 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Serve the scheduled retraining deployments (``nightly`` and the hourly ``drift-watch``) until
         Ctrl-C; starts a Prefect server on loopback unless ``--api-url`` names one."""
-        from pydantic import ValidationError
-
-        from flows.nightly import NightlyConfig
+        nightly_config = _nightly_config(config) if config else None  # checked before the server starts
         from flows.serve import ServerError, nightly_deployments, prefect_server, serve_deployments
-
-        try:
-            nightly_config = NightlyConfig.from_file(config) if config else None
-        except (ValidationError, ValueError, OSError) as exc:
-            typer.echo(f"error: invalid config: {exc}", err=True)
-            raise typer.Exit(2) from None
 
         def interrupt(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt  # SIGTERM (systemd, docker stop) too: stop the server cleanly
 
         signal.signal(signal.SIGTERM, interrupt)
         signal.signal(signal.SIGINT, interrupt)  # even when started with SIGINT ignored (nohup, &)
-        deployments = nightly_deployments(cron=cron, timezone=timezone, config=nightly_config)
+        try:  # the schedule is checked here, before a server starts: a bad one is one line, exit 2
+            deployments = nightly_deployments(cron=cron, timezone=timezone, config=nightly_config)
+        except ValueError as exc:  # "Invalid cron string", an unknown time zone (pydantic)
+            from flows.config_files import error_line
+
+            typer.echo(f"error: invalid schedule: {error_line(exc)}", err=True)
+            raise typer.Exit(2) from None
         if api_url:
             serve_deployments(deployments, api_url)
             return

@@ -35,7 +35,7 @@ InstancesOpt = Annotated[
     int | None, typer.Option("--instances", "-n", min=1, help="instances (default: workload's)")
 ]
 RateOpt = Annotated[
-    float | None, typer.Option("--rate", min=0.0, help="arrival rate, req/s (traces: time-scaled)")
+    float | None, typer.Option("--rate", help="arrival rate, req/s, > 0 (traces: time-scaled)")
 ]
 RequestsOpt = Annotated[int | None, typer.Option("--requests", min=1, help="held-out requests to replay")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="latency profile (default: workload's)")]
@@ -79,6 +79,37 @@ def _json_safe(obj):
     return obj
 
 
+def _fail(message: str) -> typer.Exit:
+    """One line on stderr, exit 1: a refusal at run time (e.g. the ``--store`` warehouse), not of usage."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def check_finite(value: float | None, option: str, *, positive: bool = False) -> None:
+    """Refuse NaN / infinity (click's range checks let them through: every comparison with NaN is
+    false) and, with ``positive``, values <= 0, as a usage error before any work."""
+    if value is None:
+        return
+    if not math.isfinite(value) or (positive and value <= 0):
+        need = "a finite number > 0" if positive else "a finite number"
+        raise typer.BadParameter(f"{option} must be {need}, got {value!r}")
+
+
+def check_store(store: Path | None) -> None:
+    """Refuse, before any replay, a ``--store`` that a write could not publish into (not a DuckDB
+    database, a folder that is not writable): the checks ``warehouse.store.write_session`` runs
+    first, so the replays are not thrown away at the end. One line, exit 1."""
+    if store is None:
+        return
+    from warehouse.errors import WarehouseError
+    from warehouse.store import check_write_target
+
+    try:
+        check_write_target(store)
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _run(
     routers: list[str],
     *,
@@ -112,6 +143,20 @@ def _run(
     err = Console(stderr=True)
     if workload and trace:
         raise typer.BadParameter("give --workload or --trace, not both")
+    if fmt != "auto" and trace is None:
+        raise typer.BadParameter("--format applies to --trace only")
+    if order is not None and (trace is not None or (workload or "main") != "table2"):
+        raise typer.BadParameter("--order applies to --workload table2 only")
+    check_finite(rate, "--rate", positive=True)
+    check_finite(hold_headroom, "--hold-headroom")
+    try:
+        from eval.harness import check_routers, check_seeds
+
+        check_routers(routers)
+        seeds = list(check_seeds(seeds))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    check_store(store)
     routers, context_options = resolve_learned(routers, err)
     if hold_headroom is not None:
         from training.routing.admission import HEADROOM_OPTION
@@ -128,8 +173,8 @@ def _run(
         raise typer.BadParameter(
             f"--queue-policy must be fcfs, lwl or binpack, got {queue_policy!r}"
         ) from None
-    options = WorkloadOptions(num_requests=requests, rate=rate, num_instances=instances, order=order)
     try:
+        options = WorkloadOptions(num_requests=requests, rate=rate, num_instances=instances, order=order)
         if trace is not None:
             wl = trace_workload(trace, fmt, options, profile=profile or "v100-llama2-7b-paper")
         else:
@@ -157,18 +202,21 @@ def _run(
         def tick(router: str, seed: int, done: int) -> None:
             progress.update(task, completed=done, description=f"{router} seed {seed}")
 
-        report = evaluate(
-            routers,
-            wl,
-            cluster,
-            latency_model,
-            seeds=seeds,
-            out_dir=out,
-            sink=DuckDBSink(store) if store else None,
-            progress=tick,
-            workers=workers,
-            context_options=context_options,
-        )
+        try:
+            report = evaluate(
+                routers,
+                wl,
+                cluster,
+                latency_model,
+                seeds=seeds,
+                out_dir=out,
+                sink=DuckDBSink(store) if store else None,
+                progress=tick,
+                workers=workers,
+                context_options=context_options,
+            )
+        except WarehouseError as exc:  # the store changed under us since check_store: still one line
+            raise _fail(str(exc)) from None
     summary = report.summary()
     if as_json:
         sys.stdout.write(
@@ -275,14 +323,21 @@ def print_figures(data: dict[str, Any], title: str, as_json: bool) -> None:
     Console().print(table)
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """Comma-separated seeds: whole numbers >= 0, each once (``eval.harness.check_seeds``); else a
+    usage error naming ``option``."""
+    from eval.harness import check_seeds
+
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise typer.BadParameter(f"--seeds must be comma-separated integers, got {text!r}") from None
+        raise typer.BadParameter(f"{option} must be comma-separated integers, got {text!r}") from None
     if not seeds:
-        raise typer.BadParameter("--seeds is empty")
-    return seeds
+        raise typer.BadParameter(f"{option} is empty")
+    try:
+        return list(check_seeds(seeds))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option}: {exc}") from None
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
@@ -297,7 +352,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         instances: InstancesOpt = None,
         rate: RateOpt = None,
         requests: RequestsOpt = None,
-        seed: Annotated[int, typer.Option("--seed", help="replay seed")] = 0,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="replay seed (>= 0)")] = 0,
         profile: ProfileOpt = None,
         queue_policy: PolicyOpt = "fcfs",
         order: OrderOpt = None,
@@ -397,5 +452,6 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """RL env speed (decisions per second) next to the same replay through simulate (a ratio)."""
         from training.envs.benchmark import run_env_benchmark
 
+        check_finite(hold_headroom, "--hold-headroom")
         result = run_env_benchmark(num_requests=requests, hold_kv_headroom=hold_headroom, repeats=repeats)
         print_figures(result.model_dump(), "RL environment benchmark", as_json)

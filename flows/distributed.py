@@ -31,14 +31,16 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-THREADS = "threads"
-LOCAL_DASK = "dask"
+from flows.runners import LOCAL_DASK, THREADS, check_task_runner
 
 
 def task_runner(spec: str = THREADS, n_workers: int = 2) -> Any:
     """A Prefect task runner for ``spec``: ``threads``, ``dask`` (local cluster) or a scheduler address."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    check_task_runner(spec)
+    if n_workers < 1:
+        raise ValueError(f"workers must be >= 1, got {n_workers}")
     if spec == THREADS:
         return ThreadPoolTaskRunner(max_workers=n_workers)
     from prefect_dask import DaskTaskRunner
@@ -51,10 +53,6 @@ def task_runner(spec: str = THREADS, n_workers: int = 2) -> Any:
                 "processes": True,
                 "dashboard_address": None,
             }
-        )
-    if "://" not in spec:
-        raise ValueError(
-            f"task runner must be {THREADS!r}, {LOCAL_DASK!r} or a Dask scheduler address, got {spec!r}"
         )
     return DaskTaskRunner(address=spec)
 

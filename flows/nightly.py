@@ -2,7 +2,8 @@
 
 Who calls this: ``loadwise run`` (the README's main job, once), ``loadwise serve`` (on a cron
 schedule: the ``nightly`` deployment, plus an hourly ``drift-watch`` that retrains only on drift) and
-``prefect deploy`` workers (``prefect.yaml``). Steps, each a Prefect task:
+``prefect deploy`` workers (``prefect.yaml``). Its settings are ``flows.nightly_config.NightlyConfig``,
+validated whole when read, so a bad value fails before any step. Steps, each a Prefect task:
 
 1. **ingest-traces**: the trace files of the data folder into the DuckDB warehouse (idempotent by
    content hash; a malformed row is quarantined with its reason). Retries on I/O errors only.
@@ -45,18 +46,18 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from eval.gate import GateConfig
 from features.drift import DriftThresholds
 from flows.ingest import counts_by_source, retry_on_io
 from flows.models import ROUTER_SETTING_KEYS
+from flows.nightly_config import NightlyConfig, router_train_settings
 from flows.pipeline import ingest_task, locate_traces, summarize, write_synthetic
+from flows.registry import code_fingerprint
 
 STEP_SOURCES = {
     "estimator": ("training/impact", "training/simulator"),
@@ -70,91 +71,6 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 FINGERPRINT_PREFIX = "nightly:"
 """Router versions registered by this flow carry ``loadwise.data_fingerprint = nightly:<train key>``."""
-
-
-ROUTER_FIXED = frozenset({"workload", "warehouse", "where", "profile", "rate_rps", "num_instances"})
-"""``RouterTrainConfig`` fields the nightly run sets itself (``NightlyConfig.router`` may not)."""
-
-
-class NightlyConfig(BaseModel):
-    """Every setting of one nightly run (``loadwise run --config FILE``: TOML, YAML or JSON).
-
-    Units: requests, req/s, environment steps. ``predictor`` / ``estimator`` / ``router`` are passed
-    to ``PredictorConfig`` / ``EstimatorConfig`` / ``RouterTrainConfig`` (their fields, validated
-    there); ``router`` may not set the workload, profile or rate: the nightly run decides them.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    warehouse: str | None = Field(default=None, description="DuckDB file (default: the data home's)")
-    data_dir: str | None = Field(default=None, description="trace folder (default: ../shared/data)")
-    synthetic_rows: int = Field(default=20_000, ge=100, description="rows when no real traces exist")
-    seed: int = 0
-    where: str = Field(
-        default="format = 'azure'",
-        description="SQL filter over marts.requests: the production trace the router learns from, is "
-        "judged on, and whose drift is checked",
-    )
-    profile: str | None = Field(
-        default=None, description="GPU profile (default: eval.scheduled.pick_profile)"
-    )
-    rate_rps: float | None = Field(default=None, gt=0, description="default: the profile's loaded rate")
-    num_instances: int = Field(default=4, ge=1)
-    estimator: dict[str, Any] = Field(default_factory=dict)
-    predictor: dict[str, Any] = Field(default_factory=dict)
-    train_predictor: bool = True
-    router: dict[str, Any] = Field(
-        default_factory=lambda: {"total_timesteps": 20_000, "checkpoint_every_steps": 100_000}
-    )
-    eval_seeds: tuple[int, ...] = Field(default=(0, 1, 2, 3, 4), min_length=1)
-    eval_requests: int = Field(default=2000, ge=10, description="requests per held-out window")
-    router_seeds: tuple[int, ...] | None = Field(
-        default=None,
-        min_length=1,
-        description="train one candidate per seed (in parallel on the task runner) and keep the best by "
-        "validation on training windows; default: one, the run's seed",
-    )
-    task_runner: str = Field(
-        default="threads",
-        description="where submitted work runs (router candidates, evaluation replays): 'threads', "
-        "'dask' (a local cluster) or a Dask scheduler address tcp://host:8786 (flows.distributed)",
-    )
-    workers: int = Field(default=2, ge=1, description="threads / local Dask worker processes")
-    drift: DriftThresholds = DriftThresholds()
-    gate: GateConfig = GateConfig()
-    retrain: Literal["changed", "on-drift"] = Field(
-        default="changed",
-        description="'changed': retrain every step whose inputs changed (nightly); 'on-drift': only when "
-        "the new window drifted or no champion exists (the frequent drift-watch schedule)",
-    )
-    force: bool = Field(default=False, description="ignore the step caches (retrain everything)")
-
-    @field_validator("router")
-    @classmethod
-    def _router_setting_is_the_runs(cls, router: dict[str, Any]) -> dict[str, Any]:
-        clash = ROUTER_FIXED & set(router)
-        if clash:
-            raise ValueError(f"router config may not set {sorted(clash)}: the nightly config decides them")
-        return router
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> NightlyConfig:
-        """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (unknown keys are an error)."""
-        from flows.config_files import read_config_file
-
-        data = read_config_file(path)
-        return cls.model_validate(data)
-
-
-def code_fingerprint(folders: tuple[str, ...], root: Path | None = None) -> str:
-    """SHA-256 over the Python source under ``folders`` (relative to the project root)."""
-    root = root or Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for folder in folders:
-        for file in sorted((root / folder).rglob("*.py")):
-            digest.update(str(file.relative_to(root)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def step_key(step: str, **inputs: Any) -> str:
@@ -293,17 +209,16 @@ def register_router_task(
     retry_delay_seconds=2,
     retry_condition_fn=retry_on_io,
 )
-def promote_task(version: str, gate: Any, tracking_uri: str | None) -> bool:
-    """Log the gate's comparison next to ``version``; move ``champion`` to it when the gate passed
-    (the only step that changes what serves)."""
-    from flows.models import LLM_ROUTER
+def promote_task(version: str, gate: Any, tracking_uri: str | None, expected: str | None) -> dict[str, Any]:
+    """Log the gate's comparison next to ``version``; when the gate passed, move ``champion`` to it
+    only if the champion is still ``expected``, the version the evaluation replayed (``None``: there
+    was none): a compare-and-set under the registry's champion lock (``flows.models.gate_router``).
+    The only step that changes what serves. Returns ``{"promoted": bool, "reason": str}``."""
+    from flows.models import gate_router
     from flows.registry import ModelRegistry
 
-    registry = ModelRegistry(tracking_uri)
-    registry.record_gate(LLM_ROUTER, version, gate.reason, gate.to_markdown())
-    if gate.passed:
-        registry.promote(LLM_ROUTER, version)
-    return bool(gate.passed)
+    decision = gate_router(ModelRegistry(tracking_uri), version, gate, expected)
+    return {"promoted": decision.promoted, "reason": decision.reason}
 
 
 # -- library functions the steps call --------------------------------------------------------------
@@ -359,27 +274,15 @@ def evaluate_challenger(
 
 
 def _router_config(cfg: NightlyConfig, warehouse: str, profile: str, rate: float) -> dict[str, Any]:
-    return {
-        "seed": cfg.seed,
-        **cfg.router,
-        "workload": "warehouse",
-        "warehouse": warehouse,
-        "where": cfg.where,
-        "profile": profile,
-        "rate_rps": rate,
-        "num_instances": cfg.num_instances,
-    }
+    return router_train_settings(cfg, warehouse, profile, rate)  # what NightlyConfig validated
 
 
 def _registered_from(tracking_uri: str | None, key: str) -> Any:
     """The ``llm-router`` version this flow registered for train key ``key`` (None: none yet)."""
     from flows.models import LLM_ROUTER
-    from flows.registry import TAG_PREFIX, ModelRegistry, RegistryError
+    from flows.registry import TAG_PREFIX, ModelRegistry
 
-    try:
-        versions = ModelRegistry(tracking_uri).versions(LLM_ROUTER)
-    except RegistryError:
-        return None
+    versions = ModelRegistry(tracking_uri).versions(LLM_ROUTER)  # a store error fails the run: no guess
     tag = f"{TAG_PREFIX}data_fingerprint"
     return next((v for v in versions if v.tags.get(tag) == FINGERPRINT_PREFIX + key), None)
 
@@ -387,12 +290,10 @@ def _registered_from(tracking_uri: str | None, key: str) -> Any:
 def _champion(tracking_uri: str | None) -> dict[str, Any] | None:
     """The current ``llm-router`` champion: version, run id and the setting it was trained for."""
     from flows.models import LLM_ROUTER
-    from flows.registry import TAG_PREFIX, ModelRegistry, RegistryError
+    from flows.registry import TAG_PREFIX, ModelRegistry
 
-    try:
-        found = ModelRegistry(tracking_uri).find(LLM_ROUTER, CHAMPION)
-    except RegistryError:
-        return None
+    # None only when there is no champion; a store error fails the run (it must not read as "none")
+    found = ModelRegistry(tracking_uri).find(LLM_ROUTER, CHAMPION)
     if found is None:
         return None
     config = json.loads(found.tags.get(f"{TAG_PREFIX}config", "{}"))
@@ -416,17 +317,25 @@ def nightly_retrain(config: NightlyConfig | None = None, tracking_uri: str | Non
     ``evaluation`` (router -> headline figures), ``gate``, ``promoted``, ``report_dir``.
     """
     from warehouse.paths import loadwise_home
-    from warehouse.store import resolve_path
+    from warehouse.store import check_write_target
 
-    cfg = config or NightlyConfig()
+    cfg = config or NightlyConfig()  # validated whole when built (flows.nightly_config)
     started = datetime.now(UTC)
-    db = str(resolve_path(cfg.warehouse))
     home = loadwise_home() / "nightly"
     state: dict[str, Any] = {"step": "start"}
     try:
-        return _nightly(cfg, db, home, tracking_uri, started, state)
+        db = str(check_write_target(cfg.warehouse))  # not a warehouse: refused before any work, no row
+        try:
+            return _nightly(cfg, db, home, tracking_uri, started, state)
+        except Exception as exc:
+            _record_failure(db, started, state, exc)
+            raise
     except Exception as exc:
-        _record_failure(db, started, state, exc)
+        # Prefect keeps the exception (the run's state) for the life of the process; the locals of
+        # the finished frames in its traceback would keep whatever they held alive with it: a DuckDB
+        # connection then outlives the interpreter (nanobind "leaked instance ... DuckDBPyConnection"
+        # on stderr after the error). The traceback's text is unchanged.
+        traceback.clear_frames(exc.__traceback__)
         raise
 
 
@@ -575,10 +484,15 @@ def _nightly(
             if other_setting is not None:
                 why = (
                     f"not promoted: the champion v{other_setting['version']} serves another setting "
-                    f"({other_setting['setting']}); replace it by hand (loadwise promote) after review"
+                    f"({other_setting['setting']}); replace it by hand (loadwise promote --force)"
                 )
                 result = result.model_copy(update={"passed": False, "reason": f"{why}; {result.reason}"})
-            promoted = promote_task(challenger_version, result, tracking_uri)
+            seen = champion or other_setting  # the champion when the run read it (compare-and-set)
+            expected = seen["version"] if seen else None
+            outcome = promote_task(challenger_version, result, tracking_uri, expected)
+            promoted = bool(outcome["promoted"])
+            if result.passed and not promoted:  # the champion moved since the evaluation
+                result = result.model_copy(update={"passed": False, "reason": outcome["reason"]})
             steps["promote-router"] = "promoted" if promoted else "kept the champion"
             gate = result
             models.append(
@@ -595,7 +509,7 @@ def _nightly(
 
     # 5. report + watermark
     step("publish-report")
-    watermark = latest_file if train else (mark.file_id if mark else None)
+    watermark = latest_file if train else None  # None: consumed nothing (ops keeps the watermark)
     report_md = render_report(cfg, ingest, drift, steps, models, evaluation, gate, eval_dir)
     publish_artifacts(report_md, evaluation, out_dir, eval_dir)
     record_run(

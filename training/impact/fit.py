@@ -118,7 +118,7 @@ class EstimatorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     profile: str = "a100-llama2-7b"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     num_replays: int = Field(default=6, ge=2)
     holdout_replays: int = Field(default=2, ge=1)
     requests_per_replay: int = Field(default=1500, ge=10)

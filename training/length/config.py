@@ -64,7 +64,7 @@ class PredictorConfig(BaseModel):
     serving_model: str = DEFAULT_SERVING_MODEL
     buckets: BucketKind = "time"
     task_hint: HintMode = "prefix"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     encoder: Literal["minilm", "tiny"] = "minilm"
     max_length: int = Field(default=64, ge=8, le=512)
     bf16: bool = True

@@ -13,21 +13,27 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from training.envs.rewards import RewardConfig, Variant
 from training.rl.serving import ObsSpec
+
+MAX_SEED = 2**32 - 1
+"""Largest training seed: stable-baselines3 seeds NumPy's legacy global RNG, which takes [0, 2**32)."""
+
+WAREHOUSE_WORKLOAD = "warehouse"
+"""``workload`` value for seeded windows of the warehouse's requests (``eval.learned``)."""
 
 
 class RouterTrainConfig(BaseModel):
     """One training run. Units: requests, req/s, seconds, environment steps (= routing decisions)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     variant: Variant = "guided"
     algo: Literal["dqn", "maskable-ppo"] = "dqn"
     total_timesteps: int = Field(default=100_000, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     # setting (episodes are windows of the workload's TRAINING pool)
     workload: str = "main"
@@ -135,6 +141,28 @@ class RouterTrainConfig(BaseModel):
     )
     checkpoint_every_steps: int = Field(default=50_000, ge=1)
     torch_threads: int = Field(default=1, ge=1, description="STACK.md: 1 avoids a collapse on a loaded box")
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, profile: str) -> str:
+        from training.simulator.profiles import PROFILE_NAMES
+
+        if profile not in PROFILE_NAMES:
+            raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILE_NAMES)}")
+        return profile
+
+    @model_validator(mode="after")
+    def _warehouse_filter(self) -> RouterTrainConfig:
+        """The warehouse workload's ``where`` must be one condition over ``marts.requests``
+        (``warehouse.filters.check_where``: bound against the schema, no warehouse needed)."""
+        if self.workload == WAREHOUSE_WORKLOAD:
+            from warehouse.filters import check_where
+
+            try:
+                check_where(self.where)
+            except ValueError as exc:
+                raise ValueError(f"where: {exc}") from None
+        return self
 
     @model_validator(mode="before")
     @classmethod
