@@ -30,13 +30,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from eval.report import EvalReport, GroupMetrics, RouterResult, summarize_group, to_markdown, vs_baseline
-from eval.workloads import Workload
+from training.length.baselines import OraclePredictor, TaskMeanPredictor
 from training.routing.estimates import isolated_decode_s, prefill_s
-from training.routing.predictors import LengthPredictor, OraclePredictor, TaskMeanPredictor
 from training.routing.registry import RouterContext, get_entry, get_router
 from training.simulator.config import ClusterConfig
+from training.simulator.interface import LengthPredictor
 from training.simulator.latency import LatencyModel
 from training.simulator.request import Request
+from training.workloads.catalog import Workload
 
 BASELINE = "round_robin"
 HEAVY_PREFILL_S = 0.5

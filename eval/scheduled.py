@@ -16,10 +16,10 @@ from pathlib import Path
 from eval.harness import Executor, evaluate
 from eval.report import EvalReport
 from eval.sinks import DuckDBSink
-from eval.workloads import WorkloadOptions, warehouse_workload
 from training.routing.registry import router_names
 from training.simulator import ClusterConfig, default_instance_config, load_latency_model
 from training.simulator.profiles import PAPER_PROFILE
+from training.workloads.catalog import WorkloadOptions, warehouse_workload
 
 GPU_PROFILE = "a100-llama3-8b"
 """Preferred profile (real GPU operator profiles); the paper's V100 model when they are absent."""

@@ -135,9 +135,9 @@ def _run(
 
     from eval.harness import evaluate
     from eval.sinks import DuckDBSink
-    from eval.workloads import WorkloadOptions, get_workload, trace_workload
     from training.routing.registry import get_entry
     from training.simulator import ClusterConfig, QueuePolicy, default_instance_config, load_latency_model
+    from training.workloads.catalog import WorkloadOptions, get_workload, trace_workload
     from warehouse.errors import WarehouseError
 
     err = Console(stderr=True)
@@ -438,7 +438,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @bench_app.command("replay")
     def bench_replay(as_json: JsonOpt = False) -> None:
         """Simulator throughput (requests replayed per second) next to a same-run baseline."""
-        from training.simulator.benchmark import run_replay_benchmark
+        from training.routing.bench import run_replay_benchmark
 
         print_figures(run_replay_benchmark(), "replay benchmark", as_json)
 
@@ -450,7 +450,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """RL env speed (decisions per second) next to the same replay through simulate (a ratio)."""
-        from training.envs.benchmark import run_env_benchmark
+        from training.rl.bench import run_env_benchmark
 
         check_finite(hold_headroom, "--hold-headroom")
         result = run_env_benchmark(num_requests=requests, hold_kv_headroom=hold_headroom, repeats=repeats)

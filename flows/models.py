@@ -409,14 +409,21 @@ def train_router_job(
     seeds: tuple[int, ...] = (0, 1, 2),
     progress: bool = True,
 ) -> tuple[Any, Any]:
-    """Train the RL router on the workload's training pool and evaluate it against every baseline."""
-    from eval.learned import train_and_evaluate
+    """Train the RL router on the workload's TRAINING pool (``train_router`` over an
+    ``episode_sampler``), then evaluate it against every baseline on the held-out replays
+    (``eval.learned.evaluate_policy``). Writes the training outputs under ``out_dir`` and the report
+    under ``out_dir / "eval"``; returns ``(TrainedRouter, EvalReport)``."""
+    from eval.learned import evaluate_policy
     from training.rl.config import RouterTrainConfig
+    from training.rl.train import train_router
+    from training.workloads.episodes import episode_sampler, workload_for
     from warehouse.paths import loadwise_home
 
     cfg = RouterTrainConfig(**config)
-    out = out_dir or loadwise_home() / "rl" / f"{cfg.variant}-{cfg.algo}-seed{cfg.seed}"
-    return train_and_evaluate(cfg, out, seeds=seeds, progress=progress)
+    out = Path(out_dir or loadwise_home() / "rl" / f"{cfg.variant}-{cfg.algo}-seed{cfg.seed}")
+    trained = train_router(cfg, episode_sampler(cfg, workload_for(cfg)), out, progress=progress)
+    report = evaluate_policy(trained.policy_dir, cfg, seeds, out_dir=out / "eval")
+    return trained, report
 
 
 ROUTER_SETTING_KEYS = ("workload", "where", "profile", "num_instances", "chunked_prefill_tokens")
@@ -493,21 +500,21 @@ def register_router(
     gate must refuse whatever the figures say (``with_champion``)."""
     from eval.gate import promotion_gate
     from eval.report import to_markdown
-    from training.rl import serving
+    from training.rl import policy_serving
 
     example = trained.input_example()
-    policy = serving.load_policy(trained.policy_dir)
+    policy = policy_serving.load_policy(trained.policy_dir)
     report_md = to_markdown(report)
     cfg = trained.config
     in_report = CHAMPION if CHAMPION in report.routers and learned != CHAMPION else None
     not_baselines = (*exclude, *((in_report,) if in_report else ()))
     pkg = ModelPackage(
         name=LLM_ROUTER,
-        serving_module=Path(serving.__file__),
+        serving_module=Path(policy_serving.__file__),
         model_class="RouterPolicyModel",
         artifacts={"policy_dir": Path(trained.policy_dir)},
         input_example=example,
-        output_example=serving.predict_frame(policy, example),
+        output_example=policy_serving.predict_frame(policy, example),
         pip_requirements=ROUTER_REQUIREMENTS,
         config=cfg.model_dump(mode="json"),
         metrics={

@@ -144,9 +144,9 @@ two trainings in threads of one process would interleave draws and lose bit-for-
 
 def train_one(config: dict[str, Any], out_dir: str) -> Any:
     """Train the RL router on windows of the training part of the trace (under ``_TRAINING``)."""
-    from eval.learned import episode_sampler
     from training.rl.config import RouterTrainConfig
     from training.rl.train import train_router
+    from training.workloads.episodes import episode_sampler
 
     cfg = RouterTrainConfig(**config)
     with _TRAINING:
@@ -237,10 +237,11 @@ def evaluate_challenger(
     from dataclasses import replace
 
     from eval.harness import EvalRun, run_evaluation
-    from eval.learned import LEARNED, cluster_for, workload_for
+    from eval.learned import LEARNED
     from training.rl.config import RouterTrainConfig
     from training.routing.registry import router_names
     from training.simulator import load_latency_model
+    from training.workloads.episodes import cluster_for, workload_for
 
     cfg = RouterTrainConfig(**config)
     workload = workload_for(cfg, num_requests)

@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from training.routing.predictors import TaskMeanPredictor
+from training.length.baselines import TaskMeanPredictor
 from training.routing.registry import RouterContext, get_router, router_names
 from training.simulator import (
     ClusterConfig,
@@ -108,7 +108,8 @@ def test_the_a100_profile_under_memory_pressure_replays_as_before(case, chunk, p
 
 
 def test_the_rl_env_replays_a_fixed_action_sequence_as_before():
-    from training.envs.router_env import EpisodeSampler, RouterEnv
+    from training.rl.env import RouterEnv
+    from training.workloads.episodes import EpisodeSampler
 
     requests = _trace(300, 0.1, seed=3)
     model = load_latency_model(PAPER)
@@ -152,7 +153,7 @@ def _requests_digest(requests: list[Request]) -> str:
 @pytest.mark.parametrize("name", ["main", "table2", "azure", "prefix"])
 def test_every_workload_builds_the_same_requests_as_before(name):
     """What the held-out replays and the training pools are made of: same requests, same order."""
-    from eval.workloads import WorkloadOptions, get_workload
+    from training.workloads.catalog import WorkloadOptions, get_workload
 
     workload = get_workload(name, WorkloadOptions(num_requests=200))
     parts = [workload.sample(0), workload.sample(1), list(workload.train)]

@@ -3,14 +3,14 @@
 Who calls this: config validators (``NightlyConfig.where``; ``RouterTrainConfig.where`` when the
 workload is the warehouse), when a config is read; cached per filter text, so once per process.
 
-A filter is pasted into queries as ``... WHERE status = 'ok' AND ({where})`` (``eval.sources``,
-``warehouse.ops``), so it must be exactly one SQL expression: no second statement, no comment that
-swallows the closing parenthesis, no ``) UNION SELECT (``. It is parsed by DuckDB's own expression
-parser (``duckdb.SQLExpression``) and bound, in that same wrapped form, against an in-memory
-database with the warehouse schema (``warehouse.store.apply_schema``), so a misspelt column, a type
-error or an aggregate is caught before any warehouse exists. The check's connection has external
-access disabled and its configuration locked: checking a config never reads a file or installs an
-extension, and a filter that would (``read_text('/etc/passwd')``) is refused.
+A filter is pasted into queries as ``... WHERE status = 'ok' AND ({where})``
+(``training.workloads.sources``, ``warehouse.ops``), so it must be exactly one SQL expression: no
+second statement, no comment that swallows the closing parenthesis, no ``) UNION SELECT (``. It is
+parsed by DuckDB's own expression parser (``duckdb.SQLExpression``) and bound, in that same wrapped
+form, against an in-memory database with the warehouse schema (``warehouse.store.apply_schema``), so
+a misspelt column, a type error or an aggregate is caught before any warehouse exists. The check's
+connection has external access disabled and its configuration locked: checking a config never reads
+a file or installs an extension, and a filter that would (``read_text('/etc/passwd')``) is refused.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eval.workloads import WorkloadOptions, get_workload
 from training.simulator import ClusterConfig, default_instance_config, load_latency_model
+from training.workloads.catalog import WorkloadOptions, get_workload
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from eval.harness import check_routers, check_seeds, run_evaluation
-from eval.workloads import WorkloadOptions
 from flows.cli import app
+from training.workloads.catalog import WorkloadOptions
 
 runner = CliRunner()
 TABLE2 = ["--workload", "table2", "--requests", "20"]

@@ -15,7 +15,7 @@ import sys
 SCRIPT = r"""
 import hashlib
 import numpy as np
-from training.routing.predictors import TaskMeanPredictor
+from training.length.baselines import TaskMeanPredictor
 from training.routing.registry import RouterContext, get_router, router_names
 from training.simulator import ClusterConfig, default_instance_config, load_latency_model, simulate
 from training.simulator.request import Request

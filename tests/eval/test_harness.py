@@ -16,8 +16,9 @@ from eval.harness import (
 )
 from eval.report import EvalReport, ci95_halfwidth
 from eval.sinks import DuckDBSink
+from tests.routing.temporary import unregister
 from training.routing import registry
-from training.routing.base import DELAY
+from training.simulator.interface import DELAY
 from training.simulator.request import Request
 
 ROUTERS = ("round_robin", "least_request", "decode_balancer")
@@ -86,7 +87,7 @@ def test_a_bad_router_gets_a_negative_improvement(tiny_workload, tiny_cluster, p
     try:
         rep = evaluate(["round_robin", "all_on_zero"], tiny_workload, tiny_cluster, paper_latency, seeds=(0,))
     finally:
-        registry.unregister("all_on_zero")
+        unregister("all_on_zero")
     assert rep.routers["all_on_zero"].vs_baseline_pct["e2e_mean"].mean < 0
 
 
@@ -176,7 +177,7 @@ def test_workload_classes_and_threshold(paper_latency):
 
 
 def test_split_threshold_is_the_median_prediction(tiny_workload, report):
-    from training.routing.predictors import TaskMeanPredictor
+    from training.length.baselines import TaskMeanPredictor
 
     pred = TaskMeanPredictor.fit(list(tiny_workload.train))
     t = split_threshold_tokens(pred, tiny_workload.train)

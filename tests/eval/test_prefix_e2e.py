@@ -10,10 +10,10 @@ import json
 
 import numpy as np
 
-from eval.sources import trace_requests
-from training.routing.predictors import TaskMeanPredictor
+from training.length.baselines import TaskMeanPredictor
 from training.routing.registry import RouterContext, get_router
 from training.simulator import ClusterConfig, default_instance_config, load_latency_model, simulate
+from training.workloads.sources import trace_requests
 
 
 def _write_mooncake(path, n=600, families=24, rate=1.5, seed=0):

@@ -29,11 +29,11 @@ from training.impact.fit import (
 )
 from training.impact.penalty import mixing_penalty_s
 from training.impact.recording import FEATURES, TARGET, IterationLog
-from training.routing.base import InstanceView, RequestView
-from training.simulator.benchmark import conversation_trace
 from training.simulator.config import ClusterConfig, InstanceConfig
+from training.simulator.interface import InstanceView, RequestView
 from training.simulator.latency import LinearLatencyModel
 from training.simulator.profiles import PAPER_CONTEXT_PROFILE, PAPER_PROFILE
+from training.workloads.synthetic import conversation_trace
 
 FIXTURE = Path(__file__).parent / "data" / "estimator_synthetic_v1.json"
 
@@ -180,7 +180,7 @@ def test_recorded_iterations_are_exactly_what_the_truth_model_says():
 
 
 def test_the_iteration_log_has_one_row_per_engine_iteration():
-    from training.routing.predictors import OraclePredictor
+    from training.length.baselines import OraclePredictor
     from training.routing.registry import RouterContext, get_router
     from training.simulator.engine import simulate
 
@@ -195,7 +195,7 @@ def test_the_iteration_log_has_one_row_per_engine_iteration():
 
 
 def test_an_iteration_observer_needs_step_by_step_replay():
-    from training.routing.predictors import OraclePredictor
+    from training.length.baselines import OraclePredictor
     from training.routing.registry import RouterContext, get_router
     from training.simulator.engine import simulate
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from training.impact.penalty import MixingImpact, mixing_impact, mixing_penalty_s
-from training.routing.base import InstanceView, RequestView
+from training.simulator.interface import InstanceView, RequestView
 from training.simulator.latency import LinearLatencyModel
 
 LM = LinearLatencyModel(

@@ -146,7 +146,7 @@ def test_quantile_buckets_per_task(tiny_warehouse):
 
 def test_adapter_satisfies_protocol(tiny_trained):
     from training.length.predictor import LearnedLengthPredictor
-    from training.routing.predictors import LengthPredictor
+    from training.simulator.interface import LengthPredictor
     from training.simulator.request import Request
 
     pred = LearnedLengthPredictor.from_trained(tiny_trained, batch_size=2)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tests.rl.test_train import TINY
-from training.envs.rewards import RewardConfig, drain_reward, effective_relief, step_reward
-from training.envs.router_env import RouterEnv
 from training.rl.config import RouterTrainConfig
-from training.rl.serving import load_policy
+from training.rl.env import RouterEnv
+from training.rl.policy_serving import load_policy
+from training.rl.rewards import RewardConfig, drain_reward, effective_relief, step_reward
 from training.rl.train import train_router
 
 

@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from tests.rl.test_train import TINY
-from training.envs.router_env import RouterEnv
 from training.rl.config import RouterTrainConfig
-from training.rl.serving import PolicyNet, load_policy
+from training.rl.env import RouterEnv
+from training.rl.policy_serving import PolicyNet, load_policy
 from training.rl.train import export_policy, train_router
 
 BOUND = 0.05

@@ -11,13 +11,13 @@ import pytest
 from pydantic import ValidationError
 
 from eval.harness import evaluate
-from eval.workloads import Workload
-from tests.envs.conftest import tiny_requests
+from tests.rl.conftest import tiny_requests
 from training.rl.config import RouterTrainConfig
+from training.rl.policy_serving import load_policy, predict_frame, snapshot_columns
 from training.rl.router import LearnedRouter, load_router
-from training.rl.serving import load_policy, predict_frame, snapshot_columns
 from training.rl.train import TrainedRouter, export_policy, train_router
 from training.routing.registry import RouterContext, get_router, router_names
+from training.workloads.catalog import Workload
 
 TINY = {
     "total_timesteps": 300,
@@ -66,7 +66,7 @@ def test_outputs_and_stats(trained):
 
 
 def test_checkpoint_loads_and_acts_like_the_export(trained, tiny_sampler):
-    from training.envs.router_env import RouterEnv
+    from training.rl.env import RouterEnv
 
     cfg = trained.config
     env = RouterEnv(tiny_sampler, cfg.reward, cfg.obs_spec())
@@ -96,7 +96,7 @@ def test_guided_discount_rises_as_guidance_decays(trained):
 def test_numpy_export_matches_torch(tiny_sampler):
     import torch as th
 
-    from training.envs.router_env import RouterEnv
+    from training.rl.env import RouterEnv
     from training.rl.train import _make_model
 
     for algo, arch in (("dqn", "slots"), ("dqn", "mlp"), ("maskable-ppo", "mlp")):
@@ -120,11 +120,11 @@ def test_numpy_export_matches_torch(tiny_sampler):
 
 
 def test_serving_predicts_the_input_example(trained):
-    from training.rl import serving
+    from training.rl import policy_serving
 
     frame = trained.input_example()
     assert list(frame.columns) == snapshot_columns(load_policy(trained.policy_dir).spec)
-    model = serving.RouterPolicyModel(trained.policy_dir)
+    model = policy_serving.RouterPolicyModel(trained.policy_dir)
     out = model.predict(None, frame)
     assert out.shape == (1,)
     assert out.dtype == np.int64

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from tests.routing.views import cluster, inst, req
+from training.length.baselines import OraclePredictor
 from training.routing.admission import HoldForHeadroom
-from training.routing.base import DELAY, ClusterView, InstanceView, RequestView
-from training.routing.estimates import AdmissionMemo, can_start, startable_instances
-from training.routing.predictors import OraclePredictor
+from training.routing.admission_rule import AdmissionMemo, can_start, startable_instances
 from training.routing.registry import RouterContext, get_entry, get_router
 from training.simulator import ClusterConfig, InstanceConfig, LinearLatencyModel, Request, simulate
+from training.simulator.interface import DELAY, ClusterView, InstanceView, RequestView
 
 BLOCK = 16
 
@@ -224,7 +224,7 @@ def test_memo_answers_exactly_as_startable_instances():
 def test_memo_skips_the_checks_it_can_and_replays_identically(monkeypatch):
     """The +hold wrapper with the memo replays an overloaded trace exactly like the plain rule, with
     fewer rule evaluations than routing calls (larger held prompts in the same tick are refused)."""
-    import training.routing.estimates as estimates
+    import training.routing.admission_rule as admission_rule
 
     class PlainHold:
         name = "plain_hold"
@@ -250,7 +250,7 @@ def test_memo_skips_the_checks_it_can_and_replays_identically(monkeypatch):
         Request(f"r{i}", 0.02 * i, int(rng.integers(50, 600)), int(rng.integers(50, 300))) for i in range(150)
     ]
     calls = {"rule": 0, "route": 0}
-    original = estimates.startable_instances
+    original = admission_rule.startable_instances
 
     def counted(*args, **kw):
         calls["rule"] += 1
@@ -268,7 +268,7 @@ def test_memo_skips_the_checks_it_can_and_replays_identically(monkeypatch):
             return self.inner.route(request, cluster)
 
     ref = simulate(overloaded, PlainHold(), cfg, LinearLatencyModel(), OraclePredictor(), seed=0)
-    monkeypatch.setattr(estimates, "startable_instances", counted)
+    monkeypatch.setattr(admission_rule, "startable_instances", counted)
     memoised = Counting(get_router("round_robin+hold", RouterContext(num_instances=2, block_size=BLOCK)))
     res = simulate(overloaded, memoised, cfg, LinearLatencyModel(), OraclePredictor(), seed=0)
     assert np.array_equal(res.e2e_s, ref.e2e_s)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.routing.views import cluster, inst, req
-from training.routing.base import DELAY
 from training.routing.registry import RouterContext, get_entry, get_router
+from training.simulator.interface import DELAY
 
 
 def make(name: str, n: int = 3, seed: int = 0, **ctx):

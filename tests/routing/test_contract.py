@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.routing.views import random_view
-from training.rl.serving import ObsSpec, PolicyNet
-from training.routing.base import DELAY, ClusterView, Router
+from training.rl.policy_serving import ObsSpec, PolicyNet
 from training.routing.registry import RouterContext, get_entry, get_router, router_names
+from training.simulator.interface import DELAY, ClusterView, Router
 
 LEARNED = {"rl": None, "rl+hold": 0.1}
 """Learned-router cases: name -> the policy's ``hold_kv_headroom``."""

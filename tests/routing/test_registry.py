@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.routing import registry
+from tests.routing.temporary import unregister
 from training.routing.baselines import RoundRobin
 from training.routing.registry import (
     RouterContext,
@@ -21,7 +21,7 @@ def cleanup():
     names: list[str] = []
     yield names
     for n in names:
-        registry.unregister(n)
+        unregister(n)
 
 
 def test_duplicate_name_raises(cleanup):
@@ -93,3 +93,21 @@ def test_routing_imports_no_io_or_ml_frameworks():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_router_order_does_not_depend_on_what_a_process_imported_first():
+    """A built-in module registers its routers when first imported; the RL env imports
+    ``latency_aware`` before the registry loads the others. The listed order (what ``--routers all``,
+    reports and the stored replay digests follow) must be the same either way."""
+    import subprocess
+    import sys
+
+    def names(first: str) -> list[str]:
+        code = f"{first}from training.routing.registry import router_names; print(router_names())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return out.stdout.strip().splitlines()[-1].split("'")[1::2]
+
+    plain = names("")
+    assert plain[:2] == ["round_robin", "random"]
+    assert names("import training.routing.latency_aware; ") == plain
+    assert names("import training.rl.env; ") == plain

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from training.routing.base import ClusterView, InstanceView, RequestView
+from training.simulator.interface import ClusterView, InstanceView, RequestView
 
 
 def inst(index: int, **kw) -> InstanceView:

@@ -1,11 +1,86 @@
-"""Small routers and helpers shared by the simulator tests (no routing package needed)."""
+"""Small routers, a constant length predictor and a load recount shared by the simulator tests (no
+routing or length package needed)."""
 
 from __future__ import annotations
 
-from training.routing.base import DELAY, ClusterView, RequestView
-from training.simulator.benchmark import RoundRobin
+from collections.abc import Sequence
 
-__all__ = ["DELAY", "AlwaysDelay", "DelayThenFirst", "Fixed", "Recording", "RoundRobin", "SeededRandom"]
+import numpy as np
+
+from training.simulator.instance import Instance
+from training.simulator.interface import DELAY, ClusterView, RequestView
+from training.simulator.request import Request, RequestStatus
+
+__all__ = [
+    "DELAY",
+    "AlwaysDelay",
+    "ConstantPredictor",
+    "DelayThenFirst",
+    "Fixed",
+    "Recording",
+    "RoundRobin",
+    "SeededRandom",
+    "recount_load",
+]
+
+
+class RoundRobin:
+    """Round robin over accepting instances (the registry's ``round_robin`` makes the same choices)."""
+
+    name = "round_robin_local"
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._m = 1
+
+    def reset(self, num_instances: int, seed: int) -> None:
+        self._m = num_instances
+        self._next = 0
+
+    def route(self, request: RequestView, cluster: ClusterView) -> int:
+        accepting = set(cluster.accepting)
+        for _ in range(self._m):
+            i = self._next
+            self._next = (self._next + 1) % self._m
+            if i in accepting:
+                return i
+        return DELAY
+
+
+class ConstantPredictor:
+    """Predicts the same length for every request (a length-blind router's implicit assumption)."""
+
+    is_oracle = False
+
+    def __init__(self, tokens: float = 256.0) -> None:
+        if tokens <= 0:
+            raise ValueError(f"constant prediction must be > 0 tokens, got {tokens}")
+        self.tokens = float(tokens)
+        self.name = f"constant({self.tokens:g})"
+
+    def predict_output_tokens(self, requests: Sequence[Request]) -> np.ndarray:
+        return np.full(len(requests), self.tokens, dtype=np.float64)
+
+
+def recount_load(inst: Instance) -> tuple[int, int, int, float]:
+    """``Instance.load`` recomputed from scratch over its requests (the incremental sums must match it)."""
+    prompt = 0
+    decode = 0.0
+    n_prefill = 0
+    n_decode = 0
+    waiting = [t[2] for t in inst.waiting] + list(inst.preempted)
+    for r in waiting:
+        n_prefill += 1
+        prompt += r.target - r.computed
+        decode += max(r.pred - r.generated, 0.0)
+    for r in inst.running:
+        if r.status is RequestStatus.DECODING:
+            n_decode += 1
+        else:
+            n_prefill += 1
+            prompt += r.target - r.computed
+        decode += max(r.pred - r.generated, 0.0)
+    return prompt, n_prefill, n_decode, decode
 
 
 class Fixed:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.simulator._util import RoundRobin
-from training.routing.predictors import OraclePredictor
+from training.length.baselines import OraclePredictor
 from training.simulator import (
     PROFILE_NAMES,
     ClusterConfig,
@@ -18,7 +18,7 @@ from training.simulator import (
     load_latency_model,
     simulate,
 )
-from training.simulator.benchmark import conversation_trace
+from training.workloads.synthetic import conversation_trace
 
 FILE_PROFILES = [p for p in PROFILE_NAMES if hardware_profile(p).compute_dir is not None]
 

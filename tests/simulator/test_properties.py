@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.simulator._util import LeastLoaded, RoundRobin, SeededRandom
-from training.routing.predictors import OraclePredictor
+from tests.simulator._util import LeastLoaded, RoundRobin, SeededRandom, recount_load
+from training.length.baselines import OraclePredictor
 from training.simulator import (
     ClusterConfig,
     InstanceConfig,
@@ -19,7 +19,7 @@ from training.simulator import (
     Request,
     simulate,
 )
-from training.simulator.benchmark import conversation_trace
+from training.workloads.synthetic import conversation_trace
 
 LIN = LinearLatencyModel()
 # more examples for a bug hunt: LOADWISE_SIM_EXAMPLES=5000 pytest tests/simulator
@@ -167,7 +167,7 @@ def test_incremental_router_loads_match_recount(workload, fast):
         self._cache_key = None  # a snapshot reused within an instant equals a fresh one
         assert original(self, now, r, queue_len) == cv
         for inst in self.instances:
-            assert inst.load() == inst.load_slow()
+            assert inst.load() == recount_load(inst)
             used = sum(x.alloc - x.shared for x in inst.running)
             assert inst.used_private == used
             assert inst.used_private + inst.cached_blocks <= inst.total_blocks

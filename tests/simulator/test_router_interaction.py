@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.simulator._util import AlwaysDelay, DelayThenFirst, Fixed, Recording, RoundRobin
-from training.routing.base import DELAY, ClusterView, RequestView
-from training.routing.predictors import ConstantPredictor, OraclePredictor
+from tests.simulator._util import AlwaysDelay, ConstantPredictor, DelayThenFirst, Fixed, Recording, RoundRobin
+from training.length.baselines import OraclePredictor
 from training.simulator import (
     ClusterConfig,
     InstanceConfig,
@@ -16,7 +15,8 @@ from training.simulator import (
     RoutingError,
     simulate,
 )
-from training.simulator.events import EventKind
+from training.simulator.event_order import EventKind
+from training.simulator.interface import DELAY, ClusterView, RequestView
 
 LIN = LinearLatencyModel()
 
@@ -174,7 +174,7 @@ def test_empty_replay():
 
 def test_replay_generator_hands_out_decisions():
     from training.simulator import replay
-    from training.simulator.benchmark import conversation_trace
+    from training.workloads.synthetic import conversation_trace
 
     reqs = conversation_trace(60, rate_per_s=5.0, seed=2)
     cfg = ClusterConfig(num_instances=3)

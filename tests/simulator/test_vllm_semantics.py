@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.simulator._util import Fixed, Recording
-from training.routing.predictors import OraclePredictor
+from training.length.baselines import OraclePredictor
 from training.simulator import ClusterConfig, InstanceConfig, LinearLatencyModel, Request, simulate
 
 LIN = LinearLatencyModel()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training.routing.base import InstanceView, RequestView
+from training.simulator.interface import InstanceView, RequestView
 from training.simulator.latency import LatencyModel
 
 DEFAULT_ALPHA = 0.5

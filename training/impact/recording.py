@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from training.routing.predictors import OraclePredictor
+from training.length.baselines import OraclePredictor
 from training.routing.registry import RouterContext, get_router
 from training.simulator.config import ClusterConfig
 from training.simulator.engine import simulate

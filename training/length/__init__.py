@@ -5,5 +5,6 @@ Modules: ``config`` (PredictorConfig), ``data`` (warehouse rows -> prompts, spli
 ``serving`` (self-contained inference + MLflow pyfunc), ``train``
 (``train_length_predictor`` -> ``TrainedLengthPredictor``), ``metrics`` (``LengthReport``),
 ``report`` (Table 1 sweep, ``python -m training.length.report``), ``predictor`` (the simulator's
-``LengthPredictor`` adapter), ``bench`` (CPU latency). Importing this package imports no torch.
+``LengthPredictor`` adapter), ``baselines`` (the reference predictors every replay can use without a
+model: oracle, task mean), ``bench`` (CPU latency). Importing this package imports no torch.
 """

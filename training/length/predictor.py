@@ -1,6 +1,6 @@
 """Adapter: a trained or loaded length predictor as the simulator's ``LengthPredictor``.
 
-Who calls this: the replay (``training.routing.predictors.LengthPredictor`` protocol), once per
+Who calls this: the replay (``training.simulator.interface.LengthPredictor`` protocol), once per
 replay, to annotate every request with a predicted output length in tokens before routing. Requests
 without prompt text are answered by the tabular model (prompt length + task).
 """

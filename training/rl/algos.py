@@ -5,7 +5,7 @@ Who calls this: ``training.rl.train`` builds ``MaskedDoubleDQN`` for ``algo="dqn
 SB3's DQN is vanilla DQN (the target network both picks and values the next action) and knows no
 action masks. The paper uses Double DQN (van Hasselt et al. 2016): the online network picks the
 next action, the target network values it. Masks come from the observation itself: its first
-``n_actions`` entries are the valid-action flags (``training.rl.serving.encode_observation``), so
+``n_actions`` entries are the valid-action flags (``policy_serving.encode_observation``), so
 greedy actions, exploration and the Double-DQN target all respect them without extra plumbing.
 """
 
@@ -20,7 +20,7 @@ from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch.nn import functional as F
 
-from training.rl.serving import PRIOR_FEATURES
+from training.rl.policy_serving import PRIOR_FEATURES
 
 _NEG = -1e9
 
@@ -31,7 +31,7 @@ def _masked(q: th.Tensor, obs: th.Tensor) -> th.Tensor:
 
 
 def slot_inputs_torch(x: th.Tensor, layout: tuple[int, int, int]) -> th.Tensor:
-    """Torch twin of ``training.rl.serving.slot_inputs``: (B, obs_dim) -> (B, m + 1, R + 2P + 1)."""
+    """Torch twin of ``training.rl.policy_serving.slot_inputs``: (B, obs_dim) -> (B, m + 1, R + 2P + 1)."""
     m, r, p = layout
     b = x.shape[0]
     req = x[:, m + 1 : m + 1 + r]
@@ -48,7 +48,7 @@ class MaskedQNetwork(QNetwork):
     """Greedy action = argmax over the valid actions flagged in the observation.
 
     With ``slot_layout = (m, R, P)`` the Q-network is the ``slots`` architecture (one MLP scoring
-    every action's slot; ``training.rl.serving.slot_inputs``), else SB3's plain MLP. With
+    every action's slot; ``training.rl.policy_serving.slot_inputs``), else SB3's plain MLP. With
     ``residual_bound = c`` the slot scorer's output r becomes ``c x tanh(r / c)``, in (-c, c): a trust
     region towards the prior (the learned part can only re-rank actions whose prior scores are within
     2c); the dueling value head stays unbounded, so the return level is still fitted.

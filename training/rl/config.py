@@ -1,8 +1,9 @@
 """``RouterTrainConfig``: every setting of one RL-router training run (frozen, strict, saved with it).
 
-Who calls this: ``training.rl.train.train_router`` (reads it), ``eval.learned`` and the lead's CLI /
-flow (build it, e.g. from YAML), once per run. The resolved config is written to the policy folder
-as ``config.json`` and is what MLflow logs. No side effects in the constructor.
+Who calls this: ``training.rl.train.train_router`` (reads it), ``training.workloads.episodes`` (its
+setting fields), ``eval.learned`` and the CLI / flows (build it, e.g. from YAML), once per run. The
+resolved config is written to the policy folder as ``config.json`` and is what MLflow logs. No side
+effects in the constructor.
 
 Defaults follow the paper where it says (Jain et al., arXiv 2408.13510: Double DQN, MLP 64-64,
 batch 512, exploration off after episode 20, r_w = 60, alpha = 0.5, 2000-request windows at 20 req/s
@@ -15,14 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from training.envs.rewards import RewardConfig, Variant
-from training.rl.serving import ObsSpec
+from training.rl.policy_serving import ObsSpec
+from training.rl.rewards import RewardConfig, Variant
+from training.workloads.episodes import WAREHOUSE_WORKLOAD
 
 MAX_SEED = 2**32 - 1
 """Largest training seed: stable-baselines3 seeds NumPy's legacy global RNG, which takes [0, 2**32)."""
-
-WAREHOUSE_WORKLOAD = "warehouse"
-"""``workload`` value for seeded windows of the warehouse's requests (``eval.learned``)."""
 
 
 class RouterTrainConfig(BaseModel):
@@ -55,10 +54,11 @@ class RouterTrainConfig(BaseModel):
     where: str = Field(
         default="format = 'azure'",
         description="workload 'warehouse' only: SQL filter over marts.requests (episodes and held-out "
-        "replays are seeded windows of the matching rows, eval.workloads.windowed_trace_workload)",
+        "replays are seeded windows of the matching rows, "
+        "training.workloads.catalog.windowed_trace_workload)",
     )
 
-    # observation (training.rl.serving.ObsSpec)
+    # observation (training.rl.policy_serving.ObsSpec)
     prompt_edges: tuple[float, ...] = (256.0, 1500.0)
     decode_edges: tuple[float, ...] = (128.0, 256.0, 512.0)
     queue_cap: int = Field(default=64, ge=1)

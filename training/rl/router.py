@@ -5,20 +5,21 @@ is imported only when the name is asked for) and ``load_router`` callers, once p
 once per routing decision. Pure numpy at decision time (the exported ``PolicyNet``; no torch, no SB3).
 
 ``ctx.options["policy_dir"]`` names the policy folder written by ``training.rl.train`` (weights,
-``obs_spec.json``). The snapshot is built by ``training.envs.observation.SnapshotBuilder`` with the
+``obs_spec.json``). The snapshot is built by ``training.rl.observation.SnapshotBuilder`` with the
 context's latency model, block size and batch limit, and encoded by THE encoder of
-``training.rl.serving``: the same path as in training.
+``training.rl.policy_serving``: the same path as in training.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from training.envs.observation import SnapshotBuilder
-from training.rl.serving import DELAY_OUTPUT, PolicyNet, load_policy
-from training.routing.base import DELAY, ClusterView, RequestView, Router
-from training.routing.estimates import AdmissionMemo, latency_model_of
+from training.rl.observation import SnapshotBuilder
+from training.rl.policy_serving import DELAY_OUTPUT, PolicyNet, load_policy
+from training.routing.admission_rule import AdmissionMemo
+from training.routing.estimates import latency_model_of
 from training.routing.registry import RouterContext
+from training.simulator.interface import DELAY, ClusterView, RequestView, Router
 
 POLICY_DIR_OPTION = "policy_dir"
 

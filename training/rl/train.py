@@ -1,11 +1,11 @@
 """Train the RL router with stable-baselines3 / sb3-contrib and export it as a numpy policy folder.
 
-Who calls this: ``eval.learned.train_and_evaluate`` and the lead's CLI / Prefect flow, once per run.
-Side effects only under ``out_dir``:
+Who calls this: the training jobs of the flows (``flows.models.train_router_job``, the nightly's
+``train_one``) and tests, once per run. Side effects only under ``out_dir``:
 
 - ``policy/``: the exported policy (``policy_weights.npz``, ``obs_spec.json``), the resolved
   ``config.json``, ``train_stats.json`` and ``input_example.json``: everything ``load_router`` and
-  ``training.rl.serving.RouterPolicyModel`` need. It holds the checkpoint with the best validation
+  ``policy_serving.RouterPolicyModel`` need. It holds the checkpoint with the best validation
   mean E2E (validation = fixed windows of the TRAINING pool, never the held-out one); with
   ``selection_p99_tolerance_pct`` set, the best among those whose validation p99 E2E is within that
   tolerance of the step-0 policy's (``keeps_checkpoint``).
@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.envs.rewards import guided_gamma, mixing_weight
-from training.envs.router_env import EpisodeSampler, RouterEnv
 from training.rl.config import RouterTrainConfig
-from training.rl.serving import PolicyNet, load_policy, snapshot_columns, snapshot_to_row
+from training.rl.env import RouterEnv
+from training.rl.policy_serving import PolicyNet, load_policy, snapshot_columns, snapshot_to_row
+from training.rl.rewards import guided_gamma, mixing_weight
+from training.workloads.episodes import EpisodeSampler
 
 VALIDATION_SEED_BASE = 1_000_000
 """Validation windows use sampler seeds from here (training episodes draw theirs from the env's RNG)."""

@@ -1,9 +1,11 @@
-"""Routers: the protocol and frozen views (``base``), length predictors, and the one registry.
+"""Routers: the one registry and every built-in router (baselines, llm-d scorers, latency-aware rules,
+admission control), plus the replay-speed benchmark.
 
-``get_router(name, ctx)`` builds any registered router; ``router_names()`` lists them.
+``get_router(name, ctx)`` builds any registered router; ``router_names()`` lists them. The Router
+protocol and the frozen views routers decide on are the simulator's interface
+(``training.simulator.interface``).
 """
 
-from training.routing.base import DELAY, ClusterView, InstanceView, RequestView, Router
 from training.routing.registry import (
     RouterContext,
     RouterEntry,
@@ -15,11 +17,6 @@ from training.routing.registry import (
 )
 
 __all__ = [
-    "DELAY",
-    "ClusterView",
-    "InstanceView",
-    "RequestView",
-    "Router",
     "RouterContext",
     "RouterEntry",
     "get_entry",

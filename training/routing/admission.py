@@ -13,7 +13,7 @@ has headroom (late binding, as a gateway's saturation detector / flow control do
 the routing rule then picks among the instances that can start it now. Measured in
 docs/evaluation.md ("Admission control").
 
-The rule (``training.routing.estimates.can_start``, shared with the RL env and the learned router),
+The rule (``training.routing.admission_rule.can_start``, shared with the RL env and the learned router),
 per instance: accepting, and either empty (nothing running or waiting, so
 a held request always starts eventually, whatever its size) or such that once every prompt already
 sent there has its KV blocks, this one still fits with ``headroom`` of the cache to spare:
@@ -22,16 +22,16 @@ total``. ``headroom`` is a fraction of the instance's KV capacity kept free for 
 (default 0.10, picked on the ``main`` workload's training-pool windows: docs/evaluation.md). Where
 memory is ample the rule never holds, so the wrapped router behaves exactly as without it. The
 learned router applies the same rule to its snapshot when its policy was trained with it
-(``training.rl.serving.startable``).
+(``training.rl.policy_serving.startable``).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from training.routing.base import DELAY, ClusterView, RequestView, Router
-from training.routing.estimates import AdmissionMemo
+from training.routing.admission_rule import AdmissionMemo
 from training.routing.registry import RouterContext, RouterFactory, get_entry, get_router, register
+from training.simulator.interface import DELAY, ClusterView, RequestView, Router
 
 DEFAULT_HEADROOM = 0.10
 """Fraction of an instance's KV blocks kept free beyond the prompt before it may start a request."""

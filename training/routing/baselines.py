@@ -4,17 +4,17 @@ Who calls this: the simulator, once per routing decision, through the registry (
 ``training.routing.registry``). Every router picks only from ``cluster.accepting`` (``DELAY`` when
 none accepts) and draws randomness only from generators seeded in ``reset``.
 
-Each class names the production system it mirrors. Units follow ``training.routing.base``: tokens,
-KV blocks, seconds of simulated time.
+Each class names the production system it mirrors. Units follow ``training.simulator.interface``:
+tokens, KV blocks, seconds of simulated time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.routing.base import DELAY, ClusterView, InstanceView, RequestView
 from training.routing.estimates import accepting_views, pick_min, seeded_rng
 from training.routing.registry import RouterContext, register
+from training.simulator.interface import DELAY, ClusterView, InstanceView, RequestView
 
 
 class _SeededRouter:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.routing.base import DELAY, ClusterView, InstanceView, RequestView
 from training.routing.estimates import (
     accepting_views,
     context_tokens,
@@ -35,6 +34,7 @@ from training.routing.estimates import (
     seeded_rng,
 )
 from training.routing.registry import RouterContext, register
+from training.simulator.interface import DELAY, ClusterView, InstanceView, RequestView
 
 
 @dataclass(frozen=True, slots=True)

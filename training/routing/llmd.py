@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.routing.base import DELAY, ClusterView, RequestView
 from training.routing.estimates import accepting_views, seeded_rng
 from training.routing.registry import RouterContext, register
+from training.simulator.interface import DELAY, ClusterView, RequestView
 
 DEFAULT_WEIGHTS = {"queue": 2.0, "kv_cache": 2.0, "prefix_cache": 3.0}
 

@@ -29,7 +29,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from training.routing.base import Router
+from training.simulator.interface import Router
 from training.simulator.latency import LatencyModel
 
 DEFAULT_LENGTH_THRESHOLD_TOKENS = 256.0
@@ -95,6 +95,13 @@ class RouterEntry:
     @property
     def is_lazy(self) -> bool:
         return self.factory is None
+
+    @property
+    def module(self) -> str:
+        """The module that defines the factory (for lazy entries, the one its import path names)."""
+        if self.factory is not None:
+            return str(getattr(self.factory, "__module__", ""))
+        return (self.import_path or "").partition(":")[0]
 
     def load_factory(self) -> RouterFactory:
         if self.factory is not None:
@@ -181,11 +188,6 @@ def register_lazy(
     return entry
 
 
-def unregister(name: str) -> None:
-    """Remove an entry (tests that register temporary routers clean up with this)."""
-    _REGISTRY.pop(name, None)
-
-
 def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
@@ -206,16 +208,27 @@ def _load_builtins() -> None:
         )
 
 
+def _entries() -> list[RouterEntry]:
+    """Every entry: the built-ins in ``_BUILTIN_MODULES`` order, then the others in registration order.
+
+    A built-in module registers its routers when it is first imported, and anything may import one
+    before the registry loads them all (the RL observation builder imports ``latency_aware``), so
+    the registration order depends on what a process imported first; this order does not."""
+    _load_builtins()
+    rank = {m: i for i, m in enumerate(_BUILTIN_MODULES)}
+    return sorted(_REGISTRY.values(), key=lambda e: rank.get(e.module, len(rank)))
+
+
 def router_names(*, include_oracle: bool = True, include_configured: bool = False) -> list[str]:
-    """Registered names, in registration order (built-ins first).
+    """Registered names: the built-ins in a fixed order (``_entries``), then the others in
+    registration order.
 
     ``include_configured``: also list routers with ``required_options`` (the learned ``rl``, which
     needs a policy folder); they are left out by default.
     """
-    _load_builtins()
     return [
-        n
-        for n, e in _REGISTRY.items()
+        e.name
+        for e in _entries()
         if (include_oracle or not e.oracle) and (include_configured or not e.required_options)
     ]
 
@@ -225,7 +238,8 @@ def get_entry(name: str) -> RouterEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown router {name!r}; registered: {', '.join(_REGISTRY)}") from None
+        names = ", ".join(e.name for e in _entries())
+        raise KeyError(f"unknown router {name!r}; registered: {names}") from None
 
 
 def get_router(name: str, ctx: RouterContext) -> Router:

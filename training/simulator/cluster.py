@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from training.routing.base import ClusterView, InstanceView
 from training.simulator.config import ClusterConfig
 from training.simulator.instance import Instance
+from training.simulator.interface import ClusterView, InstanceView
 from training.simulator.latency import IterationObserver, LatencyModel
 from training.simulator.state import ReqState
 

@@ -4,7 +4,7 @@ Who calls this: the eval harness, the RL env, benchmarks and tests. One call rep
 requests through a router onto ``config.num_instances`` instances and returns a ``SimResult``. It
 calls ``router.reset(num_instances, seed)`` first and ``predictor.predict_output_tokens`` once. Time
 comes from events only; the simulator itself draws no random numbers (routers get ``seed``), so the
-same inputs and seed give bit-identical arrays. Event order at equal times: see ``events``.
+same inputs and seed give bit-identical arrays. Event order at equal times: see ``event_order``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from training.routing.base import DELAY, ClusterView, RequestView, Router
-from training.routing.predictors import LengthPredictor
 from training.simulator.cluster import Cluster
 from training.simulator.config import ClusterConfig
-from training.simulator.events import ARRIVAL, ITERATION_END, ROUTER_TICK, SCHEDULE
+from training.simulator.event_order import ARRIVAL, ITERATION_END, ROUTER_TICK, SCHEDULE
+from training.simulator.interface import DELAY, ClusterView, LengthPredictor, RequestView, Router
 from training.simulator.latency import IterationObserver, LatencyModel
 from training.simulator.request import Request, RequestStatus
 from training.simulator.result import SimResult
@@ -263,7 +262,7 @@ def replay(
             else:
                 tick_pending = False
 
-    unfinished = [s.idx for s in states if s.status is not RequestStatus.FINISHED]
+    unfinished = [s.idx for s in states if not s.status.is_finished]
     if unfinished:  # pragma: no cover - a simulator bug, never a user error
         raise RuntimeError(f"replay ended with {len(unfinished)} unfinished requests, e.g. {unfinished[:5]}")
     return _result(requests, states, cluster, now, time.perf_counter() - wall0)

@@ -571,7 +571,7 @@ class Instance:
                 left = r.pred - r.generated
                 if left > 0:
                     self.run_decode_left -= left
-            self.running = [r for r in self.running if r.status is not _FINISHED]
+            self.running = [r for r in self.running if not r.status.is_finished]
             if not self.running:
                 self.run_decode_left = 0.0
         self.busy = False
@@ -604,23 +604,3 @@ class Instance:
         out.extend((r.prompt, r.pred, r.generated, False) for r in self.preempted)
         out.extend((r.prompt, r.pred, r.generated, r.status is _DECODING) for r in self.running)
         return tuple(out)
-
-    def load_slow(self) -> tuple[int, int, int, float]:
-        """``load`` recomputed from scratch (tests compare the two)."""
-        prompt = 0
-        decode = 0.0
-        n_prefill = 0
-        n_decode = 0
-        waiting = [t[2] for t in self.waiting] + list(self.preempted)
-        for r in waiting:
-            n_prefill += 1
-            prompt += r.target - r.computed
-            decode += max(r.pred - r.generated, 0.0)
-        for r in self.running:
-            if r.status is _DECODING:
-                n_decode += 1
-            else:
-                n_prefill += 1
-                prompt += r.target - r.computed
-            decode += max(r.pred - r.generated, 0.0)
-        return prompt, n_prefill, n_decode, decode

@@ -27,6 +27,8 @@ class RequestStatus(enum.IntEnum):
 
     @property
     def is_finished(self) -> bool:
+        """The request has produced its last token (the replay's end-of-life test; one place, so a
+        second terminal status would be added here only)."""
         return self is RequestStatus.FINISHED
 
 

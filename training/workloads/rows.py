@@ -1,10 +1,11 @@
 """Canonical request rows (Arrow) → the simulator's ``Request`` objects. Pure: tables in, objects out.
 
-Who calls this: the evaluation layer, once per replayed trace, after it has read rows of
-``marts.requests`` (or a warehouse built from a trace file) into an Arrow table. It never touches
-the DuckDB file. Columns used: ``request_id, arrival_s, prompt_tokens, output_tokens`` (required),
-``task, prefix_hash_ids, prompt_text`` (optional). Rows must already be valid (the warehouse's
-staging checks quarantine bad ones); only successful requests should be passed (``status = 'ok'``).
+Who calls this: ``sources`` (the workloads of the warehouse and of trace files), once per replayed
+trace, after it has read rows of ``marts.requests`` (or a warehouse built from a trace file) into an
+Arrow table. It never touches the DuckDB file. Columns used: ``request_id, arrival_s, prompt_tokens,
+output_tokens`` (required), ``task, prefix_hash_ids, prompt_text`` (optional). Rows must already be
+valid (the warehouse's staging checks quarantine bad ones); only successful requests should be
+passed (``status = 'ok'``).
 """
 
 from __future__ import annotations

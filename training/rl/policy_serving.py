@@ -1,9 +1,12 @@
-"""Serving side of the learned router: snapshot schema, THE observation encoder, a numpy MLP policy.
+"""The learned router's serving code: snapshot schema (``ObsSpec``), THE observation encoder, the numpy
+policy (``PolicyNet``) and its MLflow pyfunc (``RouterPolicyModel``).
 
 SELF-CONTAINED: imports numpy and pandas only (``mlflow`` lazily, for ``RouterPolicyModel``), nothing
 from this project, so a serving-side router can load the registered model with only the model's own
-dependencies. The RL env (``training.envs``) imports ``encode_observation`` / ``action_mask`` from
-here, so training and serving share one encoder, not two copies.
+dependencies: the registry logs a copy of this file as the ``llm-router`` model's code (MLflow
+models from code), so a registered model never imports it by its path in the project. The RL env
+(``training.rl.env``) imports ``encode_observation`` / ``action_mask`` from here, so training and
+serving share one encoder, not two copies.
 
 Who calls this: the env once per routing decision (``encode_observation``), the router adapter
 (``training.rl.router``) once per routing decision (``PolicyNet.act``), and MLflow's pyfunc
@@ -510,7 +513,7 @@ _MODEL_CLASS: type | None = None
 def __getattr__(name: str) -> Any:
     """``RouterPolicyModel`` is built on first access so that importing this module (the env does,
     once per process) does not import MLflow (~5 s here). It is a real ``mlflow.pyfunc.PythonModel``
-    subclass, picklable by reference as ``training.rl.serving.RouterPolicyModel``."""
+    subclass, picklable by reference as ``training.rl.policy_serving.RouterPolicyModel``."""
     global _MODEL_CLASS
     if name == "RouterPolicyModel":
         if _MODEL_CLASS is None:

@@ -1,8 +1,9 @@
-"""Router views -> the serving snapshot (``training.rl.serving.RouterSnapshot``), plus reward inputs.
+"""Router views -> the serving snapshot (``policy_serving.RouterSnapshot``), plus reward inputs.
 
 Who calls this: the RL env and the learned-router adapter (``training.rl.router``), once per routing
-decision each. Both build the snapshot here and encode it with THE encoder in ``training.rl.serving``,
-so what the policy sees in training, in the harness and behind MLflow is the same function.
+decision each. Both build the snapshot here and encode it with THE encoder in
+``training.rl.policy_serving``, so what the policy sees in training, in the harness and behind MLflow
+is the same function.
 
 The views must carry ``request_stats`` (``ClusterConfig.request_stats``; the env sets it, and the
 simulator turns it on for routers with ``needs_request_stats``): per-bucket prefill/decode counts,
@@ -21,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.impact.penalty import DEFAULT_ALPHA, mixing_penalty_s
-from training.rl.serving import INSTANCE_FIELDS, ObsSpec, RouterSnapshot
-from training.routing.base import ClusterView, InstanceView, RequestView
+from training.rl.policy_serving import INSTANCE_FIELDS, ObsSpec, RouterSnapshot
 from training.routing.estimates import decode_step_s, prefill_s
 from training.routing.latency_aware import MinMin
 from training.routing.registry import RouterContext
+from training.simulator.interface import ClusterView, InstanceView, RequestView
 from training.simulator.latency import LatencyModel
 
 

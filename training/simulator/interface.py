@@ -1,9 +1,14 @@
-"""The Router protocol and the frozen snapshots a router decides on.
+"""The simulator's interface to what plugs into it: the Router protocol with the frozen views a router
+decides on, and the LengthPredictor protocol.
 
-Who calls this: the simulator, once per routing decision (when a request arrives at the router and,
-if the router chose ``DELAY``, again at every decision tick until it is routed). Routers never see
-live simulator objects, only these frozen views, with the names and units of the engine metrics a
-production router scrapes (vLLM ``num_requests_running`` / ``num_requests_waiting`` /
+Who calls this: the simulator, once per routing decision (``Router.route``: when a request arrives at
+the router and, if the router chose ``DELAY``, again at every decision tick until it is routed) and
+once per replay (``LengthPredictor.predict_output_tokens``). Routers (``training.routing``), length
+predictors (``training.length``) and the RL env (``training.rl``) implement or read these; the
+simulator imports nothing of them.
+
+Routers never see live simulator objects, only these frozen views, with the names and units of the
+engine metrics a production router scrapes (vLLM ``num_requests_running`` / ``num_requests_waiting`` /
 ``kv_cache_usage_perc``) plus what the router itself knows (what it sent where, and the predicted
 output lengths of those requests).
 
@@ -14,8 +19,13 @@ predictor (true lengths), and reports label them as such.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from training.simulator.request import Request
 
 DELAY = -1
 """Returned by ``Router.route`` to hold the request at the router until the next decision tick."""
@@ -120,3 +130,20 @@ class Router(Protocol):
     def reset(self, num_instances: int, seed: int) -> None: ...
 
     def route(self, request: RequestView, cluster: ClusterView) -> int: ...
+
+
+@runtime_checkable
+class LengthPredictor(Protocol):
+    """Maps requests to predicted output lengths in tokens (float, > 0).
+
+    The replay calls ``predict_output_tokens`` once per replay, before the first routing decision;
+    length-aware routers and the LWL / BINPACK queue policies read these predictions, never the true
+    lengths. ``is_oracle``: the predictor reads true lengths (an upper bound; reports say so). The
+    kinds: ``training.length.baselines`` (oracle, task mean) and ``training.length.predictor`` (the
+    trained model).
+    """
+
+    name: str
+    is_oracle: bool
+
+    def predict_output_tokens(self, requests: Sequence[Request]) -> np.ndarray: ...

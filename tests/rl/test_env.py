@@ -10,12 +10,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tests.envs.conftest import tiny_requests
-from training.envs import ENV_IDS, ROUTER_ENV_ID, RewardConfig, RouterEnv
-from training.envs.rewards import guided_gamma, mixing_weight
-from training.rl.serving import ObsSpec
-from training.routing.base import DELAY
+from tests.rl.conftest import tiny_requests
+from training.rl.env import ENV_IDS, ROUTER_ENV_ID, RouterEnv
+from training.rl.policy_serving import ObsSpec
+from training.rl.rewards import RewardConfig, guided_gamma, mixing_weight
 from training.simulator import simulate
+from training.simulator.interface import DELAY
 
 
 def _env(sampler, **reward):

@@ -1,7 +1,10 @@
-"""``RouterEnv``: the simulator as a gymnasium MDP (one step = one routing decision).
+"""``RouterEnv``: the simulator as a gymnasium MDP (one step = one routing decision), registered as
+``loadwise/Router-v0``.
 
 Who calls this: stable-baselines3 training (``training.rl.train``), tests, and anyone through
-``gymnasium.make("loadwise/Router-v0", sampler=...)``. A thin adapter over
+``gymnasium.make("loadwise/Router-v0", sampler=...)`` once this module is imported (``ENV_IDS``
+lists every registered id; the contract tests run over it). Episodes come from an
+``EpisodeSampler`` (``training.workloads.episodes``). A thin adapter over
 ``training.simulator.replay``: the replay generator yields a decision point ``(RequestView,
 ClusterView)`` whenever a request at the head of the router queue needs placing (at its arrival, and
 at every decision tick while it is held after DELAY); ticks with nothing to decide never reach the
@@ -10,45 +13,25 @@ agent. The env answers with the chosen instance or DELAY. Jain et al. (arXiv 240
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from training.envs.observation import DecisionState, SnapshotBuilder
-from training.envs.rewards import RewardConfig, drain_reward, effective_relief, mixing_weight, step_reward
-from training.rl.serving import OBS_HIGH, ObsSpec, action_mask, encode_observation
-from training.routing.base import DELAY, ClusterView, RequestView
-from training.routing.estimates import AdmissionMemo
-from training.routing.predictors import LengthPredictor
-from training.simulator.config import ClusterConfig
+from training.rl.observation import DecisionState, SnapshotBuilder
+from training.rl.policy_serving import OBS_HIGH, ObsSpec, action_mask, encode_observation
+from training.rl.rewards import RewardConfig, drain_reward, effective_relief, mixing_weight, step_reward
+from training.routing.admission_rule import AdmissionMemo
 from training.simulator.engine import replay
-from training.simulator.latency import LatencyModel
-from training.simulator.request import Request
+from training.simulator.interface import DELAY, ClusterView, RequestView
 from training.simulator.result import SimResult
+from training.workloads.episodes import EpisodeSampler
 
-
-@dataclass(frozen=True)
-class EpisodeSampler:
-    """Where episodes come from: ``sample(seed)`` -> a trace window of TRAINING requests.
-
-    Attributes:
-        sample: deterministic for a seed; requests sorted by arrival (the held-out pool must never
-            appear here: ``eval.learned`` builds it from ``Workload.sample_train``).
-        cluster: the simulated cluster (the env turns ``request_stats`` on).
-        latency_model: the profile's latency model (replay, estimates and the mixing penalty).
-        predictor: the non-oracle length predictor the replay annotates requests with.
-        name: for logs.
-    """
-
-    sample: Callable[[int], Sequence[Request]]
-    cluster: ClusterConfig
-    latency_model: LatencyModel
-    predictor: LengthPredictor
-    name: str = "episodes"
+ROUTER_ENV_ID = "loadwise/Router-v0"
+ENV_IDS = (ROUTER_ENV_ID,)
 
 
 class RouterEnv(gym.Env[np.ndarray, np.int64]):
@@ -64,7 +47,8 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Observation
     ``Box(0, 10, (obs_dim,), float32)``, the paper's state, encoded by
-    ``training.rl.serving.encode_observation`` (layout there). Normalised with ``log1p(x / scale)``
+    ``training.rl.policy_serving.encode_observation`` (layout there). Normalised with
+    ``log1p(x / scale)``
     or fractions, clipped at 10:
 
     | part | entries | paper? |
@@ -84,7 +68,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
     | per instance: completion and penalty minus the best instance's, / 10 s | 2 | addition (prior inputs) |
 
     ## Reward
-    ``training.envs.rewards``: in-system penalty shrinking with decode progress, +60 per finished
+    ``training.rl.rewards``: in-system penalty shrinking with decode progress, +60 per finished
     request, the mixing penalty (variant ``baseline``: off; ``aware``: on; ``guided``: weight
     ``e^(-0.5 k)`` in episode ``k``), an optional terminal drain term. Components in
     ``info["reward_<name>"]``.
@@ -263,8 +247,8 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         """Under admission control (``spec.hold_kv_headroom``) a decision where no instance can start
         the request has DELAY as its only valid action: answer it here, tick after tick, without the
         agent (the time waited counts in the next step's reward). The check reads the views
-        (``startable_instances`` through an ``AdmissionMemo``, the rule ``serving.startable`` applies to
-        the snapshot), so held ticks cost no snapshot."""
+        (``startable_instances`` through an ``AdmissionMemo``, the rule ``policy_serving.startable``
+        applies to the snapshot), so held ticks cost no snapshot."""
         if self._hold is None:
             return rv, cv
         while self._hold.startable(cv, rv.prompt_tokens) is None:
@@ -280,3 +264,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         if len(ok) == 0:
             return self.obs_spec.num_instances
         return int(ok[np.argmin(inst[ok, 8])])
+
+
+if ROUTER_ENV_ID not in gym.registry:
+    gym.register(id=ROUTER_ENV_ID, entry_point="training.rl.env:RouterEnv")

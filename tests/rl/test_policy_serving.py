@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-import training.rl.serving as serving
-from tests.envs.conftest import tiny_requests
-from training.envs import RouterEnv
-from training.envs import router_env as env_module
-from training.rl.serving import (
+import training.rl.policy_serving as policy_serving
+from tests.rl.conftest import tiny_requests
+from training.rl import env as env_module
+from training.rl.env import RouterEnv
+from training.rl.policy_serving import (
     ObsSpec,
     PolicyNet,
     encode_observation,
@@ -22,7 +22,7 @@ from training.rl.serving import (
     snapshot_to_row,
 )
 
-SERVING = Path(serving.__file__)
+SERVING = Path(policy_serving.__file__)
 
 
 def test_serving_imports_nothing_from_the_project():
@@ -42,8 +42,8 @@ def test_serving_imports_nothing_from_the_project():
 
 
 def test_env_uses_the_serving_encoder():
-    assert env_module.encode_observation is serving.encode_observation
-    assert env_module.action_mask is serving.action_mask
+    assert env_module.encode_observation is policy_serving.encode_observation
+    assert env_module.action_mask is policy_serving.action_mask
 
 
 def test_snapshot_row_round_trip_and_encoding(tiny_sampler):

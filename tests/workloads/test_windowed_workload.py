@@ -8,15 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.learned import episode_sampler, train_and_evaluate, workload_for
-from eval.workloads import (
+from eval.learned import evaluate_policy
+from training.rl.config import RouterTrainConfig
+from training.rl.train import train_router
+from training.simulator.request import Request
+from training.workloads.catalog import (
     TRAIN_WINDOW_FRACTION,
     WorkloadOptions,
     warehouse_workload,
     windowed_trace_workload,
 )
-from training.rl.config import RouterTrainConfig
-from training.simulator.request import Request
+from training.workloads.episodes import episode_sampler, workload_for
 from warehouse.ingest import ingest
 from warehouse.synthetic import SyntheticConfig, write_azure_like
 
@@ -170,7 +172,8 @@ def test_rl_smoke_on_warehouse_windows(tiny_warehouse: str, tmp_path: Path):
         eval_episodes=1,
         checkpoint_every_steps=1000,
     )
-    _, report = train_and_evaluate(cfg, tmp_path, seeds=(0, 1), progress=False, routers=["round_robin"])
+    trained = train_router(cfg, episode_sampler(cfg), tmp_path, progress=False)
+    report = evaluate_policy(trained.policy_dir, cfg, (0, 1), routers=["round_robin"])
     assert set(report.routers) == {"round_robin", "rl"}
     for name in ("round_robin", "rl"):
         first, second = report.routers[name].overall.e2e_s.mean.per_seed

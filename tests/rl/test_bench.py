@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from training.envs.benchmark import EnvBenchResult, next_valid, run_env_benchmark
+from training.rl.bench import EnvBenchResult, next_valid, run_env_benchmark
 
 N = 150
 

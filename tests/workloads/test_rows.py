@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from features.requests import requests_from_table
+from training.workloads.rows import requests_from_table
 
 
 def test_sorted_rebased_clipped_with_optional_columns():

@@ -3,7 +3,7 @@ to the same replay driven by ``simulate`` (the same-run baseline).
 
 Who calls this: ``loadwise bench env`` (the CLI, in ``flows.cli_replay``), ``make bench`` and
 BENCHMARKS.md ("RL environment"). Each call replays one fixed seeded trace
-(``training.simulator.benchmark.conversation_trace``: Poisson arrivals, conversation-like lengths) on
+(``training.workloads.synthetic.conversation_trace``: Poisson arrivals, conversation-like lengths) on
 4 instances of the paper's V100 profile (no data files needed) with the oracle length predictor, twice
 per repeat:
 
@@ -11,8 +11,8 @@ per repeat:
   deterministic round-robin agent over ``env.action_masks()`` (the next valid instance in cyclic
   order; DELAY only when no instance is valid). Timed from ``reset`` to the terminal ``step``; the
   env's per-decision work (snapshot, observation, mask, reward) is what it costs over the replay.
-- replay: ``simulate`` on the same trace with the simulator benchmark's local ``RoundRobin`` (wrapped
-  in ``HoldForHeadroom`` when ``hold_kv_headroom`` is set), which makes the same choices, with
+- replay: ``simulate`` on the same trace with the registry's ``round_robin`` (wrapped in
+  ``HoldForHeadroom`` when ``hold_kv_headroom`` is set), which makes the same choices, with
   ``ClusterConfig(request_stats=True)`` as in the env.
 
 The two must be the same replay: ``identical_results`` compares their per-request E2E arrays exactly.
@@ -28,17 +28,19 @@ import time
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.envs.router_env import EpisodeSampler, RouterEnv
-from training.rl.serving import ObsSpec
+from training.length.baselines import OraclePredictor
+from training.rl.env import RouterEnv
+from training.rl.policy_serving import ObsSpec
 from training.routing.admission import HoldForHeadroom
-from training.routing.base import Router
-from training.routing.predictors import OraclePredictor
-from training.simulator.benchmark import RoundRobin, conversation_trace
+from training.routing.registry import RouterContext, get_router
 from training.simulator.config import ClusterConfig
 from training.simulator.engine import simulate
+from training.simulator.interface import Router
 from training.simulator.profiles import PAPER_PROFILE, default_instance_config, load_latency_model
 from training.simulator.request import Request
 from training.simulator.result import SimResult
+from training.workloads.episodes import EpisodeSampler
+from training.workloads.synthetic import conversation_trace
 
 NUM_INSTANCES = 4
 """Instances of the benchmark cluster (the paper's setting)."""
@@ -72,8 +74,9 @@ class EnvBenchResult(BaseModel):
 def next_valid(mask: np.ndarray, start: int) -> int:
     """The first valid instance at or after ``start`` in cyclic order; ``m`` (DELAY) when none is.
 
-    ``mask`` is ``RouterEnv.action_masks()`` (m instances, then DELAY). The same choice as
-    ``RoundRobin.route`` when its pointer is at ``start`` and ``accepting`` is the valid instances.
+    ``mask`` is ``RouterEnv.action_masks()`` (m instances, then DELAY). The same choice as the
+    registry's ``round_robin`` (``training.routing.baselines.RoundRobin.route``) when its pointer is at
+    ``start`` and ``accepting`` is the valid instances.
     """
     m = len(mask) - 1
     for k in range(m):
@@ -136,9 +139,10 @@ def run_env_benchmark(
     )
 
     def baseline() -> Router:
+        round_robin = get_router("round_robin", RouterContext(num_instances=NUM_INSTANCES))
         if hold_kv_headroom is None:
-            return RoundRobin()
-        return HoldForHeadroom(RoundRobin(), cluster.instance.block_size, hold_kv_headroom)
+            return round_robin
+        return HoldForHeadroom(round_robin, cluster.instance.block_size, hold_kv_headroom)
 
     env_wall = replay_wall = float("inf")
     for _ in range(repeats):

@@ -7,15 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.envs.conftest import tiny_requests
+from tests.rl.conftest import tiny_requests
 from tests.routing.views import inst
-from training.envs import RewardConfig, RouterEnv
 from training.rl.config import RouterTrainConfig
-from training.rl.serving import INSTANCE_FIELDS, ObsSpec, RouterSnapshot, startable
+from training.rl.env import RouterEnv
+from training.rl.policy_serving import INSTANCE_FIELDS, ObsSpec, RouterSnapshot, startable
+from training.rl.rewards import RewardConfig
 from training.routing.admission import HoldForHeadroom
-from training.routing.base import DELAY
-from training.routing.estimates import can_start
+from training.routing.admission_rule import can_start
 from training.simulator import simulate
+from training.simulator.interface import DELAY
 
 HEADROOM = 0.3
 

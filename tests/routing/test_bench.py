@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from training.simulator.benchmark import conversation_trace, run_replay_benchmark
+from training.routing.bench import run_replay_benchmark
+from training.workloads.synthetic import conversation_trace
 
 
 def test_small_benchmark_reports_both_modes():

@@ -1,6 +1,6 @@
 """Requests to replay, read through the warehouse: from a published warehouse, or from trace files.
 
-Who calls this: the workloads (``eval.workloads``: ``azure``, ``--trace FILE --format F``) and the
+Who calls this: the workloads (``catalog``: ``azure``, ``--trace FILE --format F``) and the
 retrain pipeline's evaluation step, once per run. Every trace format the warehouse reads can be
 replayed, and it is read by the same code that ingests it: malformed rows are quarantined with their
 reason (and counted in the returned ``IngestReport``), never silently dropped. Failed requests
@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from features.requests import requests_from_table
 from training.simulator.request import Request
+from training.workloads.rows import requests_from_table
 from warehouse.ingest import IngestReport, ingest
 from warehouse.store import connect_readonly
 

@@ -1,11 +1,13 @@
 """Replay-speed benchmark: how many requests per wall-clock second the simulator replays.
 
 Who calls this: ``loadwise bench replay`` (the CLI, wired in ``flows``) and BENCHMARKS.md. The trace
-is fixed and seeded: 4 instances, 4000 requests, Poisson arrivals at 20 req/s, conversation-like
-lengths (lognormal prompts, median ~1000 tokens, capped at 4096; lognormal outputs, median ~130,
-capped at 1024), round-robin routing, the paper's V100 linear latency model with the V100's KV
-capacity. Both fast-forward and step-by-step replays are timed in the same run (same trace), and
-their per-request results are compared (they are bit-identical by design).
+is fixed and seeded (``training.workloads.synthetic.conversation_trace``): 4 instances, 4000 requests,
+Poisson arrivals at 20 req/s, conversation-like lengths (lognormal prompts, median ~1000 tokens,
+capped at 4096; lognormal outputs, median ~130, capped at 1024), the registry's ``round_robin``
+router, the paper's V100 linear latency model with the V100's KV capacity. Both fast-forward and
+step-by-step replays are timed in the same run (same trace), and their per-request results are
+compared (they are bit-identical by design). It lives with the routers, not in the simulator
+package, because it needs a router (the simulator imports nothing of the routers).
 """
 
 from __future__ import annotations
@@ -14,55 +16,12 @@ import time
 
 import numpy as np
 
-from training.routing.base import ClusterView, RequestView
-from training.routing.predictors import OraclePredictor
+from training.length.baselines import OraclePredictor
+from training.routing.registry import RouterContext, get_router
 from training.simulator.config import ClusterConfig
 from training.simulator.engine import simulate
 from training.simulator.profiles import PAPER_PROFILE, default_instance_config, load_latency_model
-from training.simulator.request import Request
-
-
-class RoundRobin:
-    """Round robin over accepting instances (local to the simulator's benchmark and tests)."""
-
-    name = "round_robin_local"
-
-    def __init__(self) -> None:
-        self._next = 0
-        self._m = 1
-
-    def reset(self, num_instances: int, seed: int) -> None:
-        self._m = num_instances
-        self._next = 0
-
-    def route(self, request: RequestView, cluster: ClusterView) -> int:
-        accepting = set(cluster.accepting)
-        for _ in range(self._m):
-            i = self._next
-            self._next = (self._next + 1) % self._m
-            if i in accepting:
-                return i
-        return -1
-
-
-def conversation_trace(
-    num_requests: int = 4000,
-    rate_per_s: float = 20.0,
-    seed: int = 0,
-    prompt_median: float = 1000.0,
-    output_median: float = 130.0,
-    max_prompt: int = 4096,
-    max_output: int = 1024,
-) -> list[Request]:
-    """A seeded Poisson trace with lognormal conversation-like prompt and output lengths."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
-    arrivals = np.cumsum(rng.exponential(1.0 / rate_per_s, size=num_requests))
-    prompts = np.clip(np.round(rng.lognormal(np.log(prompt_median), 0.8, size=num_requests)), 1, max_prompt)
-    outputs = np.clip(np.round(rng.lognormal(np.log(output_median), 0.9, size=num_requests)), 1, max_output)
-    return [
-        Request(f"bench-{i}", float(arrivals[i]), int(prompts[i]), int(outputs[i]), task="conv")
-        for i in range(num_requests)
-    ]
+from training.workloads.synthetic import conversation_trace
 
 
 def run_replay_benchmark(
@@ -91,9 +50,8 @@ def run_replay_benchmark(
         res = None
         for _ in range(max(repeats, 1)):
             t0 = time.perf_counter()
-            res = simulate(
-                requests, RoundRobin(), config, latency, OraclePredictor(), seed=seed, fast_forward=fast
-            )
+            router = get_router("round_robin", RouterContext(num_instances=num_instances))
+            res = simulate(requests, router, config, latency, OraclePredictor(), seed=seed, fast_forward=fast)
             dt = time.perf_counter() - t0
             best = dt if best is None else min(best, dt)
         return res, best

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from eval.sources import trace_requests
-from eval.workloads import (
+from training.simulator.request import Request
+from training.workloads.catalog import (
     MAIN_TASKS,
     WorkloadOptions,
     get_workload,
@@ -16,7 +16,7 @@ from eval.workloads import (
     trace_workload,
     workload_names,
 )
-from training.simulator.request import Request
+from training.workloads.sources import trace_requests
 from warehouse.errors import WarehouseError
 
 

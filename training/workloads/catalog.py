@@ -1,11 +1,11 @@
-"""Evaluation workloads by name (``--workload``) and a small canonical-trace reader (``--trace``).
+"""Workloads by name (``--workload``), and workloads of a trace file (``--trace``) or of the warehouse.
 
-Who calls this: the evaluation harness, ``loadwise replay/compare`` and the RL trainer
-(``eval.learned``), once per run. A ``Workload`` holds the held-out requests to replay (a function
-of the seed: synthetic and sampled workloads draw a new trace per seed, windowed traces a new
-window; fixed traces ignore it) and the *training* requests the length predictor is fitted on. The
-two never overlap: real prompt sets are split by their own ``split`` column or a hash of the prompt,
-traces by time window (``ARCHITECTURE.md``, "Rules").
+Who calls this: the evaluation harness, ``loadwise replay/compare`` and the RL episodes
+(``training.workloads.episodes``), once per run. A ``Workload`` holds the held-out requests to
+replay (a function of the seed: synthetic and sampled workloads draw a new trace per seed, windowed
+traces a new window; fixed traces ignore it) and the *training* requests the length predictor is
+fitted on. The two never overlap: real prompt sets are split by their own ``split`` column or a hash
+of the prompt, traces by time window (``ARCHITECTURE.md``, "Rules").
 
 Workloads:
 
@@ -585,7 +585,7 @@ def build_azure(options: WorkloadOptions) -> Workload:
         raise FileNotFoundError(f"{folder} not found: the azure workload needs the Azure LLM 2023 traces")
     rate = options.rate or 12.0
     n = options.num_requests or 4000
-    from eval.sources import trace_requests  # the warehouse reader: imported when a trace is read
+    from training.workloads.sources import trace_requests  # the warehouse reader: imported when read
 
     merged, report = trace_requests(
         [folder / f for f in AZURE_FILES.values()], "azure", max_output_tokens=MAX_OUTPUT_TOKENS
@@ -611,11 +611,11 @@ def trace_workload(
 ) -> Workload:
     """A workload replaying a trace file in any warehouse format (``--trace FILE --format F``).
 
-    The file is read by the warehouse's own reader (``eval.sources.trace_requests``), so malformed
+    The file is read by the warehouse's own reader (``sources.trace_requests``), so malformed
     rows are quarantined with their reason and reported in ``info``, never silently dropped.
     """
     options = options or WorkloadOptions()
-    from eval.sources import trace_requests
+    from training.workloads.sources import trace_requests
 
     requests, report = trace_requests([path], fmt, max_output_tokens=MAX_OUTPUT_TOKENS)
     return fixed_trace_workload(
@@ -645,7 +645,7 @@ def warehouse_workload(
 
     ``windows=False``: one fixed held-out slice (``fixed_trace_workload``); ``True``: seeded windows of
     both pools (``windowed_trace_workload``, what the RL router trains and is evaluated on)."""
-    from eval.sources import warehouse_requests
+    from training.workloads.sources import warehouse_requests
 
     options = options or WorkloadOptions()
     requests = warehouse_requests(warehouse, where=where, max_output_tokens=MAX_OUTPUT_TOKENS)
