@@ -1,8 +1,9 @@
 """The one evaluation harness: replay registered routers on held-out requests over seeds, one report.
 
-Who calls this: ``loadwise replay`` / ``loadwise compare``, the promotion gate and the scheduled
-evaluation flow (later), each once per run. Baselines and learned routers go through the same code
-path: a name in the router registry.
+Who calls this: the evaluation builder (``eval.spec.evaluate_spec``, through which every evaluation
+of the project runs: ``loadwise replay`` / ``compare``, the router jobs, the nightly flow, the
+distributed evaluation) and tests, each once per run. Baselines and learned routers go through the
+same code path: a name in the router registry.
 
 Per router and seed: the router is built from the registry with a ``RouterContext`` (cluster size,
 latency model, a short/long threshold splitting the training requests about in half by predicted
@@ -38,12 +39,9 @@ from training.simulator.interface import LengthPredictor
 from training.simulator.latency import LatencyModel
 from training.simulator.request import Request
 from training.workloads.catalog import Workload
+from warehouse.workload_class import HEAVY_DECODE_S, HEAVY_PREFILL_S, workload_class
 
 BASELINE = "round_robin"
-HEAVY_PREFILL_S = 0.5
-"""A prompt is prefill-heavy when its prefill alone takes at least this long (paper, Section 3)."""
-HEAVY_DECODE_S = 5.0
-"""An output is decode-heavy when its decode alone (batch of one) takes at least this long."""
 
 
 class ResultSink(Protocol):
@@ -64,15 +62,18 @@ Prefect task runner (a Dask cluster), with the same ``replay_job`` and the same 
 def workload_classes(requests: Sequence[Request], latency_model: LatencyModel) -> list[str]:
     """Paper workload class per request: ``LL``, ``LH``, ``HL``, ``HH`` (prefill letter first).
 
-    Heavy prefill: ``prefill(prompt) >= 0.5 s``; heavy decode: isolated decode ``>= 5 s``, both
+    The one definition (``warehouse.workload_class``, also behind the warehouse's
+    ``marts.request_classes``) on the request's prefill alone (``prefill_s``, heavy at
+    ``HEAVY_PREFILL_S``) and isolated decode (``isolated_decode_s``, heavy at ``HEAVY_DECODE_S``), both
     under ``latency_model`` (the profile replayed).
     """
-    out = []
-    for r in requests:
-        hp = prefill_s(latency_model, r.prompt_tokens) >= HEAVY_PREFILL_S
-        hd = isolated_decode_s(latency_model, r.prompt_tokens, r.output_tokens) >= HEAVY_DECODE_S
-        out.append(("H" if hp else "L") + ("H" if hd else "L"))
-    return out
+    return [
+        workload_class(
+            prefill_s(latency_model, r.prompt_tokens),
+            isolated_decode_s(latency_model, r.prompt_tokens, r.output_tokens),
+        )
+        for r in requests
+    ]
 
 
 def check_seeds(seeds: Iterable[Any]) -> tuple[int, ...]:

@@ -1,26 +1,9 @@
-"""Environment for quiet, offline, local runs (see ../shared/STACK.md for why each one matters).
-
-Applied with ``setdefault`` by every entry point (the CLI, the test suite): a caller's own values win.
+"""Environment for quiet, offline, local runs: the CLI's name for ``warehouse.run_env`` (defined there,
+in the lowest layer, so that the test suite sets it without importing ``flows``).
 """
 
 from __future__ import annotations
 
-import os
+from warehouse.run_env import RUN_ENV, apply_run_env
 
-RUN_ENV: dict[str, str] = {
-    "HF_HUB_OFFLINE": "1",  # a hub name would otherwise retry for ~47 s before failing
-    "MLFLOW_DISABLE_TELEMETRY": "true",  # mlflow accepts only the string "true"
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # the default 20 s is tight here
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "MLFLOW_LOGGING_LEVEL": "WARNING",  # not "Creating initial MLflow database tables..." on every new store
-    "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from HF tokenizers under Prefect/pytest
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # also transformers' "Loading weights" bars
-    "DASK_LOGGING__DISTRIBUTED": "warning",  # not a dozen INFO lines per local cluster start/stop
-}
-
-
-def apply_run_env() -> None:
-    for key, value in RUN_ENV.items():
-        os.environ.setdefault(key, value)
+__all__ = ["RUN_ENV", "apply_run_env"]

@@ -1,10 +1,14 @@
-"""Shared fixtures. Environment for quiet, offline, local runs is set before anything imports."""
+"""Shared fixtures. Environment for quiet, offline, local runs is set before anything imports.
+
+Imports nothing of ``flows`` (or of any layer above ``warehouse``): the tests of a lower layer do
+not depend on the layers above it (``tests/warehouse/test_run_env.py``).
+"""
 
 from __future__ import annotations
 
 import os
 
-from flows.env import apply_run_env
+from warehouse.run_env import apply_run_env
 
 apply_run_env()  # before anything imports Prefect or MLflow
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import duckdb
 
+from warehouse.workload_class import CLASSES, HEAVY_DECODE_S, HEAVY_PREFILL_S
+
 
 @dataclass(frozen=True)
 class Table:
@@ -60,11 +62,12 @@ def summary_tables(con: duckdb.DuckDBPyConnection, max_tasks: int = 30) -> list[
         ),
         query_table(
             con,
-            "Workload classes (paper profile: H = heavy prefill >= 0.5 s / heavy decode >= 5 s)",
+            f"Workload classes (paper profile: H = heavy prefill >= {HEAVY_PREFILL_S:g} s / heavy decode "
+            f">= {HEAVY_DECODE_S:g} s)",
             "PIVOT (SELECT source, task, workload_class, round(share, 3) AS share "
             "FROM marts.workload_classes) "
-            "ON workload_class IN ('LL', 'LH', 'HL', 'HH') USING first(share) ORDER BY source, task "
-            f"LIMIT {max_tasks}",
+            f"ON workload_class IN ({', '.join(repr(c) for c in CLASSES)}) USING first(share) "
+            f"ORDER BY source, task LIMIT {max_tasks}",
         ),
         query_table(
             con,

@@ -35,6 +35,7 @@ from typing import Any
 
 import duckdb
 
+from warehouse import workload_class
 from warehouse.errors import (
     InvalidWarehouseError,
     WarehouseBusyError,
@@ -57,15 +58,16 @@ def sql_text(name: str) -> str:
 
 
 def schema_version() -> str:
-    """A hash of the SQL files: changes whenever the schema, views or comments change."""
-    digest = hashlib.sha256()
+    """A hash of the SQL: changes whenever the schema, views, macros or comments change."""
+    digest = hashlib.sha256(workload_class.SQL.encode())
     for name in SQL_FILES:
         digest.update(sql_text(name).encode())
     return digest.hexdigest()[:16]
 
 
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the tables (if missing) and (re)create the staging and marts views and comments.
+    """Create the tables (if missing) and (re)create the macros, the staging and marts views and
+    comments: first the workload-class macros (``warehouse.workload_class.SQL``), then ``SQL_FILES``.
 
     Skipped when ``raw.schema_version`` already holds this code's ``schema_version()`` (saves
     ~0.3 s per load: the views and ~50 comments are re-created only when the SQL changed).
@@ -80,6 +82,7 @@ def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
         and con.execute("SELECT version FROM raw.schema_version").fetchall() == [(version,)]
     ):
         return
+    con.execute(workload_class.SQL)
     for name in SQL_FILES:
         con.execute(sql_text(name))
     con.execute("CREATE OR REPLACE TABLE raw.schema_version AS SELECT ? AS version", [version])

@@ -58,6 +58,7 @@ from training.simulator.profiles import (
     load_latency_model,
 )
 from training.simulator.request import Request
+from training.workloads.catalog import AZURE_FILES, MAX_OUTPUT_TOKENS
 
 FORMAT = "loadwise-impact-estimator"
 FORMAT_VERSION = 1
@@ -85,9 +86,6 @@ REGIMES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {  # keys: report.REGI
 """Slices of the held-out iterations scored separately (4096: the largest size in Vidur's 7B mlp.csv)."""
 
 PRESET_PROFILES = (PAPER_PROFILE, PAPER_CONTEXT_PROFILE)
-AZURE_FILES = ("AzureLLMInferenceTrace_code.csv", "AzureLLMInferenceTrace_conv.csv")
-MAX_OUTPUT_TOKENS = 4096
-"""Output lengths are clipped here (as the eval workloads do); a typical ``max_tokens``."""
 
 
 class EstimatorFitError(ValueError):
@@ -419,34 +417,48 @@ def fit_linear_part(mlp_csv: Path, n_layers: int, seed: int, holdout_fraction: f
 def azure_windows(cfg: EstimatorConfig, data_dir: Path) -> list[tuple[str, str, list[Request]]]:
     """``num_replays`` consecutive windows of the merged Azure LLM 2023 hour (code + conversation):
     (replay id, description, requests). Each keeps its first ``requests_per_replay`` requests, rebased
-    to 0 s and time-scaled to a rate of ``rates_rps`` (cycled)."""
-    folder = data_dir / "azure_llm_2023"
-    frames = []
-    for name in AZURE_FILES:
-        path = folder / name
+    to 0 s and time-scaled to a rate of ``rates_rps`` (cycled).
+
+    The traces are read through the warehouse (``training.workloads.sources.trace_rows``: its Azure
+    reader, checks and quarantine, cached per process), in order of absolute arrival (ns), then task
+    (``code`` before ``conv``), then line; output lengths are clipped at the workloads'
+    ``MAX_OUTPUT_TOKENS``.
+    """
+    from training.workloads.sources import trace_rows  # the warehouse reader: imported when read
+
+    paths = [data_dir / "azure_llm_2023" / name for name in AZURE_FILES.values()]
+    for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: the estimator replays the Azure LLM 2023 traces")
-        df = pd.read_csv(path)
-        df["task"] = "code" if "code" in name else "conv"
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    df = df[(df["ContextTokens"] > 0) & (df["GeneratedTokens"] > 0)]
-    df["t"] = pd.to_datetime(df["TIMESTAMP"]).astype("int64") / 1e9
-    df = df.sort_values(["t", "task"], kind="stable").reset_index(drop=True)
+    rows, _ = trace_rows(
+        paths,
+        "azure",
+        "epoch_ns(arrival_ts) AS t_ns, arrival_ts, task, prompt_tokens, output_tokens",
+        order_by="t_ns, task, line",
+    )
+    t_all = rows.column("t_ns").to_numpy() / 1e9  # int64 ns -> float64 s
+    ts = rows.column("arrival_ts").to_pylist()
+    prompts = rows.column("prompt_tokens").to_numpy()
+    outputs = rows.column("output_tokens").to_numpy()
+    tasks = rows.column("task").to_pylist()
     out = []
-    for k, idx in enumerate(np.array_split(np.arange(len(df)), cfg.num_replays)):
-        w = df.iloc[idx[: cfg.requests_per_replay]]
-        t = w["t"].to_numpy() - w["t"].iloc[0]
+    for k, idx in enumerate(np.array_split(np.arange(rows.num_rows), cfg.num_replays)):
+        w = idx[: cfg.requests_per_replay]
+        t = t_all[w] - t_all[w[0]]
         rate = cfg.rates_rps[k % len(cfg.rates_rps)]
         natural = (len(t) - 1) / t[-1] if t[-1] > 0 else rate
         t = t * (natural / rate)
         reqs = [
-            Request(f"azure-w{k}-{i}", float(ti), int(p), int(min(o, MAX_OUTPUT_TOKENS)), task=str(task))
-            for i, (ti, p, o, task) in enumerate(
-                zip(t, w["ContextTokens"], w["GeneratedTokens"], w["task"], strict=True)
+            Request(
+                f"azure-w{k}-{i}",
+                float(ti),
+                int(prompts[j]),
+                int(min(outputs[j], MAX_OUTPUT_TOKENS)),
+                task=tasks[j],
             )
+            for i, (ti, j) in enumerate(zip(t, w, strict=True))
         ]
-        start = pd.Timestamp(w["TIMESTAMP"].iloc[0]).strftime("%H:%M:%S")
+        start = ts[w[0]].strftime("%H:%M:%S")
         out.append((f"azure-w{k}", f"azure window {k} (from {start}) at {rate:g} req/s", reqs))
     return out
 
@@ -599,7 +611,7 @@ def fit_impact_estimator(
     cluster = ClusterConfig(num_instances=cfg.num_instances, instance=default_instance_config(cfg.profile))
     logs = record_logs(truth, windows, cluster, progress)
     linear = fit_linear_part(files[0], hw.n_layers, cfg.seed, cfg.mlp_holdout_fraction)
-    trace_files = [data_dir / "azure_llm_2023" / name for name in AZURE_FILES]
+    trace_files = [data_dir / "azure_llm_2023" / name for name in AZURE_FILES.values()]
     return fit_from_logs(cfg, logs, linear_part=linear, input_files=[*files, *trace_files], progress=progress)
 
 

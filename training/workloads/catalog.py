@@ -11,8 +11,9 @@ Workloads:
 
 - ``main``: 4 instances, Poisson arrivals (20 req/s), 2000 requests of a 5-task mix with real output
   lengths (CASTILLO Llama-3.1-8B-Instruct rows of Apps, ShareGPT, Mbpp and short-answer Dolly
-  categories, one of each prompt's 10 sampled generations; AlpacaEval llama-2-7b-chat-hf). Falls back
-  to a synthetic 5-task mix with the same means (labelled synthetic) when the data folder is absent.
+  categories, one of each prompt's 10 sampled generations; AlpacaEval llama-2-7b-chat-hf), read
+  through the warehouse like every trace (``sources.trace_rows``). Falls back to a synthetic 5-task
+  mix with the same means (labelled synthetic) when the data folder is absent.
 - ``table2``: the paper's Table 2 setting: 2 instances, 3000 requests of light-prompt/heavy-decode
   (LH) and heavy-prompt/light-decode (HL) classes, in a chosen order (always synthetic).
 - ``azure``: the Azure LLM inference traces 2023 (code + conversation) merged, time-scaled to a
@@ -37,7 +38,8 @@ from training.simulator.request import Request
 from warehouse.paths import shared_data_dir
 
 MAX_OUTPUT_TOKENS = 4096
-"""Output lengths are clipped here (a typical ``max_tokens``); CASTILLO holds runaway generations."""
+"""Output lengths are clipped here (a typical ``max_tokens``); CASTILLO holds runaway generations.
+The one clip of every replayed trace: the workloads and the impact estimator's Azure windows."""
 
 TRAIN_WINDOW_FRACTION = 0.2
 """Traces: the first 20 % of the time window fits the length predictor; the rest is held out."""
@@ -183,46 +185,70 @@ SYNTHETIC_MAIN = {
 }
 
 
-def _load_main_pools(data: Path) -> tuple[dict[str, _TaskPool], dict[str, _TaskPool]]:
-    """Held-out and training pools per task from CASTILLO + AlpacaEval (pyarrow/pandas reads)."""
-    import pandas as pd
+CASTILLO_FILE = Path("castillo") / "castillo_lengths.parquet"
+ALPACA_EVAL_FILE = Path("alpaca_eval_outputs") / "alpaca_eval_outputs_10models.parquet"
+ALPACA_EVAL_GENERATOR = "llama-2-7b-chat-hf"
+CASTILLO_TASKS = {
+    # task of marts.requests (CASTILLO: the dataset, or DollyDataset/<category>) -> main's task
+    "Apps": "code_apps",
+    "ShareGPT": "chat_sharegpt",
+    "Mbpp": "code_mbpp",
+    **{f"DollyDataset/{category}": "dolly_short" for category in DOLLY_SHORT},
+}
 
-    cas = pd.read_parquet(
-        data / "castillo" / "castillo_lengths.parquet",
-        columns=["model", "dataset", "category", "split", "input_size", "output_sizes"],
+
+def _load_main_pools(data: Path) -> tuple[dict[str, _TaskPool], dict[str, _TaskPool]]:
+    """Held-out and training pools per task from CASTILLO + AlpacaEval, read through the warehouse
+    (``sources.trace_rows``: its Parquet readers and checks, cached per process).
+
+    CASTILLO: the ``CASTILLO_MODEL`` rows of the ``CASTILLO_TASKS`` tasks, one prompt per record (its
+    10 generations), split by the upstream ``split`` (``test`` is held out). AlpacaEval: the
+    ``ALPACA_EVAL_GENERATOR`` rows, split by a hash of the instruction (a quarter held out).
+    """
+    from training.workloads.sources import trace_rows  # the warehouse reader: imported when read
+
+    cas, _ = trace_rows(
+        [data / CASTILLO_FILE],
+        "castillo",
+        "line, task, split, prompt_tokens, output_tokens",
+        where=f"model = ? AND task IN ({', '.join('?' * len(CASTILLO_TASKS))})",
+        params=[CASTILLO_MODEL, *CASTILLO_TASKS],
+        order_by="line, sample_index",
     )
-    cas = cas[cas["model"] == CASTILLO_MODEL]
-    selectors = {
-        "code_apps": cas["dataset"] == "Apps",
-        "chat_sharegpt": cas["dataset"] == "ShareGPT",
-        "code_mbpp": cas["dataset"] == "Mbpp",
-        "dolly_short": (cas["dataset"] == "DollyDataset") & cas["category"].isin(DOLLY_SHORT),
-    }
+    line = cas.column("line").to_numpy()
+    first = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])  # each record's first generation
+    ends = np.r_[first[1:], len(line)]
+    tasks = [CASTILLO_TASKS[t] for t in cas.column("task").take(first).to_pylist()]
+    splits = cas.column("split").take(first).to_pylist()
+    prompts = cas.column("prompt_tokens").to_numpy()[first].astype(np.int64)
+    outputs = cas.column("output_tokens").to_numpy().astype(np.int64)
+    records: dict[tuple[bool, str], tuple[list[int], list[np.ndarray]]] = {}
+    for k, task in enumerate(tasks):  # file order within each (split, task)
+        ps, outs = records.setdefault((splits[k] == "test", task), ([], []))
+        ps.append(int(prompts[k]))
+        outs.append(outputs[first[k] : ends[k]])
     held: dict[str, _TaskPool] = {}
     train: dict[str, _TaskPool] = {}
-    for task, mask in selectors.items():
-        rows = cas[mask]
-        for pool, split_rows in (
-            (held, rows[rows["split"] == "test"]),
-            (train, rows[rows["split"] != "test"]),
-        ):
-            pool[task] = _TaskPool(
-                split_rows["input_size"].to_numpy(dtype=np.int64),
-                [np.asarray(o, dtype=np.int64) for o in split_rows["output_sizes"]],
-            )
-    alp = pd.read_parquet(
-        data / "alpaca_eval_outputs" / "alpaca_eval_outputs_10models.parquet",
-        columns=["generator", "instruction", "instruction_tokens_llama2", "output_tokens_llama2"],
+    for (is_held, task), (ps, outs) in records.items():
+        (held if is_held else train)[task] = _TaskPool(np.array(ps, dtype=np.int64), outs)
+    alp, _ = trace_rows(
+        [data / ALPACA_EVAL_FILE],
+        "alpaca-eval",
+        "prompt_text, prompt_tokens, output_tokens",
+        where="model = ?",
+        params=[ALPACA_EVAL_GENERATOR],
+        order_by="line",
     )
-    alp = alp[alp["generator"] == "llama-2-7b-chat-hf"]
-    is_test = np.array([_stable_fraction(s) < 0.25 for s in alp["instruction"]])
-    for pool, rows in ((held, alp[is_test]), (train, alp[~is_test])):
+    texts = alp.column("prompt_text").to_pylist()
+    is_test = np.array([_stable_fraction(s) < 0.25 for s in texts], dtype=bool)
+    prompt_tokens = alp.column("prompt_tokens").to_numpy().astype(np.int64)
+    output_tokens = alp.column("output_tokens").to_numpy()
+    for pool, keep in ((held, is_test), (train, ~is_test)):
         pool["alpaca_llama2"] = _TaskPool(
-            rows["instruction_tokens_llama2"].to_numpy(dtype=np.int64).clip(min=1),
-            [np.array([max(1, int(o))]) for o in rows["output_tokens_llama2"]],
+            prompt_tokens[keep].clip(min=1), [np.array([max(1, int(o))]) for o in output_tokens[keep]]
         )
     for task in MAIN_TASKS:
-        if len(held[task].prompt_tokens) == 0 or len(train[task].prompt_tokens) == 0:
+        if task not in held or task not in train:
             raise ValueError(f"main workload: task {task} has an empty split")
     return held, train
 
@@ -268,10 +294,7 @@ def build_main(options: WorkloadOptions) -> Workload:
     n = options.num_requests or 2000
     rate = options.rate or 20.0
     data = options.data_dir or shared_data_dir()
-    synthetic = (
-        not (data / "castillo" / "castillo_lengths.parquet").is_file()
-        or not (data / "alpaca_eval_outputs" / "alpaca_eval_outputs_10models.parquet").is_file()
-    )
+    synthetic = not (data / CASTILLO_FILE).is_file() or not (data / ALPACA_EVAL_FILE).is_file()
     if synthetic:
         held, train = _synthetic_pools(1, 200), _synthetic_pools(2, 200)
         desc = f"SYNTHETIC 5-task mix (data folder absent), {n} requests, Poisson {rate:g} req/s"
@@ -435,6 +458,8 @@ def build_table2(options: WorkloadOptions) -> Workload:
 # ---------------------------------------------------------------------------------------------
 
 AZURE_FILES = {"code": "AzureLLMInferenceTrace_code.csv", "conv": "AzureLLMInferenceTrace_conv.csv"}
+"""The Azure LLM 2023 trace files under ``<data>/azure_llm_2023`` (service -> file), also the impact
+estimator's."""
 
 
 def _split_by_time(requests: Sequence[Request]) -> tuple[list[Request], list[Request]]:

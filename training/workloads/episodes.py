@@ -2,7 +2,7 @@
 workload, its cluster and an ``EpisodeSampler`` over the workload's TRAINING pool.
 
 Who calls this: the training and evaluation jobs of the flows (``flows.models``, ``flows.nightly``),
-``eval.learned.evaluate_policy`` and tests, once per run; ``RouterEnv`` (``training.rl.env``) reads
+the evaluation builder (``eval.spec``) and tests, once per run; ``RouterEnv`` (``training.rl.env``) reads
 an ``EpisodeSampler`` once per episode. The setting is anything with the fields of
 ``EpisodeSetting`` (``training.rl.config.RouterTrainConfig`` is one): this package sits below the
 RL package in the order of ``training`` and imports nothing of it.

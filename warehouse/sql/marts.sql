@@ -26,25 +26,22 @@ WHERE status = 'ok'
 GROUP BY ALL;
 
 -- Per-request predicted prefill and decode time under the active latency profile, and the
--- paper's workload class: first letter prefill (H if prefill_s >= heavy_prefill_s), second
--- letter decode (H if decode_s >= heavy_decode_s). decode_s = sum over k = 1..output of
--- (decode_base_s + decode_s_per_seq + decode_s_per_context_token * (prompt + k)), in closed form
--- (the request decoding alone).
+-- paper's workload class. The rule, the thresholds and the closed forms are the macros rendered from
+-- warehouse/workload_class.py (the one definition, also used by the evaluation): prefill alone =
+-- decode_base_s + prefill_s_per_token * prompt; decode alone = output * (decode_base_s +
+-- decode_s_per_seq) + decode_s_per_context_token * (output * prompt + output * (output - 1) / 2).
 CREATE OR REPLACE VIEW marts.request_classes AS
 WITH p AS (SELECT * FROM marts.latency_profile WHERE active LIMIT 1), t AS (
     SELECT r.request_id, r.source, r.task, r.model, r.prompt_tokens, r.output_tokens, p.name AS profile,
-           p.prefill_s_per_token * r.prompt_tokens AS prefill_s,
-           r.output_tokens * (p.decode_base_s + p.decode_s_per_seq)
-             + p.decode_s_per_context_token
-               * (r.output_tokens * r.prompt_tokens + r.output_tokens * (r.output_tokens + 1) / 2.0)
-             AS decode_s,
+           marts.prefill_s(r.prompt_tokens, p.decode_base_s, p.prefill_s_per_token) AS prefill_s,
+           marts.isolated_decode_s(r.prompt_tokens, r.output_tokens, p.decode_base_s + p.decode_s_per_seq,
+                                   p.decode_s_per_context_token) AS decode_s,
            p.heavy_prefill_s, p.heavy_decode_s
     FROM marts.requests AS r CROSS JOIN p
     WHERE r.status = 'ok'
 )
 SELECT request_id, source, task, model, prompt_tokens, output_tokens, profile, prefill_s, decode_s,
-       (CASE WHEN prefill_s >= heavy_prefill_s THEN 'H' ELSE 'L' END)
-       || (CASE WHEN decode_s >= heavy_decode_s THEN 'H' ELSE 'L' END) AS workload_class
+       marts.workload_class(prefill_s, decode_s, heavy_prefill_s, heavy_decode_s) AS workload_class
 FROM t;
 
 -- Workload class mix per source and task.

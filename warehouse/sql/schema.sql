@@ -164,7 +164,8 @@ CREATE TABLE IF NOT EXISTS marts.requests (
     line BIGINT
 );
 
--- Latency profiles for the workload classes (the active row is used by marts.request_classes).
+-- Latency profiles for the workload classes (the active row is used by marts.request_classes; the
+-- thresholds of the shipped rows are warehouse/workload_class.py's, through its macros).
 -- A decode iteration costs decode_base_s + decode_s_per_seq per decoding sequence
 -- + decode_s_per_context_token per token of context: the two readings of the paper's grad2
 -- (training/simulator/profiles.py: v100-llama2-7b-paper and v100-llama2-7b-paper-context).
@@ -183,7 +184,7 @@ ALTER TABLE marts.latency_profile ADD COLUMN IF NOT EXISTS decode_s_per_seq DOUB
 INSERT INTO marts.latency_profile
     (name, prefill_s_per_token, decode_base_s, decode_s_per_context_token, heavy_prefill_s,
      heavy_decode_s, active, note, decode_s_per_seq)
-SELECT 'v100-llama2-7b-paper', 3.2e-4, 0.02, 0.0, 0.5, 5.0,
+SELECT 'v100-llama2-7b-paper', 3.2e-4, 0.02, 0.0, marts.heavy_prefill_s(), marts.heavy_decode_s(),
        NOT EXISTS (SELECT 1 FROM marts.latency_profile),
        'Jain et al. EuroMLSys''25 (arXiv 2408.13510), Llama-2-7B on V100; grad2 per decode token in the batch',
        3.3e-5
@@ -191,7 +192,7 @@ WHERE NOT EXISTS (SELECT 1 FROM marts.latency_profile WHERE name = 'v100-llama2-
 INSERT INTO marts.latency_profile
     (name, prefill_s_per_token, decode_base_s, decode_s_per_context_token, heavy_prefill_s,
      heavy_decode_s, active, note, decode_s_per_seq)
-SELECT 'v100-llama2-7b-paper-context', 3.2e-4, 0.02, 3.3e-5, 0.5, 5.0, false,
+SELECT 'v100-llama2-7b-paper-context', 3.2e-4, 0.02, 3.3e-5, marts.heavy_prefill_s(), marts.heavy_decode_s(), false,
        'Jain et al. EuroMLSys''25 (arXiv 2408.13510), Llama-2-7B on V100; grad2 per token of decode context',
        0.0
 WHERE NOT EXISTS (SELECT 1 FROM marts.latency_profile WHERE name = 'v100-llama2-7b-paper-context');
