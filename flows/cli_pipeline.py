@@ -64,7 +64,7 @@ def _nightly_config(path: Path | None, data: dict[str, Any] | None = None) -> An
     from pydantic import ValidationError
 
     from flows.config_files import error_line
-    from flows.nightly_config import NightlyConfig
+    from flows.nightly.config import NightlyConfig
 
     try:
         if data is not None:
@@ -115,7 +115,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         console = Console()
         # The whole config (file + flags) is validated before Prefect is imported or anything is
-        # written: a bad value fails here, in well under a second, with one line (flows.nightly_config).
+        # written: a bad value fails here, in well under a second, with one line (flows.nightly.config).
         cfg = _nightly_config(config)
         updates: dict[str, Any] = {"force": force or cfg.force}
         if warehouse:
@@ -123,7 +123,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         if data_dir:
             updates["data_dir"] = str(data_dir)
         if timesteps:
-            updates["router"] = {**cfg.router, "total_timesteps": timesteps}
+            updates["router"] = {**cfg.router.model_dump(), "total_timesteps": timesteps}
         if eval_seeds:
             updates["eval_seeds"] = tuple(parse_seeds(eval_seeds, "--eval-seeds"))
         if runner:
@@ -140,7 +140,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from warehouse.paths import prefect_home
 
         prefect_home()
-        from flows.nightly import run_nightly
+        from flows.nightly.flow import run_nightly
 
         try:
             result = run_nightly(cfg)

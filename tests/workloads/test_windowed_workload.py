@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.learned import evaluate_policy
+from eval.spec import EvalSpec, LearnedPolicy, evaluate_spec
 from training.rl.config import RouterTrainConfig
 from training.rl.train import train_router
 from training.simulator.request import Request
@@ -173,7 +173,8 @@ def test_rl_smoke_on_warehouse_windows(tiny_warehouse: str, tmp_path: Path):
         checkpoint_every_steps=1000,
     )
     trained = train_router(cfg, episode_sampler(cfg), tmp_path, progress=False)
-    report = evaluate_policy(trained.policy_dir, cfg, (0, 1), routers=["round_robin"])
+    policy = {"rl": LearnedPolicy(policy_dir=trained.policy_dir)}
+    report = evaluate_spec(EvalSpec.for_setting(cfg, (0, 1), routers=["round_robin"], learned=policy))
     assert set(report.routers) == {"round_robin", "rl"}
     for name in ("round_robin", "rl"):
         first, second = report.routers[name].overall.e2e_s.mean.per_seed

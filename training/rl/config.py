@@ -1,9 +1,9 @@
 """``RouterTrainConfig``: every setting of one RL-router training run (frozen, strict, saved with it).
 
-Who calls this: ``training.rl.train.train_router`` (reads it), ``training.workloads.episodes`` (its
-setting fields), ``eval.learned`` and the CLI / flows (build it, e.g. from YAML), once per run. The
-resolved config is written to the policy folder as ``config.json`` and is what MLflow logs. No side
-effects in the constructor.
+Who calls this: ``training.rl.train.train_router`` (reads it), ``training.workloads.episodes`` and
+``eval.spec.EvalSpec.for_setting`` (its setting fields) and the CLI / flows (build it, e.g. from
+YAML), once per run. The resolved config is written to the policy folder as ``config.json`` and is
+what MLflow logs. No side effects in the constructor.
 
 Defaults follow the paper where it says (Jain et al., arXiv 2408.13510: Double DQN, MLP 64-64,
 batch 512, exploration off after episode 20, r_w = 60, alpha = 0.5, 2000-request windows at 20 req/s

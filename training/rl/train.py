@@ -1,7 +1,7 @@
 """Train the RL router with stable-baselines3 / sb3-contrib and export it as a numpy policy folder.
 
-Who calls this: the training jobs of the flows (``flows.models.train_router_job``, the nightly's
-``train_one``) and tests, once per run. Side effects only under ``out_dir``:
+Who calls this: the training jobs of the flows (``flows.models.router.train_router_policy``: ``loadwise
+train-router`` and the nightly's candidates) and tests, once per run. Side effects only under ``out_dir``:
 
 - ``policy/``: the exported policy (``policy_weights.npz``, ``obs_spec.json``), the resolved
   ``config.json``, ``train_stats.json`` and ``input_example.json``: everything ``load_router`` and

@@ -1,0 +1,78 @@
+"""The ``impact-estimator`` job: fit from GPU profiles, evaluate on held-out replays, register, gate.
+
+Who calls this: ``loadwise fit-estimator`` (directly, or with ``--flow`` through the
+``refit-impact-estimator`` flow), the nightly ``retrain-impact-estimator`` step (both through the
+``fit-register-impact-estimator`` task, ``flows.tasks``), once per run. The job probes the registry
+first, fits (``training.impact.fit``), registers a new version (alias ``challenger``) and runs the
+metric gate (``flows.models.gate``: held-out MAPE, same GPU profile).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flows.models.gate import IMPACT_ESTIMATOR
+from flows.models.publish import Published, metric_gate, publish
+from flows.registry import ModelPackage, ModelRegistry
+
+if TYPE_CHECKING:
+    from training.impact.fit import EstimatorConfig, FittedEstimator
+
+Progress = Callable[[str], None]
+
+ESTIMATOR_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
+"""What the estimator's pyfunc needs at serving time (``training/impact/serving.py`` imports no more)."""
+
+
+def fit_estimator(
+    config: EstimatorConfig | Mapping[str, Any] | None, progress: Progress | None = None
+) -> FittedEstimator:
+    """Fit the impact estimator for a GPU profile (``training.impact.fit``)."""
+    from training.impact.fit import EstimatorConfig, fit_impact_estimator
+
+    return fit_impact_estimator(EstimatorConfig.model_validate(config or {}), progress=progress)
+
+
+def register_estimator(fitted: FittedEstimator, registry: ModelRegistry) -> Published:
+    """Register a fitted impact estimator as a new ``impact-estimator`` version; run the gate."""
+    from training.impact import serving
+
+    cfg = fitted.config
+    with tempfile.TemporaryDirectory(prefix="loadwise-estimator-") as tmp:
+        path = Path(tmp) / "estimator.json"
+        path.write_text(fitted.to_json())
+        example = fitted.input_example()
+        report_md = fitted.report.to_markdown()
+        pkg = ModelPackage(
+            name=IMPACT_ESTIMATOR,
+            serving_module=Path(serving.__file__),
+            model_class="ImpactEstimatorModel",
+            artifacts={"estimator": path},
+            input_example=example,
+            output_example=serving.predict_iteration_time(fitted.coefficients, example),
+            pip_requirements=ESTIMATOR_REQUIREMENTS,
+            config=cfg.model_dump(mode="json"),
+            metrics=fitted.report.metrics(),
+            data_fingerprint=fitted.data_fingerprint,
+            reports={"impact_estimator.md": report_md},
+            description=f"iteration latency vs prefill/decode mix for {cfg.profile} ({fitted.chosen})",
+        )
+        return publish(registry, pkg, report_md, metric_gate(registry, IMPACT_ESTIMATOR))
+
+
+def fit_and_register_estimator(
+    config: EstimatorConfig | Mapping[str, Any] | None,
+    registry: ModelRegistry | None = None,
+    progress: Progress | None = None,
+) -> Published:
+    """The ``loadwise fit-estimator`` job: probe the registry, fit, evaluate on held-out points,
+    register, gate."""
+    registry = registry or ModelRegistry()
+    registry.check()
+    fitted = fit_estimator(config, progress)
+    if progress:
+        progress(f"registering {IMPACT_ESTIMATOR} in {registry.tracking_uri}")
+    return register_estimator(fitted, registry)

@@ -1,0 +1,144 @@
+"""The ``nightly-retrain`` Prefect flow: from newly arrived traces to a promoted champion router.
+
+Who calls this: ``loadwise run`` (``run_nightly``, once), ``loadwise serve`` (on a cron schedule:
+the ``nightly`` deployment, plus an hourly ``drift-watch`` that retrains only on drift) and
+``prefect deploy`` workers (``prefect.yaml``). The flow only sequences the steps; each step is a
+module of this package, and each step's work is a task of ``flows.tasks``:
+
+1. ``ingest-traces`` (``flows.nightly.ingest``), 2. ``check-drift`` (``drift``),
+3. ``retrain-impact-estimator``, ``retrain-length-predictor`` (``models``),
+4. ``train-router``, ``evaluate-router``, ``register-router``, ``promote-router`` (``router``),
+5. ``publish-report`` (``report``): the report, the artifacts and the ``ops.nightly_runs`` row.
+
+Its settings are ``flows.nightly.config.NightlyConfig``, validated whole when read. Every training
+and evaluation step is cached on an explicit key over its inputs (``flows.nightly.keys``): a second
+run with no new data hits every cache and retrains nothing; ``force`` refreshes them all.
+
+**Failures.** Each warehouse write is copy-on-write (a failure publishes nothing) and ``champion``
+moves only in ``promote-router``, after the gate: a step that raises leaves the previous champion
+serving and the warehouse consistent; the run is logged as ``failed`` with the step and the error,
+and the watermark stays.
+"""
+
+from __future__ import annotations
+
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows import tasks
+from flows.models.publish import Published
+from flows.nightly.config import NightlyConfig
+from flows.nightly.drift import drift_step
+from flows.nightly.ingest import ingest_step
+from flows.nightly.keys import StepCache
+from flows.nightly.models import ESTIMATOR_STEP, PREDICTOR_STEP, retrain_estimator, retrain_predictor
+from flows.nightly.report import publish_artifacts, record_failure, record_success, render_report
+from flows.nightly.results import RouterOutcome, StepLog
+from flows.nightly.router import router_steps
+
+
+@flow(name="nightly-retrain", log_prints=True)
+def nightly_retrain(config: NightlyConfig | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Ingest new traces, check drift, retrain what changed, evaluate, gate, promote, report.
+
+    Returns the run summary (also the ``loadwise run --json`` payload): ``warehouse``, ``synthetic``,
+    ``ingest``, ``summary``, ``drift``, ``steps`` (name -> ``ran`` | ``cached`` | ``skipped: why``),
+    ``models``, ``evaluation`` (router -> headline figures), ``gate``, ``promoted``, ``report_dir``.
+    """
+    from warehouse.paths import loadwise_home
+    from warehouse.store import check_write_target
+
+    cfg = config or NightlyConfig()  # validated whole when built (flows.nightly.config)
+    started = datetime.now(UTC)
+    log = StepLog()
+    try:
+        db = str(check_write_target(cfg.warehouse))  # not a warehouse: refused before any work, no row
+        try:
+            return _sequence(cfg, db, loadwise_home() / "nightly", tracking_uri, started, log)
+        except Exception as exc:
+            record_failure(db, run_id(), started, log.running, exc)
+            raise
+    except Exception as exc:
+        # Prefect keeps the exception (the run's state) for the life of the process; the locals of
+        # the finished frames in its traceback would keep whatever they held alive with it: a DuckDB
+        # connection then outlives the interpreter (nanobind "leaked instance ... DuckDBPyConnection"
+        # on stderr after the error). The traceback's text is unchanged.
+        traceback.clear_frames(exc.__traceback__)
+        raise
+
+
+def _sequence(
+    cfg: NightlyConfig, db: str, home: Path, tracking_uri: str | None, started: datetime, log: StepLog
+) -> dict[str, Any]:
+    """The steps in order; the run summary."""
+    from eval.spec import DEFAULT_RATE_RPS, pick_profile
+    from flows.registry import ModelRegistry
+
+    run = run_id()
+    out_dir = home / "runs" / f"{started:%Y%m%dT%H%M%SZ}-{run[:8]}"
+
+    log.start("ingest-traces")
+    ingest = ingest_step(cfg, db)
+
+    log.start("check-drift")
+    drift = drift_step(cfg, db)
+    profile = cfg.profile or pick_profile()
+    configs = cfg.router_configs(db, profile, cfg.rate_rps or DEFAULT_RATE_RPS.get(profile, 12.0))
+    champion = tasks.find_router_champion(next(iter(configs.values())), tracking_uri)
+    train = cfg.retrain == "changed" or bool(drift.drifted) or champion is None or cfg.force
+
+    models: list[Published] = []
+    router = RouterOutcome()
+    if not train:
+        why = "retrain = on-drift and the new window did not drift"
+        log.skip((ESTIMATOR_STEP, PREDICTOR_STEP, "train-router"), why)
+    else:
+        cache = StepCache(home / "cache", ModelRegistry(tracking_uri).tracking_uri, cfg.force)
+        models.append(retrain_estimator(cfg, profile, cache, log, tracking_uri))
+        predictor = retrain_predictor(cfg, db, ingest.synthetic, cache, log, tracking_uri)
+        if predictor is not None:
+            models.append(predictor)
+        router = router_steps(cfg, db, home, configs, champion, cache, log, tracking_uri)
+        if router.published is not None:
+            models.append(router.published)
+
+    log.start("publish-report")
+    steps = log.outcomes()
+    report_md = render_report(cfg, ingest, drift, steps, models, router)
+    publish_artifacts(report_md, router.evaluation, out_dir, router.eval_dir)
+    watermark = ingest.latest_file if train else None  # None: consumed nothing (ops keeps the watermark)
+    record_success(db, run, started, watermark, drift, log, router)
+    print(f"report: {out_dir / 'report.md'}")
+    return {
+        "warehouse": db,
+        "synthetic": ingest.synthetic,
+        "ingest": ingest.report,
+        "summary": ingest.summary,
+        "drift": drift.payload(),
+        "steps": steps,
+        "models": [m.to_dict() for m in models],
+        "evaluation": router.evaluation,
+        "gate": router.gate.model_dump(mode="json") if router.gate else None,
+        "promoted": router.promoted,
+        "report_dir": str(out_dir),
+    }
+
+
+def run_id() -> str:
+    """The Prefect flow run's id (``local`` outside a run)."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or "local")
+
+
+def run_nightly(config: NightlyConfig | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """``nightly_retrain`` on the config's task runner (``loadwise run``)."""
+    from flows.distributed import task_runner
+
+    cfg = config or NightlyConfig()
+    runner = task_runner(cfg.task_runner, n_workers=cfg.workers)
+    return nightly_retrain.with_options(task_runner=runner)(cfg, tracking_uri)

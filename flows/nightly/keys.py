@@ -1,0 +1,68 @@
+"""The nightly flow's step caches: explicit keys over each step's inputs, results under the data home.
+
+Who calls this: the step modules of ``flows.nightly``, a few times per run. A step's key is a
+SHA-256 of its inputs: the content hashes of the warehouse files it reads, its resolved config, the
+source code it runs (``STEP_SOURCES``, ``flows.registry.code_fingerprint``), the tracking URI and,
+for the evaluation, the champion it replays. A shared task of ``flows.tasks`` (which caches nothing
+by itself) becomes a cached step with ``cached``: its result is stored under
+``$LOADWISE_HOME/nightly/cache/<key>``, so a second run with the same inputs is a cache hit, and
+``force`` refreshes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from flows.registry import code_fingerprint
+
+if TYPE_CHECKING:
+    from prefect import Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+STEP_SOURCES = {
+    "estimator": ("training/impact", "training/simulator"),
+    "predictor": ("training/length", "warehouse"),
+    "router": ("training", "eval", "warehouse"),
+}
+"""The source folders each step's result depends on: their code is part of its cache key (changed
+training code retrains; a change to, say, the report renderer in ``flows`` does not)."""
+
+FINGERPRINT_PREFIX = "nightly:"
+"""Router versions registered by this flow carry ``loadwise.data_fingerprint = nightly:<train key>``."""
+
+
+def step_key(step: str, **inputs: object) -> str:
+    """The cache key of ``step`` for ``inputs`` (JSON-able; order-free)."""
+    text = json.dumps({"step": step, **inputs}, sort_keys=True, default=str)
+    return f"{step}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+@dataclass(frozen=True)
+class StepCache:
+    """Where the run's cached step results live, and whether to refresh them (``force``)."""
+
+    folder: Path
+    tracking_uri: str
+    force: bool
+
+    def inputs(self, step: str) -> dict[str, str]:
+        """What every key of ``step`` includes: its source code and the model store."""
+        return {"code": code_fingerprint(STEP_SOURCES[step]), "tracking_uri": self.tracking_uri}
+
+    def cached(self, task_: Task[P, R], key: str) -> Task[P, R]:
+        """``task_`` cached on ``key``: its result persisted under ``folder`` and reused by a later
+        call with the same key (a ``Cached`` state), unless ``force``."""
+        from prefect.cache_policies import CachePolicy
+
+        keyed = task_.with_options(
+            cache_policy=CachePolicy.from_cache_key_fn(lambda context, parameters: key),
+            persist_result=True,
+            result_storage=self.folder,
+        )
+        return keyed.with_options(refresh_cache=True) if self.force else keyed

@@ -1,0 +1,154 @@
+"""Step 5 of the nightly flow, ``publish-report``, and the run's row in ``ops.nightly_runs``.
+
+Who calls this: the flow (``flows.nightly.flow``), once per run: ``render_report`` (the markdown
+report: decision, steps, drift, models, gate, routers), ``publish_artifacts`` (``report.md`` under
+the run's folder and the Prefect artifacts ``nightly-retrain-report``, ``nightly-retrain-routers``,
+``nightly-retrain-cdf``), ``record_success`` (the watermark advances only here, on success) and
+``record_failure`` (a failed run is logged with the step and error; the watermark stays).
+"""
+
+from __future__ import annotations
+
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from flows.models.publish import Published
+from flows.nightly.config import NightlyConfig
+from flows.nightly.results import DriftResult, IngestResult, RouterOutcome, StepLog, Summary
+
+
+def render_report(
+    cfg: NightlyConfig,
+    ingest: IngestResult,
+    drift: DriftResult,
+    steps: dict[str, str],
+    models: list[Published],
+    router: RouterOutcome,
+) -> str:
+    """The run's markdown report (also the Prefect artifact)."""
+    gate, evaluation, eval_dir = router.gate, router.evaluation, router.eval_dir
+    counts = ingest.report
+    lines = [
+        "# nightly-retrain",
+        "",
+        f"**Decision**: {gate.reason if gate else 'no router evaluation this run'}",
+        "",
+        f"Ingest: {counts['rows_read']} rows read, {counts['ingested']} ingested, {counts['quarantined']} "
+        f"quarantined, {counts['duplicates_skipped']} in already-ingested files.",
+        "",
+        "## Steps",
+        "",
+        "| step | outcome |",
+        "|---|---|",
+        *(f"| {name} | {outcome} |" for name, outcome in steps.items()),
+        "",
+        "## Drift (new window vs training window)",
+        "",
+        drift.markdown,
+        "",
+        "## Models",
+        "",
+        "| model | version | aliases | decision |",
+        "|---|---|---|---|",
+        *(
+            f"| {v.name} | {v.version} | {','.join(v.aliases)} | {m.decision.reason} |"
+            for m, v in ((m, m.version) for m in models)
+        ),
+    ]
+    if gate is not None:
+        lines += ["", "## Promotion gate", "", gate.to_markdown()]
+    if evaluation is not None and eval_dir is not None:
+        lines += [
+            "",
+            "## Routers on the held-out windows (mean over seeds)",
+            "",
+            "| router | mean E2E (s) | ± 95 % | p99 E2E (s) | mean TTFT (s) | vs round robin (%) |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {s['e2e_mean']:.3f} | {s['e2e_mean_ci95']:.3f} | {s['e2e_p99']:.2f} | "
+                f"{s['ttft_mean']:.3f} | {_pct(s['vs_round_robin_pct'])} |"
+                for name, s in sorted(evaluation.items(), key=lambda kv: _sort_key(kv[1]))
+            ),
+            "",
+            f"Latency CDF: `{eval_dir / 'e2e_cdf.png'}`; full report: `{eval_dir / 'report.md'}`.",
+        ]
+    lines += ["", f"Config: `{cfg.model_dump_json()}`", ""]
+    return "\n".join(lines)
+
+
+def _sort_key(figures: dict[str, float | bool | None]) -> float:
+    return float(figures["e2e_mean"] or 0.0)
+
+
+def _pct(value: float | bool | None) -> str:
+    return "" if value is None else f"{value:+.1f}"
+
+
+def publish_artifacts(
+    report_md: str, evaluation: Summary | None, out_dir: Path, eval_dir: Path | None
+) -> None:
+    """Write ``report.md`` and create the Prefect artifacts (report, router table, CDF link)."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.md").write_text(report_md)
+    create_markdown_artifact(report_md, key="nightly-retrain-report", description="nightly-retrain")
+    if evaluation is not None:
+        rows = [{"router": n, **s} for n, s in evaluation.items()]
+        create_table_artifact(rows, key="nightly-retrain-routers", description="held-out evaluation")
+        cdf = eval_dir / "e2e_cdf.png" if eval_dir else None
+        if cdf is not None and cdf.exists():
+            create_link_artifact(cdf.as_uri(), link_text="E2E latency CDF", key="nightly-retrain-cdf")
+
+
+def record_success(
+    db: str,
+    run_id: str,
+    started: datetime,
+    watermark: int | None,
+    drift: DriftResult,
+    log: StepLog,
+    router: RouterOutcome,
+) -> None:
+    """The run's ``ok`` row in ``ops.nightly_runs``; ``watermark`` (``None``: the run consumed
+    nothing) is where the next run's new window starts."""
+    from warehouse.ops import record_run
+
+    gate = router.gate
+    steps = log.outcomes()
+    record_run(
+        db,
+        run_id=run_id,
+        started_at=started,
+        status="ok",
+        watermark_file_id=watermark,
+        new_requests=drift.new_requests,
+        drifted=drift.drifted,
+        drift_reasons="; ".join(drift.reasons),
+        retrained=",".join(log.retrained()),
+        challenger_version=router.challenger_version,
+        promoted=router.promoted,
+        decision=gate.reason if gate else "; ".join(log.skipped()),
+        details={"steps": steps, "gate": gate.model_dump(mode="json") if gate else None},
+    )
+
+
+def record_failure(db: str, run_id: str, started: datetime, step: str, exc: BaseException) -> None:
+    """Log the failed run (the watermark does not move); never masks the original error."""
+    from warehouse.ops import record_run
+
+    if not Path(db).exists():  # failed before the warehouse existed: nothing to log into
+        return
+    try:
+        record_run(
+            db,
+            run_id=run_id,
+            started_at=started,
+            status="failed",
+            watermark_file_id=None,
+            decision=f"{step} failed: {type(exc).__name__}: {exc}"[:2000],
+            details={"traceback": traceback.format_exc()[-4000:]},
+        )
+    except Exception as log_exc:  # the warehouse itself may be what failed
+        print(f"could not record the failed run in ops.nightly_runs: {log_exc}")

@@ -1,0 +1,154 @@
+"""What each step of the nightly flow hands to the next: typed, frozen results (no Prefect import).
+
+Who calls this: the step modules of ``flows.nightly`` (they build these), ``flows.tasks`` (the
+``check-drift`` task returns a ``DriftResult``) and the flow, which turns them into the run summary
+(``payload``: the ``loadwise run --json`` object) and the report, once per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eval.gate import GateResult
+    from features.drift import DriftThresholds
+    from flows.models.publish import Published
+
+Summary = dict[str, dict[str, float | bool | None]]
+"""``EvalReport.summary()``: router -> headline figures (seconds, counts, %)."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The ingest step: what was loaded and the warehouse it now holds.
+
+    Attributes:
+        warehouse: the DuckDB file.
+        synthetic: no real traces were found; a seeded synthetic Azure-like workload was ingested.
+        report: the ingest report (``warehouse.ingest.IngestReport.to_dict``: files, counts).
+        summary: the analytics summary tables (title, columns, rows).
+        latest_file: the newest ``raw.files.file_id``: the watermark a successful run advances to.
+    """
+
+    warehouse: str
+    synthetic: bool
+    report: dict[str, object]
+    summary: list[dict[str, object]]
+    latest_file: int
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The drift step: the new window (files after the watermark) vs the reference window.
+
+    ``drifted`` is ``None`` when the check could not run (``reasons`` says why: a first run has no
+    reference window, or nothing arrived since the watermark)."""
+
+    reference_requests: int
+    new_requests: int
+    drifted: bool | None
+    reasons: tuple[str, ...]
+    markdown: str
+
+    @classmethod
+    def between(cls, reference: pd.DataFrame, new: pd.DataFrame, thresholds: DriftThresholds) -> DriftResult:
+        """Per-task PSI / KS of prompt and output lengths and the arrival-rate ratio
+        (``features.drift.detect_drift``), or why they were not checked."""
+        from features.drift import detect_drift
+
+        if reference.empty or new.empty:
+            why = (
+                "no reference window (first run)"
+                if reference.empty
+                else "no new requests since the watermark"
+            )
+            return cls(len(reference), len(new), None, (why,), f"Drift: not checked ({why}).\n")
+        report = detect_drift(reference, new, thresholds)
+        return cls(len(reference), len(new), report.drifted, tuple(report.reasons), report.to_markdown())
+
+    def payload(self) -> dict[str, object]:
+        """The run summary's ``drift``."""
+        return {
+            "reference_requests": self.reference_requests,
+            "new_requests": self.new_requests,
+            "drifted": self.drifted,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one step did: ``ran``, ``cached``, ``skipped: <why>``; ``promote-router``: ``promoted`` or
+    ``kept the champion``."""
+
+    step: str
+    outcome: str
+
+
+class StepLog:
+    """The steps of one run in order: their outcomes (the summary's ``steps``) and the one running
+    now (named in ``ops.nightly_runs`` when the run fails). Written by the flow and its steps only."""
+
+    def __init__(self) -> None:
+        self.running = "start"
+        self._outcomes: dict[str, str] = {}
+
+    def start(self, step: str) -> None:
+        self.running = step
+
+    def record(self, outcome: StepOutcome) -> None:
+        self._outcomes[outcome.step] = outcome.outcome
+
+    def ran(self, step: str, cached: bool) -> None:
+        self.record(StepOutcome(step, "cached" if cached else "ran"))
+
+    def skip(self, steps: Iterable[str], why: str) -> None:
+        for step in steps:
+            self.record(StepOutcome(step, f"skipped: {why}"))
+
+    def outcomes(self) -> dict[str, str]:
+        return dict(self._outcomes)
+
+    def retrained(self) -> list[str]:
+        """The steps that ran (not cached, not skipped)."""
+        return [step for step, outcome in self._outcomes.items() if outcome == "ran"]
+
+    def skipped(self) -> list[str]:
+        return [outcome for outcome in self._outcomes.values() if outcome.startswith("skipped")]
+
+
+@dataclass(frozen=True)
+class CandidateStats:
+    """One RL router candidate's training figures (validation on TRAINING-pool windows)."""
+
+    seed: int
+    best_validation_e2e_s: float
+    steps_per_s: float
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class RouterOutcome:
+    """The router steps: the registered challenger, its evaluation and the gate's decision.
+
+    Attributes:
+        published: the challenger's registration, its ``decision`` the promotion's (``None``: the
+            router steps were skipped).
+        evaluation: ``EvalReport.summary()`` of the evaluation (``None``: not evaluated this run).
+        gate: the statistical gate's result.
+        promoted: whether ``champion`` moved to the challenger.
+        challenger_version: the ``llm-router`` version judged (or already the champion).
+        eval_dir: the evaluation's folder (report, plots).
+    """
+
+    published: Published | None = None
+    evaluation: Summary | None = None
+    gate: GateResult | None = None
+    promoted: bool = False
+    challenger_version: str | None = None
+    eval_dir: Path | None = None
