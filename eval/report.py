@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict
 
 LATENCY_METRICS = ("e2e_s", "ttft_s", "tbt_s", "router_wait_s", "queue_wait_s")
 PERCENTILES = (50, 90, 99)
-VS_BASELINE_KEYS = ("e2e_mean", "e2e_p99", "ttft_mean", "ttft_p99", "tbt_mean")
 
 _T975 = (
     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,

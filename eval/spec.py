@@ -1,7 +1,7 @@
 """An evaluation from one typed spec: which requests, which cluster, which routers and learned policies.
 
 Who calls this: every evaluation of the project, once per run: ``loadwise replay`` / ``compare``
-(``flows.cli_replay``), the ``train-router`` job (``flows.models.router``: the trained policy and the
+(``flows.cli.replay``), the ``train-router`` job (``flows.models.router``: the trained policy and the
 comparable champion), the nightly ``evaluate-router`` step (challenger and champion) and the
 ``evaluate-routers-distributed`` flow. ``evaluate_spec`` builds the workload, the cluster and the
 latency model from the spec (``build``) and replays every router over every seed through the one
@@ -216,7 +216,7 @@ def build(spec: EvalSpec) -> Replays:
     Raises ``ValueError`` (an unknown workload or option), ``KeyError`` / ``FileNotFoundError`` (an
     unknown profile, missing profile data) or ``warehouse.errors.WarehouseError`` (a source that
     cannot be read): the CLI prints each as one line."""
-    from warehouse.paths import default_warehouse_path
+    from warehouse.settings import default_warehouse_path
 
     options = WorkloadOptions(
         num_requests=spec.requests, rate=spec.rate, num_instances=spec.instances, order=spec.order

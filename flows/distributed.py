@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow
 
 from flows import tasks
-from flows.runners import LOCAL_DASK, THREADS, check_task_runner
+from flows.task_runners import LOCAL_DASK, THREADS, check_task_runner
 
 if TYPE_CHECKING:
     from eval.spec import EvalSpec

@@ -65,7 +65,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from warehouse.paths import loadwise_home
+from warehouse.settings import loadwise_home
 
 DEFAULT_EXPERIMENT = "loadwise"
 CHAMPION = "champion"

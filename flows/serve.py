@@ -71,7 +71,7 @@ def prefect_server(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Start ``prefect server`` on ``127.0.0.1:port``; yield its API URL; stop it (whole group) on exit."""
-    from warehouse.paths import prefect_home
+    from warehouse.settings import prefect_home
 
     home = home or prefect_home()
     home.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ fail (``retry_on_io``), never on bad data. No task caches unless its flow asks
 Tasks (used by) -> the library call:
 
 - ``locate-traces``, ``write-synthetic-traces``, ``summarize-warehouse`` (nightly) ->
-  ``warehouse.catalog``, ``warehouse.synthetic``, ``warehouse.analytics``;
+  ``warehouse.real_traces``, ``warehouse.synthetic``, ``warehouse.analytics``;
 - ``ingest-files``, ``publish-ingest-artifact`` (ingest-traces, nightly) -> ``warehouse.ingest``;
 - ``check-drift`` (nightly) -> ``warehouse.ops.request_windows``, ``features.drift.detect_drift``;
 - ``fit-register-impact-estimator`` (refit-impact-estimator, nightly),
@@ -63,7 +63,7 @@ def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
 @task(name="locate-traces")
 def locate_traces(data_dir: str) -> list[str]:
     """The real trace files present under ``data_dir`` (empty: none, use synthetic)."""
-    from warehouse.catalog import real_trace_paths
+    from warehouse.real_traces import real_trace_paths
 
     return [str(p) for p in real_trace_paths(Path(data_dir))]
 

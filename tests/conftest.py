@@ -16,7 +16,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from warehouse.paths import shared_data_dir  # noqa: E402
+from warehouse.settings import shared_data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +36,10 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def wh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A (not yet created) warehouse file under tmp_path; LOADWISE_HOME points there too."""
+    monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
+    return tmp_path / "wh" / "warehouse.duckdb"

@@ -39,8 +39,8 @@ def _best(fn: Any, repeat: int) -> float:
 
 def run_ingest_bench(rows: int = 1_000_000, repeat: int = 3, data_dir: Path | None = None) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-able dict of seconds, rows/s and ratios."""
-    from warehouse.catalog import real_trace_paths
-    from warehouse.paths import shared_data_dir
+    from warehouse.real_traces import real_trace_paths
+    from warehouse.settings import shared_data_dir
 
     with tempfile.TemporaryDirectory(prefix="loadwise-bench-") as tmp:
         root = Path(tmp)

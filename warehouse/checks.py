@@ -78,10 +78,6 @@ def all_checks() -> dict[str, tuple[str, str | None]]:
     return {**rows, **TABLE_CHECKS}
 
 
-# Every check as name -> counting SQL (the form callers and docs list).
-CHECKS: dict[str, str] = {name: count for name, (count, _) in all_checks().items()}
-
-
 @dataclass(frozen=True)
 class CheckResult:
     """One check: its name, how many rows offend it (0 = pass), and where some of them come from."""

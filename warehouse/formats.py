@@ -11,14 +11,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from warehouse.errors import UnknownFormatError, UnreadableFileError
 from warehouse.lines import BOM, MAX_LINE_BYTES
 
-FormatName = Literal[
-    "azure", "mooncake", "burstgpt", "vidur", "otel", "castillo", "alpaca-eval", "dolly", "canonical"
-]
 FORMATS: tuple[str, ...] = (
     "azure",
     "mooncake",
@@ -78,11 +74,6 @@ class Detected:
 
 def _norm(name: str) -> str:
     return name.strip().strip('"').strip().lower()
-
-
-def read_head(path: Path, limit: int = 65536) -> str:
-    """The first ``limit`` bytes of a text file, decoded as UTF-8 (BOM stripped, bad bytes replaced)."""
-    return _head_bytes(path, limit).decode("utf-8", errors="replace")
 
 
 def _head_bytes(path: Path, limit: int = 65536) -> bytes:

@@ -71,7 +71,6 @@ RAW_TABLE = {
     "dolly": "raw.dolly",
     "canonical": "raw.canonical",
 }
-STATUSES = ("loaded", "duplicate", "skipped")
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class IngestReport:
         return sum(f.duplicates_skipped for f in self.files)
 
     def count(self, status: str) -> int:
-        """How many files of the load have ``status`` (one of ``STATUSES``)."""
+        """How many files of the load have ``status`` (``loaded``, ``duplicate`` or ``skipped``)."""
         return sum(f.status == status for f in self.files)
 
     @property

@@ -67,11 +67,6 @@ class FileScan:
         """True when DuckDB's line scan reads the file exactly as ``read_lines`` would."""
         return not (self.bare_cr or self.nul or self.not_utf8 or self.long_line)
 
-    def why_not_fast(self) -> str:
-        """The features that send the file to ``read_lines`` (for logs and tests)."""
-        names = ("bare_cr", "nul", "not_utf8", "long_line")
-        return ", ".join(n for n in names if getattr(self, n)) or "none"
-
 
 def scan_file(path: Path, *, text: bool = True, chunk: int = 1 << 20) -> FileScan:
     """Hash ``path`` and, for a text file (``text``), scan it (see ``FileScan``); one read of the file.

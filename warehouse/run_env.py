@@ -1,8 +1,8 @@
 """Environment for quiet, offline, local runs (see ../shared/STACK.md for why each one matters).
 
 The one definition. Applied with ``setdefault`` (a caller's own values win) by every entry point
-before anything imports Prefect, MLflow or Hugging Face: the CLI (``flows/cli.py``, through
-``flows.env``) and the test suite (``tests/conftest.py``, which therefore imports nothing of
+before anything imports Prefect, MLflow or Hugging Face: the CLI (``flows/cli/__init__.py``) and
+the test suite (``tests/conftest.py``, which therefore imports nothing of
 ``flows``). Here, in the lowest layer, so that both can; pure stdlib, any layer may import it.
 """
 

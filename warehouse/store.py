@@ -42,7 +42,7 @@ from warehouse.errors import (
     WarehouseMissingError,
     WarehouseNotWritableError,
 )
-from warehouse.paths import default_warehouse_path
+from warehouse.settings import default_warehouse_path
 
 SQL_FILES = ("schema.sql", "staging.sql", "marts.sql", "comments.sql")
 

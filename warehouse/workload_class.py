@@ -17,7 +17,7 @@ Who uses this, and how the times are obtained:
   active row of ``marts.latency_profile`` (a linear profile: the closed forms below).
 
 For a linear profile the two give the same times and classes, bit for bit
-(``tests/warehouse/test_workload_class.py``): prefill = ``base_s + s_per_prompt_token x prompt``
+(``tests/test_workload_classes_agree.py``): prefill = ``base_s + s_per_prompt_token x prompt``
 (0 for an empty prompt); decode = ``output x step_s + s_per_context_token x (output x prompt +
 output (output - 1) / 2)`` with ``step_s`` = base + per-sequence cost (contexts prompt .. prompt +
 output - 1, as ``isolated_decode_s``). Pure stdlib: any layer may import it.

@@ -52,7 +52,7 @@ def train_predictor(
 ) -> TrainedLengthPredictor:
     """Train and evaluate the length predictor on the warehouse (``training.length``)."""
     from training.length.train import train_length_predictor
-    from warehouse.paths import default_warehouse_path
+    from warehouse.settings import default_warehouse_path
 
     return train_length_predictor(
         warehouse or default_warehouse_path(), predictor_config(config), progress=progress

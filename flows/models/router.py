@@ -67,7 +67,7 @@ def router_config(config: RouterTrainConfig | Mapping[str, Any] | None) -> Route
 
 def default_router_dir(cfg: RouterTrainConfig) -> Path:
     """Where ``loadwise train-router`` writes a training: ``$LOADWISE_HOME/rl/<variant>-<algo>-seed<n>``."""
-    from warehouse.paths import loadwise_home
+    from warehouse.settings import loadwise_home
 
     return loadwise_home() / "rl" / f"{cfg.variant}-{cfg.algo}-seed{cfg.seed}"
 
@@ -214,7 +214,7 @@ def router_data_fingerprint(trained: TrainedRouter, report: EvalReport) -> str:
     cfg = trained.config
     if cfg.workload == "warehouse":
         from warehouse.ops import data_fingerprint
-        from warehouse.paths import default_warehouse_path
+        from warehouse.settings import default_warehouse_path
 
         data = data_fingerprint(cfg.warehouse or default_warehouse_path(), cfg.where)
         return f"warehouse:{data}"

@@ -16,7 +16,7 @@ settable here with the same type, default, bounds and description, and nothing i
 the router settings are validated as the ``RouterTrainConfig`` of each candidate the run trains
 (``router_configs``), the estimator's as the ``EstimatorConfig`` it fits (``estimator_config``),
 ``profile`` against the known profiles, ``where`` as one SQL condition bound against the warehouse
-schema (``warehouse.filters``), ``task_runner`` against its accepted forms (``flows.runners``), seeds
+schema (``warehouse.filters``), ``task_runner`` against its accepted forms (``flows.task_runners``), seeds
 non-negative and distinct, and at least ``gate.min_seeds`` evaluation seeds. A config that fails any
 of these raises a pydantic ``ValidationError`` (the CLI prints ``flows.config_files.error_line``: one
 line, exit 2) before the run ingests, trains or writes a row in ``ops.nightly_runs``.
@@ -231,7 +231,7 @@ class NightlyConfig(BaseModel):
     @field_validator("task_runner")
     @classmethod
     def _known_task_runner(cls, spec: str) -> str:
-        from flows.runners import check_task_runner
+        from flows.task_runners import check_task_runner
 
         return check_task_runner(spec)
 

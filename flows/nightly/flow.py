@@ -49,7 +49,7 @@ def nightly_retrain(config: NightlyConfig | None = None, tracking_uri: str | Non
     ``ingest``, ``summary``, ``drift``, ``steps`` (name -> ``ran`` | ``cached`` | ``skipped: why``),
     ``models``, ``evaluation`` (router -> headline figures), ``gate``, ``promoted``, ``report_dir``.
     """
-    from warehouse.paths import loadwise_home
+    from warehouse.settings import loadwise_home
     from warehouse.store import check_write_target
 
     cfg = config or NightlyConfig()  # validated whole when built (flows.nightly.config)

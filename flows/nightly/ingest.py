@@ -21,7 +21,7 @@ from flows.nightly.results import IngestResult
 def ingest_step(cfg: NightlyConfig, db: str) -> IngestResult:
     """Locate (or synthesize) the traces, ingest them into ``db``, publish the counts, summarize."""
     from warehouse.ops import max_file_id
-    from warehouse.paths import loadwise_home, shared_data_dir
+    from warehouse.settings import loadwise_home, shared_data_dir
 
     paths = tasks.locate_traces(str(Path(cfg.data_dir) if cfg.data_dir else shared_data_dir()))
     synthetic = not paths

@@ -3,72 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pytest
 from pydantic import ValidationError
 
 from eval.gate import GateConfig, promotion_gate
-from eval.report import EvalReport, GroupMetrics, MetricSummary, RouterResult, Stat
-
-SEEDS = (0, 1, 2)
-BASE = (10.0, 12.0, 11.0)
-"""Per-seed mean E2E (s) of the round-robin baseline; other routers are set relative to it."""
-
-
-def _summary(mean: Sequence[float], p99: Sequence[float]) -> MetricSummary:
-    return MetricSummary(mean=Stat.of(mean), p50=Stat.of(mean), p90=Stat.of(p99), p99=Stat.of(p99))
-
-
-def _router(
-    name: str, mean: Sequence[float], p99: Sequence[float] | None = None, oracle: bool = False
-) -> RouterResult:
-    p99 = p99 if p99 is not None else [3 * m for m in mean]
-    zero = _summary([0.0] * len(mean), [0.0] * len(mean))
-    overall = GroupMetrics(
-        n_requests=100.0,
-        e2e_s=_summary(mean, p99),
-        ttft_s=zero,
-        tbt_s=zero,
-        router_wait_s=zero,
-        queue_wait_s=zero,
-        preemptions_per_request=Stat.of([0.0] * len(mean)),
-        preemptions_total=Stat.of([0.0] * len(mean)),
-    )
-    return RouterResult(
-        name=name,
-        oracle=oracle,
-        predictor="oracle" if oracle else "task_mean",
-        description=name,
-        overall=overall,
-        by_task={},
-        by_class={},
-        vs_baseline_pct=None,
-    )
-
-
-def _report(*routers: RouterResult) -> EvalReport:
-    return EvalReport(
-        workload="synthetic",
-        workload_description="hand-built",
-        synthetic=True,
-        latency_model="test",
-        cluster={"num_instances": 2},
-        seeds=SEEDS[: len(routers[0].overall.e2e_s.mean.per_seed)],
-        predictor="task_mean",
-        baseline="round_robin",
-        class_thresholds={"heavy_prefill_s": 0.5, "heavy_decode_s": 5.0},
-        routers={r.name: r for r in routers},
-    )
-
-
-def _minus(values: Sequence[float], deltas: Sequence[float]) -> list[float]:
-    return [v - d for v, d in zip(values, deltas, strict=True)]
+from tests.eval.reports import BASE, hand_report, hand_router, minus
 
 
 def test_clearly_better_challenger_passes_with_hand_computed_ci():
     # diffs (baseline - challenger) = 2, 3, 4 s: mean 3, sd 1, half-width t_{0.975,2} / sqrt(3) = 2.484 s
-    report = _report(_router("round_robin", BASE), _router("rl", _minus(BASE, [2.0, 3.0, 4.0])))
+    report = hand_report(hand_router("round_robin", BASE), hand_router("rl", minus(BASE, [2.0, 3.0, 4.0])))
     result = promotion_gate(report, "rl")
     assert result.passed
     assert result.best_baseline == "round_robin"
@@ -89,7 +34,7 @@ def test_clearly_better_challenger_passes_with_hand_computed_ci():
 
 
 def test_confidence_level_widens_the_interval():
-    report = _report(_router("round_robin", BASE), _router("rl", _minus(BASE, [2.0, 3.0, 4.0])))
+    report = hand_report(hand_router("round_robin", BASE), hand_router("rl", minus(BASE, [2.0, 3.0, 4.0])))
     # t_{0.995,2} = 9.925: half-width 5.73 s > 3 s, so the interval now includes zero
     result = promotion_gate(report, "rl", config=GateConfig(confidence=0.99))
     assert result.checks[0].ci_low_s == pytest.approx(3.0 - 9.924843 / math.sqrt(3), rel=1e-5)
@@ -97,10 +42,10 @@ def test_confidence_level_widens_the_interval():
 
 
 def test_worse_challenger_is_refused_and_reason_names_the_comparator():
-    report = _report(
-        _router("round_robin", BASE),
-        _router("least_loaded", _minus(BASE, [2.0, 2.0, 2.0])),
-        _router("rl", _minus(BASE, [1.0, 1.1, 0.9])),
+    report = hand_report(
+        hand_router("round_robin", BASE),
+        hand_router("least_loaded", minus(BASE, [2.0, 2.0, 2.0])),
+        hand_router("rl", minus(BASE, [1.0, 1.1, 0.9])),
     )
     result = promotion_gate(report, "rl")
     assert not result.passed
@@ -112,12 +57,12 @@ def test_worse_challenger_is_refused_and_reason_names_the_comparator():
 
 def test_better_mean_but_noisy_ci_including_zero_is_refused():
     # diffs 1, 2, 3 s: mean 2 s, but the 95 % half-width is 4.303 / sqrt(3) = 2.484 s
-    modest = _report(_router("round_robin", BASE), _router("rl", _minus(BASE, [1.0, 2.0, 3.0])))
+    modest = hand_report(hand_router("round_robin", BASE), hand_router("rl", minus(BASE, [1.0, 2.0, 3.0])))
     low = promotion_gate(modest, "rl").checks[0].ci_low_s
     assert low == pytest.approx(2.0 - 4.302652729911275 / math.sqrt(3))
     assert low < 0
     # mean diff +1 s but the per-seed differences swing from -3 to +5 s
-    report = _report(_router("round_robin", BASE), _router("rl", _minus(BASE, [5.0, -3.0, 1.0])))
+    report = hand_report(hand_router("round_robin", BASE), hand_router("rl", minus(BASE, [5.0, -3.0, 1.0])))
     result = promotion_gate(report, "rl")
     check = result.checks[0]
     assert check.diff_mean_s == pytest.approx(1.0)
@@ -130,9 +75,9 @@ def test_better_mean_but_noisy_ci_including_zero_is_refused():
 
 
 def test_better_mean_but_worse_p99_is_refused():
-    report = _report(
-        _router("round_robin", BASE, p99=[30.0, 30.0, 30.0]),
-        _router("rl", _minus(BASE, [2.0, 3.0, 4.0]), p99=[31.0, 31.0, 31.0]),
+    report = hand_report(
+        hand_router("round_robin", BASE, p99=[30.0, 30.0, 30.0]),
+        hand_router("rl", minus(BASE, [2.0, 3.0, 4.0]), p99=[31.0, 31.0, 31.0]),
     )
     result = promotion_gate(report, "rl")
     check = result.checks[0]
@@ -144,19 +89,19 @@ def test_better_mean_but_worse_p99_is_refused():
 
 
 def test_tolerance_lets_a_slightly_worse_p99_pass():
-    report = _report(
-        _router("round_robin", BASE, p99=[30.0, 30.0, 30.0]),
-        _router("rl", _minus(BASE, [2.0, 3.0, 4.0]), p99=[31.0, 31.0, 31.0]),
+    report = hand_report(
+        hand_router("round_robin", BASE, p99=[30.0, 30.0, 30.0]),
+        hand_router("rl", minus(BASE, [2.0, 3.0, 4.0]), p99=[31.0, 31.0, 31.0]),
     )
     assert promotion_gate(report, "rl", config=GateConfig(p99_tolerance_pct=5.0)).passed
     assert not promotion_gate(report, "rl", config=GateConfig(p99_tolerance_pct=3.0)).passed
 
 
 def test_champion_check_comes_first_and_both_must_pass():
-    report = _report(
-        _router("round_robin", BASE),
-        _router("rl_v1", _minus(BASE, [2.0, 2.0, 2.0])),
-        _router("rl_v2", _minus(BASE, [2.5, 2.6, 2.4])),
+    report = hand_report(
+        hand_router("round_robin", BASE),
+        hand_router("rl_v1", minus(BASE, [2.0, 2.0, 2.0])),
+        hand_router("rl_v2", minus(BASE, [2.5, 2.6, 2.4])),
     )
     result = promotion_gate(report, "rl_v2", champion="rl_v1")
     assert [(c.kind, c.comparator) for c in result.checks] == [
@@ -173,11 +118,11 @@ def test_champion_check_comes_first_and_both_must_pass():
 
 
 def test_oracle_and_excluded_routers_are_not_baselines():
-    report = _report(
-        _router("round_robin", BASE),
-        _router("oracle_sjf", _minus(BASE, [5.0, 5.0, 5.0]), oracle=True),
-        _router("other_candidate", _minus(BASE, [4.0, 4.0, 4.0])),
-        _router("rl", _minus(BASE, [2.0, 3.0, 4.0])),
+    report = hand_report(
+        hand_router("round_robin", BASE),
+        hand_router("oracle_sjf", minus(BASE, [5.0, 5.0, 5.0]), oracle=True),
+        hand_router("other_candidate", minus(BASE, [4.0, 4.0, 4.0])),
+        hand_router("rl", minus(BASE, [2.0, 3.0, 4.0])),
     )
     assert promotion_gate(report, "rl").best_baseline == "other_candidate"
     result = promotion_gate(report, "rl", exclude=["other_candidate"])
@@ -186,32 +131,32 @@ def test_oracle_and_excluded_routers_are_not_baselines():
 
 
 def test_too_few_seeds_is_refused():
-    report = _report(_router("round_robin", BASE), _router("rl", _minus(BASE, [2.0, 3.0, 4.0])))
+    report = hand_report(hand_router("round_robin", BASE), hand_router("rl", minus(BASE, [2.0, 3.0, 4.0])))
     result = promotion_gate(report, "rl", config=GateConfig(min_seeds=4))
     assert not result.passed
     assert "at least 4 replays" in result.reason
     assert not result.checks[0].passed
 
-    one_seed = _report(_router("round_robin", [10.0]), _router("rl", [5.0]))
+    one_seed = hand_report(hand_router("round_robin", [10.0]), hand_router("rl", [5.0]))
     single = promotion_gate(one_seed, "rl")
     assert not single.passed
     assert "at least 2 replays" in single.reason
 
 
 def test_identical_per_seed_differences_give_a_point_interval():
-    report = _report(_router("round_robin", BASE), _router("rl", _minus(BASE, [1.0, 1.0, 1.0])))
+    report = hand_report(hand_router("round_robin", BASE), hand_router("rl", minus(BASE, [1.0, 1.0, 1.0])))
     check = promotion_gate(report, "rl").checks[0]
     assert check.ci_low_s == pytest.approx(1.0)
     assert check.ci_high_s == pytest.approx(1.0)
     assert check.passed
-    same = _report(_router("round_robin", BASE), _router("rl", BASE))
+    same = hand_report(hand_router("round_robin", BASE), hand_router("rl", BASE))
     assert not promotion_gate(same, "rl").passed  # zero difference is not an improvement
 
 
 def test_nan_per_seed_values_fail_the_check_without_crashing():
-    report = _report(
-        _router("round_robin", BASE),
-        _router("rl", [9.0, float("nan"), 8.0], p99=[20.0, float("nan"), 20.0]),
+    report = hand_report(
+        hand_router("round_robin", BASE),
+        hand_router("rl", [9.0, float("nan"), 8.0], p99=[20.0, float("nan"), 20.0]),
     )
     result = promotion_gate(report, "rl")
     assert not result.passed
@@ -221,10 +166,10 @@ def test_nan_per_seed_values_fail_the_check_without_crashing():
 
 def test_baseline_that_served_nothing_ranks_last():
     # a finite-only mean of 1 s would make "broken" look best; NaN must rank it last instead
-    report = _report(
-        _router("broken", [float("nan"), 1.0, 1.0]),
-        _router("round_robin", BASE),
-        _router("rl", _minus(BASE, [2.0, 3.0, 4.0])),
+    report = hand_report(
+        hand_router("broken", [float("nan"), 1.0, 1.0]),
+        hand_router("round_robin", BASE),
+        hand_router("rl", minus(BASE, [2.0, 3.0, 4.0])),
     )
     result = promotion_gate(report, "rl")
     assert result.best_baseline == "round_robin"
@@ -232,7 +177,7 @@ def test_baseline_that_served_nothing_ranks_last():
 
 
 def test_unknown_names_raise_naming_the_routers_in_the_report():
-    report = _report(_router("round_robin", BASE), _router("rl", BASE))
+    report = hand_report(hand_router("round_robin", BASE), hand_router("rl", BASE))
     with pytest.raises(ValueError, match=r"unknown challenger router 'nope'.*rl, round_robin"):
         promotion_gate(report, "nope")
     with pytest.raises(ValueError, match=r"unknown champion router 'old'.*rl, round_robin"):
@@ -257,10 +202,10 @@ def test_config_is_validated_and_frozen():
 
 
 def test_to_markdown_shows_checks_and_decision():
-    report = _report(
-        _router("round_robin", BASE),
-        _router("rl_v1", _minus(BASE, [0.5, 0.5, 0.5])),
-        _router("rl_v2", _minus(BASE, [3.0, 3.1, 2.9])),
+    report = hand_report(
+        hand_router("round_robin", BASE),
+        hand_router("rl_v1", minus(BASE, [0.5, 0.5, 0.5])),
+        hand_router("rl_v2", minus(BASE, [3.0, 3.1, 2.9])),
     )
     md = promotion_gate(report, "rl_v2", champion="rl_v1").to_markdown()
     assert "| rl_v1 | champion |" in md
@@ -272,7 +217,7 @@ def test_to_markdown_shows_checks_and_decision():
 
 
 def test_result_round_trips_through_json():
-    report = _report(_router("round_robin", BASE), _router("rl", [9.0, float("nan"), 8.0]))
+    report = hand_report(hand_router("round_robin", BASE), hand_router("rl", [9.0, float("nan"), 8.0]))
     result = promotion_gate(report, "rl")
     again = type(result).model_validate_json(result.model_dump_json())
     assert again.reason == result.reason
@@ -281,7 +226,7 @@ def test_result_round_trips_through_json():
 
 def test_repeated_seeds_are_refused():
     """``eval_seeds = [0, 0]``: one window twice gives a zero-width interval; 0.01 s better passed."""
-    report = _report(_router("round_robin", [10.0, 10.0]), _router("rl", [9.99, 9.99]))
+    report = hand_report(hand_router("round_robin", [10.0, 10.0]), hand_router("rl", [9.99, 9.99]))
     report = report.model_copy(update={"seeds": (0, 0)})
     result = promotion_gate(report, "rl")
     assert not result.passed
@@ -291,9 +236,9 @@ def test_repeated_seeds_are_refused():
 
 
 def test_a_tie_with_the_champion_never_promotes():
-    report = _report(
-        _router("round_robin", BASE), _router("rl", _minus(BASE, [1.0, 1.0, 1.0])),
-        _router("champ", _minus(BASE, [1.0, 1.0, 1.0])),
+    report = hand_report(
+        hand_router("round_robin", BASE), hand_router("rl", minus(BASE, [1.0, 1.0, 1.0])),
+        hand_router("champ", minus(BASE, [1.0, 1.0, 1.0])),
     )  # fmt: skip
     result = promotion_gate(report, "rl", "champ")
     assert not result.passed

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from eval.harness import (
+    check_routers,
+    check_seeds,
     evaluate,
     length_threshold_tokens,
     run_evaluation,
@@ -16,7 +18,7 @@ from eval.harness import (
 )
 from eval.report import EvalReport, ci95_halfwidth
 from eval.sinks import DuckDBSink
-from tests.routing.temporary import unregister
+from tests.training.routing.temporary import unregister
 from training.routing import registry
 from training.simulator.interface import DELAY
 from training.simulator.request import Request
@@ -209,3 +211,15 @@ def test_unknown_router_and_empty_inputs(tiny_workload, tiny_cluster, paper_late
         evaluate(["nope"], tiny_workload, tiny_cluster, paper_latency, seeds=(0,))
     with pytest.raises(ValueError, match="no routers"):
         evaluate([], tiny_workload, tiny_cluster, paper_latency, seeds=(0,))
+
+
+def test_the_harness_refuses_bad_seeds_and_routers_before_any_replay(
+    tiny_workload, tiny_cluster, paper_latency
+):
+    for seeds, match in (((0, 0), "distinct"), ((-1,), ">= 0"), ((), "no seeds"), ((0.5,), "whole")):
+        with pytest.raises(ValueError, match=match):
+            run_evaluation(["round_robin"], tiny_workload, tiny_cluster, paper_latency, seeds=seeds)
+    with pytest.raises(ValueError, match="routers must be distinct; repeated: random"):
+        run_evaluation(["random", "round_robin", "random"], tiny_workload, tiny_cluster, paper_latency)
+    assert check_seeds([3, 1]) == (3, 1)
+    assert check_routers(["a", "b"]) == ["a", "b"]

@@ -1,12 +1,13 @@
 """The evaluation builder (``eval.spec``): one typed spec -> workload, cluster, latency model -> the
 harness, for every caller (issue 14), with the results of the code paths it replaced.
 
-Stored digests: the reports below were produced, before the builder existed, by the five places that
-assembled an evaluation by hand (``loadwise compare``'s ``_run``, ``eval.scheduled``'s warehouse
-evaluation); the same inputs through ``evaluate_spec`` must give them byte for byte. The learned
-policies' merge (challenger and champion in one report, ``flows.nightly``'s and ``flows.models``'
-before) is checked against that hand-written merge, replayed on the harness directly: a trained policy
-is not bit-identical across machines, so it has no stored digest.
+Stored digests: the reports produced, before the builder existed, by the places that assembled an
+evaluation by hand must come out byte for byte through ``evaluate_spec``: ``loadwise compare --json``
+(tests/flows/cli/test_replay.py) and ``eval.scheduled``'s warehouse evaluation
+(tests/flows/test_distributed.py). The learned policies' merge (challenger and champion in one
+report, ``flows.nightly``'s and ``flows.models``' before) is checked against that hand-written merge,
+replayed on the harness directly: a trained policy is not bit-identical across machines, so it has no
+stored digest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from typer.testing import CliRunner
 
 from eval.harness import run_evaluation
 from eval.spec import LEARNED, EvalSpec, LearnedPolicy, NamedWorkload, build, evaluate_spec, run_spec
@@ -26,75 +26,16 @@ from training.workloads.catalog import WorkloadOptions, get_workload
 
 PAPER = "v100-llama2-7b-paper"
 
-TABLE2_DIGEST = "9cbeda4c03e68e3a4c738fac11165d5b925407ec8c17c05e3c2ce738444f8e3d"
-MAIN_DIGESTS = {
-    # loadwise compare ... --json (stdout), computed on the code before the builder
-    "main-lwl-chunked-hold": (
-        ["--routers", "round_robin,least_tokens+hold,workload_impact_greedy", "--requests", "150",
-         "--seeds", "1,2", "--queue-policy", "lwl", "--chunked-prefill", "256", "--hold-headroom", "0.2",
-         "--profile", "a100-llama2-7b"],
-        "b210504ba6c295c82ac30579e7a8862c8d62a8719b37b28d4bf2abd0356d750c",
-    ),
-}  # fmt: skip
-TRACE_DIGEST = "bad5ed2148199609a8d30f6e1cd9074a499e7722f205bb0f78c3fa6a96d7f0d5"
-WAREHOUSE_DIGEST = "0b98baa5b147d9ee44bda100092fa314bbec87a74b13125af09ca8414cc91866"
-
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _compare(args: list[str]) -> str:
-    from flows.cli import app
-
-    result = CliRunner().invoke(app, ["compare", *args, "--json"])
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def test_compare_gives_the_results_of_before():
-    args = ["--workload", "table2", "--requests", "150", "--seeds", "0,1"]  # every router
-    assert _sha(_compare(args)) == TABLE2_DIGEST
-
-
-@pytest.mark.parametrize("case", sorted(MAIN_DIGESTS))
-def test_compare_on_the_real_data_gives_the_results_of_before(case: str, shared_data: Path):
-    args, digest = MAIN_DIGESTS[case]
-    assert _sha(_compare(args)) == digest
-
-
-def test_a_trace_file_gives_the_results_of_before(tmp_path: Path):
-    trace = tmp_path / "t.csv"
-    rows = "".join(f"{i * 0.3},{10 + (i * 37) % 900},{5 + (i * 13) % 300}\n" for i in range(300))
-    trace.write_text("arrival_s,prompt_tokens,output_tokens\n" + rows)
-    out = _compare(
-        ["--trace", str(trace), "--routers", "round_robin,least_tokens", "--seeds", "0", "-n", "2"]
-    )
-    assert _sha(out) == TRACE_DIGEST
-
-
-def test_the_warehouse_evaluation_gives_the_results_of_before(tmp_path: Path):
-    """``evaluate-routers-distributed``'s evaluation (``eval.scheduled`` before), in process."""
-    from flows.distributed import warehouse_spec
-    from warehouse.ingest import ingest
-    from warehouse.synthetic import SyntheticConfig, write_azure_like
-
-    wh = tmp_path / "w.duckdb"
-    ingest(
-        write_azure_like(tmp_path / "syn", SyntheticConfig(rows=2000, seed=5)),
-        warehouse=wh,
-        source="synthetic",
-    )
-    routers = ["round_robin", "least_tokens", "workload_impact_greedy"]
-    report = evaluate_spec(warehouse_spec(wh, routers, [0, 1], 300, synthetic=True))
-    assert _sha(report.model_dump_json()) == WAREHOUSE_DIGEST
 
 
 # -- learned policies ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained 2-instance policy (300 steps)."""
-    from tests.rl.conftest import tiny_requests
+    from tests.training.rl.samples import tiny_requests
     from training.length.baselines import TaskMeanPredictor
     from training.rl.config import RouterTrainConfig
     from training.rl.train import train_router

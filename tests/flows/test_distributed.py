@@ -1,6 +1,11 @@
-"""Evaluation replays fanned out over a Dask cluster started here give the same report as in-process."""
+"""The distributed evaluation flow (flows/distributed.py): its warehouse evaluation gives the report of
+before the evaluation builder (a stored digest), and replays fanned out over a Dask cluster started
+here give the same report as in-process."""
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +47,27 @@ def test_dask_cluster_replays_match_in_process(prefect_harness: None, warehouse:
         assert theirs["e2e_s"]["mean"]["per_seed"] == list(ours.e2e_s.mean.per_seed), name
         assert theirs["e2e_s"]["p99"]["per_seed"] == list(ours.e2e_s.p99.per_seed), name
         assert theirs["n_requests"] == ours.n_requests
+
+
+WAREHOUSE_DIGEST = "0b98baa5b147d9ee44bda100092fa314bbec87a74b13125af09ca8414cc91866"
+
+
+def test_the_warehouse_evaluation_gives_the_results_of_before(tmp_path: Path):
+    """``evaluate-routers-distributed``'s evaluation (``eval.scheduled`` before), in process."""
+    from flows.distributed import warehouse_spec
+    from warehouse.ingest import ingest
+    from warehouse.synthetic import SyntheticConfig, write_azure_like
+
+    wh = tmp_path / "w.duckdb"
+    ingest(
+        write_azure_like(tmp_path / "syn", SyntheticConfig(rows=2000, seed=5)),
+        warehouse=wh,
+        source="synthetic",
+    )
+    routers = ["round_robin", "least_tokens", "workload_impact_greedy"]
+    report = evaluate_spec(warehouse_spec(wh, routers, [0, 1], 300, synthetic=True))
+    assert _sha(report.model_dump_json()) == WAREHOUSE_DIGEST
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,23 +1,19 @@
 """The MLflow service on PostgreSQL: directly, and through an MLflow tracking server with proxied artifacts.
 
-A throwaway PostgreSQL cluster is started here (``initdb`` + ``pg_ctl`` as the ``postgres`` user, trust
-auth on loopback, a free port); the tests skip with the reason when PostgreSQL's server binaries or
-that user are absent (Debian: ``apt-get install postgresql``).
+A throwaway PostgreSQL cluster is started for the module (the ``postgres`` fixture of
+tests/flows/conftest.py: ``initdb`` + ``pg_ctl`` as the ``postgres`` user, trust auth on loopback, a
+free port); the tests skip with the reason when PostgreSQL's server binaries or that user are absent
+(Debian: ``apt-get install postgresql``).
 """
 
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,50 +21,8 @@ import pytest
 
 from flows.registry import CHAMPION, ModelRegistry
 from tests.consumer import consume
-from tests.flows.test_registry import package
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pg_tools() -> tuple[Path, str] | None:
-    initdb = shutil.which("initdb") or (str(PG_BIN / "initdb") if (PG_BIN / "initdb").exists() else None)
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return None
-    return (Path(initdb).resolve().parent, "postgres") if initdb else None
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """``postgresql+psycopg2://postgres@127.0.0.1:PORT/mlflow`` of a fresh cluster, stopped afterwards."""
-    tools = _pg_tools()
-    if tools is None or os.geteuid() != 0:
-        pytest.skip("PostgreSQL server binaries, the postgres user or root (to run them as it) are missing")
-    bin_dir, user = tools
-    # not under pytest's tmp folder: its parents are private to root, and postgres must traverse them
-    root = Path(tempfile.mkdtemp(prefix="loadwise-pg-"))
-    shutil.chown(root, user)
-    data, port = root / "data", free_port()
-
-    def as_pg(*cmd: str) -> None:
-        subprocess.run(["runuser", "-u", user, "--", *cmd], check=True, capture_output=True, timeout=120)
-
-    as_pg(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    as_pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start")
-    try:
-        as_pg(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
-    finally:
-        as_pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+from tests.flows.servers import free_port
+from tests.flows.toy_model import package
 
 
 def test_registry_on_postgres_publishes_promotes_and_serves(

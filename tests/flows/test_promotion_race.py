@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,11 +38,9 @@ from flows.registry import (
     ModelRegistry,
     PromotionDecision,
 )
-from tests.eval.test_gate import BASE, _minus, _report, _router
-from tests.flows.test_postgres import postgres  # noqa: F401 - the fixture, for the PostgreSQL case
-from tests.flows.test_registry import package
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.eval.reports import BASE, hand_report, hand_router, minus
+from tests.flows.toy_model import package
+from warehouse.settings import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +65,10 @@ def _publish(registry: ModelRegistry, tmp_path: Path, scale: float) -> str:
 
 def _passed(champion: bool) -> GateResult:
     """A gate that passed: the challenger clearly beats round robin (and the champion, when there is one)."""
-    routers = [_router("round_robin", BASE), _router("challenger", _minus(BASE, [2.0, 3.0, 4.0]))]
+    routers = [hand_router("round_robin", BASE), hand_router("challenger", minus(BASE, [2.0, 3.0, 4.0]))]
     if champion:
-        routers.append(_router(CHAMPION, _minus(BASE, [1.0, 2.0, 3.0])))
-    result = promotion_gate(_report(*routers), "challenger", CHAMPION if champion else None)
+        routers.append(hand_router(CHAMPION, minus(BASE, [1.0, 2.0, 3.0])))
+    result = promotion_gate(hand_report(*routers), "challenger", CHAMPION if champion else None)
     assert result.passed
     return result
 
@@ -168,6 +165,7 @@ def test_promote_by_hand_says_when_no_gate_evidence_exists(
 
 HOLDER = """
 import sys, time
+from pathlib import Path
 from flows.registry import ModelRegistry
 
 registry = ModelRegistry(sys.argv[1])
@@ -175,31 +173,37 @@ with registry.champion_lock():
     print("locked", flush=True)
     time.sleep(float(sys.argv[3]))
     registry.promote("llm-router", sys.argv[2])
+    Path(sys.argv[4]).write_text("promoted")  # still under the lock
 """
+"""Holds the champion lock, sleeps, promotes, then leaves a marker file before it releases the lock."""
 
 
 def _cross_process_race(uri: str, tmp_path: Path) -> None:
     """Another process holds the champion lock and moves champion v1 -> v2 while this one tries
-    v1 -> v3 from a comparison with v1: this one waits for the lock, then sees v2 and refuses."""
+    v1 -> v3 from a comparison with v1: this one waits for the lock, then sees v2 and refuses.
+
+    That it waited is checked by order, not by a clock: the holder leaves its marker file while it
+    still holds the lock, so the marker exists as soon as this process's promote returns."""
     registry = ModelRegistry(uri)
     v1, v2, v3 = (_publish(registry, tmp_path, scale) for scale in (1.0, 2.0, 3.0))
     registry.promote(LLM_ROUTER, v1)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    marker = tmp_path / "holder-promoted"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, uri, v2, "1.0"],
+        [sys.executable, "-c", HOLDER, uri, v2, "1.0", str(marker)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        cwd=REPO,
+        cwd=PROJECT_ROOT,
     )
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "locked"
-        started = time.monotonic()
+        assert not marker.exists()
         with pytest.raises(ChampionMovedError, match="compared with champion v1, but the champion is now v2"):
             registry.promote(LLM_ROUTER, v3, expected=v1)
-        assert time.monotonic() - started > 0.5  # it waited for the other process's lock
+        assert marker.exists()  # it waited for the other process's lock (released after the marker)
     finally:
         out, _ = holder.communicate(timeout=60)
     assert holder.returncode == 0, out
@@ -213,7 +217,7 @@ def test_the_champion_lock_holds_across_processes_on_sqlite(store: str, tmp_path
 
 
 def test_the_champion_lock_holds_across_processes_on_postgres(
-    postgres: str,  # noqa: F811 - the fixture imported above
+    postgres: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ):

@@ -21,50 +21,14 @@ from flows.registry import (
     StoreError,
 )
 from tests.consumer import consume
-
-SERVING = '''"""A self-contained toy model: y = scale * x (imports only third-party packages)."""
-import json
-from pathlib import Path
-
-import mlflow.pyfunc
-import pandas as pd
-
-
-class ScaleModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context):
-        self.scale = json.loads(Path(context.artifacts["params"]).read_text())["scale"]
-
-    def predict(self, context, model_input, params=None):
-        return pd.DataFrame({"y": model_input["x"].astype("float64") * self.scale})
-'''
+from tests.flows.servers import free_port
+from tests.flows.toy_model import package
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
     """One store for the module (creating a SQLite store costs seconds); tests use distinct names."""
     return ModelRegistry(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
-
-
-def package(tmp_path: Path, scale: float, metric: float, name: str = "toy-model") -> ModelPackage:
-    module = tmp_path / "scale_serving.py"
-    module.write_text(SERVING)
-    params = tmp_path / f"params-{scale}.json"
-    params.write_text(json.dumps({"scale": scale}))
-    x = pd.DataFrame({"x": [1.0, 2.0]})
-    return ModelPackage(
-        name=name,
-        serving_module=module,
-        model_class="ScaleModel",
-        artifacts={"params": params},
-        input_example=x,
-        output_example=pd.DataFrame({"y": x["x"] * scale}),
-        pip_requirements=["mlflow==3.17.2", "pandas==3.1.1"],
-        config={"scale": scale, "nested": {"k": 1}},
-        metrics={"accuracy": metric},
-        data_fingerprint="sha256:abc",
-        reports={"report.md": "# toy"},
-        description="toy",
-    )
 
 
 def test_publish_tags_lineage_and_sets_challenger(registry: ModelRegistry, tmp_path: Path):
@@ -212,14 +176,6 @@ def test_promote_is_a_compare_and_set(registry: ModelRegistry, tmp_path: Path):
         registry.set_alias("toy-cas", CHAMPION, v1.version)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
@@ -240,7 +196,7 @@ def test_a_store_that_cannot_work_is_one_line_in_seconds(uri: str, message: str,
         raise AssertionError("MLflow opened a store the probe should have refused")
 
     monkeypatch.setattr(mlflow, "MlflowClient", tripwire)
-    uri = uri.format(port=_free_port())
+    uri = uri.format(port=free_port())
     for create in (True, False):
         with pytest.raises(StoreError, match=message) as caught:
             ModelRegistry(tracking_uri=uri, create=create).get("llm-router", "1")

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from flows.serve import ServerError, prefect_server
+from tests.flows.servers import free_port
+from warehouse.settings import PROJECT_ROOT
 
 TINY = """
 import sys
@@ -36,12 +38,6 @@ if __name__ == "__main__":
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def completed_runs(api_url: str) -> list[str]:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -57,7 +53,7 @@ async def completed_runs(api_url: str) -> list[str]:
 def test_a_schedule_creates_and_runs_flow_runs(tmp_path: Path):
     (tmp_path / "tiny_serve.py").write_text(TINY)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
     with prefect_server(
         port=free_port(),
         home=tmp_path / "prefect",
@@ -97,7 +93,7 @@ def test_a_port_already_serving_is_refused(tmp_path: Path, monkeypatch: pytest.M
 
 @pytest.mark.slow
 def test_prefect_yaml_deploys_the_nightly_schedule_to_a_work_pool(tmp_path: Path):
-    repo = Path(__file__).resolve().parents[2]
+    repo = PROJECT_ROOT
     prefect = str(Path(sys.executable).with_name("prefect"))
     with prefect_server(port=free_port(), home=tmp_path / "prefect") as api_url:
         env = {**os.environ, "PREFECT_API_URL": api_url, "LOADWISE_REPO": str(repo)}
@@ -185,7 +181,7 @@ def test_prefect_yaml_limits_the_retraining_deployments():
     created by the documented `prefect work-queue create retrain --limit 1`)."""
     import yaml
 
-    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
     assert set(deployments) == {"nightly", "drift-watch"}
     for d in deployments.values():

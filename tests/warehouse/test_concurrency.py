@@ -23,7 +23,7 @@ from flows.cli import app
 from tests.warehouse.samples import SAMPLES
 from warehouse.errors import InvalidWarehouseError, WarehouseBusyError, WarehouseNotWritableError
 from warehouse.ingest import FileReport, ingest
-from warehouse.paths import PROJECT_ROOT
+from warehouse.settings import PROJECT_ROOT
 from warehouse.store import connect_analyst, connect_readonly, write_session
 
 runner = CliRunner()

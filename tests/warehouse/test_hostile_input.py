@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from tests.warehouse.samples import SAMPLES, empty_warehouse
 from warehouse.ingest import FileReport, ingest
@@ -672,39 +671,3 @@ def test_skipped_files_next_to_known_files_are_not_an_error(tmp_path: Path, wh: 
     notes = _write(tmp_path / "notes.txt", "hello\n")
     report = ingest([azure, notes], warehouse=wh)
     assert [f.status for f in report.files] == ["duplicate", "skipped"]
-
-
-def test_cli_lists_skipped_files_and_exits_1_when_all_are(tmp_path: Path, wh: Path) -> None:
-    from flows.cli import app
-
-    runner = CliRunner()
-    SAMPLES["azure"].write(tmp_path / "d")
-    _write(tmp_path / "d" / "notes.txt", "hello\n")
-    result = runner.invoke(app, ["ingest", str(tmp_path / "d"), "--warehouse", str(wh), "--json"])
-    assert result.exit_code == 0, result.output
-    files = {Path(f["path"]).name: f for f in json.loads(result.stdout)["files"]}
-    assert files["notes.txt"]["status"] == "skipped"
-    assert "matches no format" in files["notes.txt"]["reason"]
-    vidur = SAMPLES["vidur"].write(tmp_path / "e")
-    table = runner.invoke(
-        app, ["ingest", str(tmp_path / "d" / "notes.txt"), str(vidur), "--warehouse", str(wh)]
-    )
-    assert table.exit_code == 0, table.output
-    assert "notes.txt" in table.output.split("skipped ", 1)[1]
-    alone = runner.invoke(app, ["ingest", str(tmp_path / "d" / "notes.txt"), "--warehouse", str(wh)])
-    assert alone.exit_code == 1
-    assert "Traceback" not in alone.output
-    assert "no file could be loaded" in alone.output
-
-
-def test_the_flows_list_skipped_files_apart_from_the_counts(tmp_path: Path, wh: Path) -> None:
-    """The Prefect flows' artifacts: counts per source leave skipped files out, a second table lists them."""
-    from flows.ingest import counts_by_source, skipped_files
-
-    SAMPLES["azure"].write(tmp_path / "d")
-    _write(tmp_path / "d" / "notes.txt", "hello\n")
-    report = ingest([tmp_path / "d"], warehouse=wh).to_dict()
-    assert [row["source"] for row in counts_by_source(report)] == ["azure"]
-    (skipped,) = skipped_files(report)
-    assert (Path(skipped["path"]).name, skipped["format"]) == ("notes.txt", "unknown")
-    assert "matches no format" in skipped["reason"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from warehouse.catalog import real_trace_paths
 from warehouse.ingest import IngestReport, ingest
+from warehouse.real_traces import real_trace_paths
 from warehouse.store import connect_readonly
 
 

@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 
-from warehouse.paths import PROJECT_ROOT
 from warehouse.run_env import RUN_ENV
+from warehouse.settings import PROJECT_ROOT
 
 _PROBE = """
 import json, os, sys

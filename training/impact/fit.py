@@ -110,7 +110,7 @@ class EstimatorConfig(BaseModel):
         max_r2_drop: see ``min_relative_gain``.
         min_points: fewest training points a fit accepts (and at least 2 per coefficient).
         mlp_holdout_fraction: share of distinct ``num_tokens`` values of ``mlp.csv`` held out.
-        data_dir: the shared data folder (default: ``warehouse.paths.shared_data_dir()``).
+        data_dir: the shared data folder (default: ``warehouse.settings.shared_data_dir()``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -365,7 +365,7 @@ def choose_variant(
 def _data_dir(cfg: EstimatorConfig) -> Path:
     if cfg.data_dir is not None:
         return Path(cfg.data_dir)
-    from warehouse.paths import shared_data_dir
+    from warehouse.settings import shared_data_dir
 
     return shared_data_dir()
 
@@ -618,7 +618,7 @@ def fit_impact_estimator(
 def profiles_with_data(data_dir: Path | None = None) -> list[str]:
     """``PROFILE_NAMES`` whose files are present (the V100 presets always are)."""
     if data_dir is None:
-        from warehouse.paths import shared_data_dir
+        from warehouse.settings import shared_data_dir
 
         data_dir = shared_data_dir()
     out = []

@@ -48,7 +48,7 @@ def benchmark_latency(
     ``max_length``, ``meets_target_at_64`` (1.0/0.0, on the wall figure).
     """
     if frame is None:
-        from warehouse.paths import default_warehouse_path
+        from warehouse.settings import default_warehouse_path
 
         cfg = getattr(predictor, "config", None) or PredictorConfig()
         frame = real_prompts(warehouse or default_warehouse_path(), cfg, n)

@@ -28,8 +28,6 @@ import pandas as pd
 
 from training.length.config import PredictorConfig
 
-ROW_COLUMNS = ("request_id", "prompt_text", "prompt_tokens", "output_tokens", "task", "model", "sample_index")
-
 
 def load_rows(warehouse: Path, cfg: PredictorConfig) -> pd.DataFrame:
     """Rows of ``marts.requests`` for the serving model, with prompt text, read-only.

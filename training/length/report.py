@@ -176,7 +176,7 @@ def build_table1(
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from warehouse.paths import default_warehouse_path
+    from warehouse.settings import default_warehouse_path
 
     p = argparse.ArgumentParser(prog="python -m training.length.report", description=__doc__.split("\n")[0])
     p.add_argument("--warehouse", type=Path, default=None, help="DuckDB warehouse (default: the project's)")

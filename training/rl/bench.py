@@ -1,7 +1,7 @@
 """RL-environment speed benchmark: routing decisions per wall-clock second through ``RouterEnv``, next
 to the same replay driven by ``simulate`` (the same-run baseline).
 
-Who calls this: ``loadwise bench env`` (the CLI, in ``flows.cli_replay``), ``make bench`` and
+Who calls this: ``loadwise bench env`` (the CLI, in ``flows.cli.bench``), ``make bench`` and
 BENCHMARKS.md ("RL environment"). Each call replays one fixed seeded trace
 (``training.workloads.synthetic.conversation_trace``: Poisson arrivals, conversation-like lengths) on
 4 instances of the paper's V100 profile (no data files needed) with the oracle length predictor, twice

@@ -49,7 +49,7 @@ class RouterTrainConfig(BaseModel):
     warehouse: str | None = Field(
         default=None,
         description="workload 'warehouse' only: the DuckDB file to read (None = the default warehouse, "
-        "warehouse.paths.default_warehouse_path())",
+        "warehouse.settings.default_warehouse_path())",
     )
     where: str = Field(
         default="format = 'azure'",

@@ -132,7 +132,6 @@ class Instance:
         self.end_s = 0.0
 
         self.num_iterations = 0
-        self.num_preemptions = 0
         self.s_time: list[float] = []
         self.s_batch: list[int] = []
         self.s_queue: list[int] = []
@@ -263,7 +262,6 @@ class Instance:
         victim.target = victim.prompt + victim.generated
         victim.status = _PREEMPTED
         victim.preemptions += 1
-        self.num_preemptions += 1
         self.preempted.appendleft(victim)
         self.wait_prompt_sum += victim.target
         self.wait_decode_sum += max(victim.pred - victim.generated, 0.0)

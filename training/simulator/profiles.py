@@ -357,7 +357,7 @@ def load_latency_model(name: str, data_dir: str | Path | None = None) -> Latency
     """The latency model of a named profile (``PROFILE_NAMES``); cached per process.
 
     ``v100-llama2-7b-paper`` and ``v100-llama2-7b-paper-context`` need no files. The others read
-    ``<data_dir>/vidur_profiling`` (default: ``warehouse.paths.shared_data_dir()``) and raise
+    ``<data_dir>/vidur_profiling`` (default: ``warehouse.settings.shared_data_dir()``) and raise
     FileNotFoundError naming the missing path when it is absent.
     """
     hardware_profile(name)
@@ -370,7 +370,7 @@ def load_latency_model(name: str, data_dir: str | Path | None = None) -> Latency
         # grad2 per token of decode context: the issue's literal reading.
         return LinearLatencyModel(grad2_s_per_decode_context_token=PAPER_GRAD2_S, name=PAPER_CONTEXT_PROFILE)
     if data_dir is None:
-        from warehouse.paths import shared_data_dir
+        from warehouse.settings import shared_data_dir
 
         data_dir = shared_data_dir()
     return _load_cached(name, str(Path(data_dir).resolve()))

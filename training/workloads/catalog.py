@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from training.simulator.request import Request
-from warehouse.paths import shared_data_dir
+from warehouse.settings import shared_data_dir
 
 MAX_OUTPUT_TOKENS = 4096
 """Output lengths are clipped here (a typical ``max_tokens``); CASTILLO holds runaway generations.

@@ -24,7 +24,7 @@ from training.simulator.latency import LatencyModel
 from training.simulator.profiles import default_instance_config, load_latency_model
 from training.simulator.request import Request
 from training.workloads.catalog import Workload, WorkloadOptions, get_workload, warehouse_workload
-from warehouse.paths import default_warehouse_path
+from warehouse.settings import default_warehouse_path
 
 WAREHOUSE_WORKLOAD = "warehouse"
 """``EpisodeSetting.workload`` value for seeded windows of the published warehouse's requests."""

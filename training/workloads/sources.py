@@ -7,7 +7,7 @@ code that ingests it: malformed rows are quarantined with their reason (and coun
 ``IngestReport``), never silently dropped. Failed requests (BurstGPT rows with 0 response tokens,
 ``status = 'failed'``) and rows with no output tokens are not replayed: a replay needs at least one
 prompt and one output token. No other module reads a trace file itself
-(``tests/workloads/test_sources.py::test_only_the_warehouse_reads_trace_files``).
+(``tests/training/workloads/test_sources.py::test_only_the_warehouse_reads_trace_files``).
 
 Trace files are ingested into a scratch warehouse (a temporary DuckDB file of this process), cached
 per process by the files' paths, format and content hashes (``scratch_warehouse``): the ``main``

@@ -1,0 +1,165 @@
+"""``loadwise bench ingest | replay | env | router | predictor``: each prints its figure next to a
+same-run baseline (a ratio).
+
+Who calls this: the ``loadwise`` app (``flows/cli/__init__.py``) adds ``app`` as the ``bench`` group;
+``make bench`` runs the first three. The measurements live with what they measure
+(``warehouse/bench.py``, ``training/routing/bench.py``, ``training/rl/bench.py``,
+``flows/router_latency_bench.py``, ``training/length/bench.py``); these commands only run and print
+them. Only typer is imported at module level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.shared import HoldOpt, JsonOnlyOpt, JsonOpt, check_finite, echo_json, fail, json_safe
+
+app = typer.Typer(help="Benchmarks: each prints its figure next to a same-run baseline (a ratio).")
+
+
+@app.command("ingest")
+def bench_ingest(
+    rows: Annotated[int, typer.Option(help="rows of the synthetic Azure-schema file")] = 1_000_000,
+    repeat: Annotated[int, typer.Option(help="best of this many runs per figure")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest rows/s (full ingest) next to DuckDB's raw read_csv of the same file, same run."""
+    from warehouse.bench import run_ingest_bench
+
+    result = run_ingest_bench(rows=rows, repeat=repeat)
+    if as_json:
+        echo_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ingest benchmark: {rows:,} rows ({result['file_mb']} MB), best of {repeat}")
+    for column in ("measure", "seconds", "rows/s", "ingest ÷ this"):
+        table.add_column(column)
+    for label, key, ratio in (
+        ("DuckDB read_csv → memory table", "read_csv_memory", result["ratio_vs_memory"]),
+        ("DuckDB read_csv → disk table", "read_csv_disk", result["ratio_vs_disk"]),
+        ("loadwise ingest (full)", "ingest", 1.0),
+    ):
+        m = result[key]
+        table.add_row(label, f"{m['seconds']:.3f}", f"{m['rows_per_s']:,.0f}", f"{ratio:.2f}")
+    if result["azure"]:
+        a = result["azure"]
+        table.add_row(
+            f"ingest real Azure ({a['rows']:,} rows)", f"{a['seconds']:.3f}", f"{a['rows_per_s']:,.0f}", ""
+        )
+    Console().print(table)
+
+
+@app.command("replay")
+def bench_replay(as_json: JsonOnlyOpt = False) -> None:
+    """Simulator throughput (requests replayed per second) next to a same-run baseline."""
+    from training.routing.bench import run_replay_benchmark
+
+    _print_figures(run_replay_benchmark(), "replay benchmark", as_json)
+
+
+@app.command("env")
+def bench_env(
+    requests: Annotated[int, typer.Option("--requests", min=1, help="requests in the trace")] = 2000,
+    hold_headroom: HoldOpt = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="episodes per mode (best wall)")] = 1,
+    as_json: JsonOnlyOpt = False,
+) -> None:
+    """RL env speed (decisions per second) next to the same replay through simulate (a ratio)."""
+    from training.rl.bench import run_env_benchmark
+
+    check_finite(hold_headroom, "--hold-headroom")
+    result = run_env_benchmark(num_requests=requests, hold_kv_headroom=hold_headroom, repeats=repeats)
+    _print_figures(result.model_dump(), "RL environment benchmark", as_json)
+
+
+@app.command("router")
+def bench_router(
+    model: Annotated[str, typer.Option(help="registered router to load")] = "llm-router@champion",
+    calls: Annotated[int, typer.Option(min=100, help="timed one-request calls")] = 2000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Routing latency per request in a separate process that loads the router from MLflow."""
+    from flows.registry import ModelRegistry, model_uri, parse_model_ref
+    from flows.router_latency_bench import run_isolated
+
+    ref = parse_model_ref(model)
+    if ref is None:
+        raise fail(f"--model must be NAME@ALIAS or NAME/VERSION, got {model!r}")
+    registry = ModelRegistry()
+    uri = model_uri(*ref)
+    try:
+        result = run_isolated(uri, registry.tracking_uri, calls)
+    except RuntimeError as exc:
+        raise fail(f"{exc} (is a router registered? loadwise train-router)") from None
+    if as_json:
+        echo_json(result)
+        return
+    typer.echo(
+        f"{uri}: loaded in {result['load_s']:.2f} s; per request p50/p99: "
+        f"{result['unwrapped_p50_ms']:.3f}/{result['unwrapped_p99_ms']:.3f} ms (unwrapped policy), "
+        f"{result['pyfunc_p50_ms']:.3f}/{result['pyfunc_p99_ms']:.3f} ms (pyfunc predict with schema "
+        f"checks of {result['columns']} columns; x{result['speedup_p99']:.1f} at p99); "
+        + ("target <= 1 ms p99 met" if result["meets_1ms_p99"] else "target <= 1 ms p99 NOT met")
+    )
+
+
+@app.command("predictor")
+def bench_predictor(
+    model: Annotated[str, typer.Option(help="registered predictor (NAME@ALIAS or NAME/VERSION)")] = (
+        "length-predictor@champion"
+    ),
+    n: Annotated[int, typer.Option(min=64, help="real test prompts to time")] = 256,
+    warehouse: Annotated[Path | None, typer.Option(help="DuckDB file with the prompts")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Length-predictor CPU latency per request at batch 1 and batch 64 (1 thread, real prompts)."""
+    import tempfile
+
+    import torch
+
+    from flows.registry import ModelRegistry, RegistryError, parse_model_ref
+    from training.length.bench import TARGET_MS_AT_64, benchmark_latency
+    from training.length.train import TrainedLengthPredictor
+
+    ref = parse_model_ref(model)
+    if ref is None:
+        raise fail(f"--model must be NAME@ALIAS or NAME/VERSION, got {model!r}")
+    try:
+        folder = ModelRegistry().download_artifact(
+            *ref, "predictor", Path(tempfile.mkdtemp(prefix="loadwise-bench-"))
+        )
+    except RegistryError as exc:
+        raise fail(f"{exc} (train one first: loadwise train-predictor)") from None
+    torch.set_num_threads(1)
+    result = benchmark_latency(TrainedLengthPredictor.load(folder), n, warehouse=warehouse, repeats=3)
+    result["batch1_over_batch64"] = result["batch1_ms_per_request"] / result["batch64_ms_per_request"]
+    if as_json:
+        echo_json(result)
+        return
+    typer.echo(
+        f"{model}: {result['batch64_ms_per_request']:.2f} ms/request at batch 64 "
+        f"({result['batch64_cpu_ms_per_request']:.2f} CPU ms), {result['batch1_ms_per_request']:.2f} ms "
+        f"at batch 1 (x{result['batch1_over_batch64']:.1f}); target <= {TARGET_MS_AT_64} ms at batch 64: "
+        + ("met" if result["meets_target_at_64"] else "NOT met")
+    )
+
+
+def _print_figures(data: dict[str, Any], title: str, as_json: bool) -> None:
+    """A benchmark's figures: one JSON object on stdout with ``as_json``, else a two-column rich table."""
+    if as_json:
+        echo_json(json_safe(data))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, v in data.items():
+        table.add_row(str(k), f"{v:.4g}" if isinstance(v, float) else str(v))
+    Console().print(table)
