@@ -11,7 +11,11 @@ length), the seed's held-out requests are replayed by the simulator, and per-req
 (overall, task, workload class). Oracle routers (registry ``oracle=True``) are replayed with
 ``OraclePredictor``; every other router with the configured predictor (default:
 ``TaskMeanPredictor`` fitted on the workload's training requests, which never overlap the held-out
-ones).
+ones; ``eval.spec`` builds the others: a registered predictor's stored predictions, a predictor
+folder, the oracle). The configured predictor is asked once per seed's trace (``FixedPredictor``),
+not once per router. Configured with the oracle predictor, every router reads true lengths: each is
+reported as ``oracle`` (labelled ORACLE, never a baseline of the promotion gate) and the report's
+predictor says ORACLE.
 
 Each seed changes the router's randomness and, for sampled workloads, the trace itself; all routers
 see the same trace for a seed, so improvements vs round robin are paired per seed.
@@ -31,7 +35,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from eval.report import EvalReport, GroupMetrics, RouterResult, summarize_group, to_markdown, vs_baseline
-from training.length.baselines import OraclePredictor, TaskMeanPredictor
+from training.length.baselines import FixedPredictor, OraclePredictor, TaskMeanPredictor
+from training.length.stored import ORACLE_LABEL
 from training.routing.estimates import isolated_decode_s, prefill_s
 from training.routing.registry import RouterContext, get_entry, get_router
 from training.simulator.config import ClusterConfig
@@ -223,8 +228,8 @@ def run_evaluation(
     seeds = check_seeds(seeds)
     entries = {n: get_entry(n) for n in names}  # fail fast on unknown names
     predictor = predictor or TaskMeanPredictor.fit(list(workload.train))
-    if getattr(predictor, "is_oracle", False):
-        raise ValueError("the configured predictor must not be an oracle (oracle routers get one themselves)")
+    all_oracle = bool(getattr(predictor, "is_oracle", False))
+    label = ORACLE_LABEL if all_oracle else predictor.name
     oracle = OraclePredictor()
     num_instances = int(getattr(cluster, "num_instances", workload.num_instances))
     inst = getattr(cluster, "instance", None)
@@ -237,6 +242,7 @@ def run_evaluation(
         options=dict(context_options or {}),
     )
     traces = {s: workload.sample(s) for s in seeds}
+    fixed = {s: FixedPredictor.fix(predictor, traces[s]) for s in seeds}
     classes = {s: np.array(workload_classes(traces[s], latency_model)) for s in seeds}
     tasks = {s: np.array([r.task for r in traces[s]]) for s in seeds}
     jobs = [
@@ -246,7 +252,7 @@ def run_evaluation(
             traces[s],
             cluster,
             latency_model,
-            oracle if entries[n].oracle else predictor,
+            oracle if entries[n].oracle else fixed[s],
             ctx,
             s == seeds[0],
         )
@@ -299,8 +305,8 @@ def run_evaluation(
         vs = vs_baseline(overall[BASELINE], overall[n]) if BASELINE in overall and n != BASELINE else None
         router_results[n] = RouterResult(
             name=n,
-            oracle=entries[n].oracle,
-            predictor=oracle.name if entries[n].oracle else predictor.name,
+            oracle=entries[n].oracle or all_oracle,
+            predictor=oracle.name if entries[n].oracle else label,
             description=entries[n].description,
             overall=overall[n],
             by_task={t: g for t, g in by_task.items() if g.n_requests > 0},
@@ -314,7 +320,7 @@ def run_evaluation(
         latency_model=str(getattr(latency_model, "name", type(latency_model).__name__)),
         cluster=_cluster_summary(cluster),
         seeds=tuple(int(s) for s in seeds),
-        predictor=predictor.name,
+        predictor=label,
         baseline=BASELINE,
         class_thresholds={
             "heavy_prefill_s": HEAVY_PREFILL_S,

@@ -14,6 +14,14 @@ them (``{"challenger": dir, "champion": dir}``): the first is replayed with the 
 one in a run of its own (with ``round_robin`` for its paired improvement) on the same workload and
 seeds, and the report lists each under its own name. This merge lives here only.
 
+**The length predictor** (``EvalSpec.predictor``, a ``training.length.stored.PredictorChoice``):
+what every non-oracle router reads, built once per evaluation for its workload
+(``training.workloads.predictors.predictor_for``: task mean over the training pool by default; a
+registered version answers from ``marts.length_predictions``, whose missing rows for the workload are
+predicted in one batch and written first; a predictor folder; the oracle, labelled ORACLE). The
+default here is task mean; the flows layer resolves ``registered`` (the champion when one exists) for
+the CLI, ``train-router`` and the nightly flow. The report names it (``EvalReport.predictor``).
+
 **Defaults of the warehouse evaluations** (the nightly flow and the distributed evaluation):
 ``pick_profile`` and ``DEFAULT_RATE_RPS``.
 """
@@ -39,8 +47,15 @@ from eval.harness import (
     write_outputs,
 )
 from eval.report import EvalReport, RouterResult
+from training.length.stored import PredictorChoice
 from training.routing.registry import router_names
-from training.simulator import ClusterConfig, QueuePolicy, default_instance_config, load_latency_model
+from training.simulator import (
+    ClusterConfig,
+    QueuePolicy,
+    RouterQueueOrder,
+    default_instance_config,
+    load_latency_model,
+)
 from training.simulator.latency import LatencyModel
 from training.simulator.profiles import PAPER_PROFILE
 from training.workloads.catalog import (
@@ -130,7 +145,9 @@ class EvalSpec(BaseModel):
     name (``rl`` in ``routers`` marks where the first one goes). ``profile``: the latency profile of
     the replay and the cluster (``None``: the named workload's; a trace or the warehouse: the paper's
     V100 one). ``hold_headroom``: admission control for the ``+hold`` routers (fraction of an
-    instance's KV cache that must stay free).
+    instance's KV cache that must stay free). ``router_queue_order``: which request the router's hold
+    queue offers first at a tick (``training.simulator.RouterQueueOrder``). ``predictor``: the length
+    predictor of every non-oracle router (module docstring).
     """
 
     model_config = _STRICT
@@ -144,9 +161,11 @@ class EvalSpec(BaseModel):
     queue_policy: QueuePolicy = QueuePolicy.FCFS
     chunked_prefill_tokens: int | None = Field(default=None, ge=1)
     hold_headroom: float | None = Field(default=None, ge=0, lt=1)
+    router_queue_order: RouterQueueOrder = RouterQueueOrder.ARRIVAL
     routers: tuple[str, ...] | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     learned: dict[str, LearnedPolicy] = Field(default_factory=dict)
+    predictor: PredictorChoice = PredictorChoice()
 
     @field_validator("seeds")
     @classmethod
@@ -179,8 +198,8 @@ class EvalSpec(BaseModel):
         learned: dict[str, LearnedPolicy] | None = None,
     ) -> EvalSpec:
         """The held-out replays of an RL training setting (``training.rl.config.RouterTrainConfig``):
-        the same workload (``warehouse``: seeded windows of its rows), cluster and profile the
-        episodes came from, ``requests`` per replay (default: the episode length)."""
+        the same workload (``warehouse``: seeded windows of its rows), cluster, profile and length
+        predictor the episodes came from, ``requests`` per replay (default: the episode length)."""
         source: NamedWorkload | WarehouseRows
         if setting.workload == WAREHOUSE_WORKLOAD:
             warehouse = Path(setting.warehouse) if setting.warehouse else None
@@ -197,6 +216,7 @@ class EvalSpec(BaseModel):
             routers=None if routers is None else tuple(routers),
             seeds=tuple(seeds),
             learned=dict(learned or {}),
+            predictor=getattr(setting, "predictor", None) or PredictorChoice(),
         )
 
 
@@ -243,7 +263,9 @@ def build(spec: EvalSpec) -> Replays:
     instance = default_instance_config(
         profile, queue_policy=spec.queue_policy, chunked_prefill_tokens=spec.chunked_prefill_tokens
     )
-    cluster = ClusterConfig(num_instances=wl.num_instances, instance=instance)
+    cluster = ClusterConfig(
+        num_instances=wl.num_instances, instance=instance, router_queue_order=spec.router_queue_order
+    )
     return Replays(wl, cluster, latency_model, profile)
 
 
@@ -280,7 +302,10 @@ def run_spec(
     built: Replays | None = None,
 ) -> EvalRun:
     """``evaluate_spec`` without writing anything: the report and the first seed's arrays (plots)."""
+    from training.workloads.predictors import predictor_for
+
     replays = built or build(spec)
+    predictor = predictor_for(spec.predictor, replays.workload)
     names = list(spec.routers) if spec.routers is not None else router_names()
     policies = list(spec.learned.items())
     if policies and LEARNED not in names:
@@ -307,6 +332,7 @@ def run_spec(
             replays.cluster,
             replays.latency_model,
             spec.seeds,
+            predictor,
             context_options=options,
             progress=tick,
             workers=workers,

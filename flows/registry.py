@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
 
 from warehouse.settings import loadwise_home
@@ -190,20 +191,23 @@ class ModelPackage:
         model_class: the class name in ``serving_module``.
         artifacts: name -> local file or folder; the model reads ``context.artifacts[name]``.
         input_example / output_example: a few rows in and the model's answer (the signature is
-            inferred from them; the input example is stored with the model).
+            inferred from them: named columns for a frame, a tensor for an array; the input example
+            is stored with the model).
         pip_requirements: exact requirements of the serving side.
         config: the resolved training config (logged as params, a JSON artifact and a tag).
         metrics: headline metrics (run metrics and version tags).
         data_fingerprint: hash of the training data (warehouse rows, profile files).
         reports: file name -> text (markdown / JSON reports logged next to the model).
         description: one line for the registry.
+        tags: extra version tags (full names, e.g. ``loadwise.policy``); not part of the identity.
+        metadata: the MLmodel file's ``metadata`` (e.g. the router's snapshot column names).
     """
 
     name: str
     serving_module: Path
     model_class: str
     artifacts: Mapping[str, Path]
-    input_example: pd.DataFrame
+    input_example: pd.DataFrame | np.ndarray
     output_example: Any
     pip_requirements: list[str]
     config: Mapping[str, Any]
@@ -211,6 +215,8 @@ class ModelPackage:
     data_fingerprint: str
     reports: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -540,7 +546,7 @@ class ModelRegistry:
             "code_fingerprint": code_version,
             "identity": identity,
         }
-        tags = {f"{TAG_PREFIX}{k}": v for k, v in lineage.items()}
+        tags = {f"{TAG_PREFIX}{k}": v for k, v in lineage.items()} | dict(pkg.tags)
         tags[f"{TAG_PREFIX}config"] = json.dumps(pkg.config, sort_keys=True, default=str)[:5000]
         with warnings.catch_warnings():  # the integer-columns hint: our examples are what we serve
             warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
@@ -572,6 +578,7 @@ class ModelRegistry:
                     signature=signature,
                     input_example=pkg.input_example,
                     pip_requirements=list(pkg.pip_requirements),
+                    metadata=dict(pkg.metadata) or None,
                 )
         with redirect_stderr(StringIO()):  # MLflow prints "Successfully registered model ..." there
             mv = mlflow.register_model(info.model_uri, pkg.name, tags={**tags, **_metric_tags(pkg.metrics)})
@@ -658,6 +665,11 @@ class ModelRegistry:
             self.client.set_model_version_tag(name, version, GATE_AGAINST_TAG, against or "none")
         if report_markdown is not None:
             self.client.log_text(self.get(name, version).run_id, report_markdown, "reports/gate.md")
+
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        """Set version tags (e.g. why the nightly flow chose it); aliases move only as documented."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value[:5000])
 
     def record_forced(self, name: str, version: str, why: str, verdict: str) -> None:
         """Tag a by-hand promotion that overrode (or had no) gate verdict: who, when (UTC), why."""

@@ -20,8 +20,11 @@ Tasks (used by) -> the library call:
   ``train-register-length-predictor`` (retrain-length-predictor, nightly) and
   ``publish-model-report`` (the three model flows, nightly) -> ``flows.models.estimator`` /
   ``predictor`` (train or fit, register, gate);
-- ``train-router-policy``, ``find-router-champion``, ``fetch-router-policy``, ``register-router``
-  (train-router, nightly), ``evaluate-router-policy`` (train-router) -> ``flows.models.router``;
+- ``predict-lengths`` (nightly) -> ``flows.models.predictions.predict_lengths_job`` (a registered
+  length predictor's predictions of the replays' requests, into ``marts.length_predictions``);
+- ``train-router-policy``, ``find-router-champion``, ``fetch-router-policy``, ``register-router`` (a
+  router candidate: an RL policy or a tuned rule; train-router, nightly), ``evaluate-router-policy``
+  (train-router) -> ``flows.models.router``;
 - ``promote-router`` (nightly) -> ``flows.models.gate.gate_router``; ``store-evaluation`` (nightly)
   -> ``eval.sinks.DuckDBSink``;
 - ``replay`` (every fanned-out evaluation, ``flows.distributed.prefect_executor``) ->
@@ -45,11 +48,12 @@ if TYPE_CHECKING:
     from eval.report import EvalReport
     from features.drift import DriftThresholds
     from flows.models.publish import Published
-    from flows.models.router import RouterChampion
+    from flows.models.router import RouterCandidate, RouterChampion
     from flows.nightly.results import DriftResult
     from flows.registry import PromotionDecision
     from training.impact.fit import EstimatorConfig
     from training.length.config import PredictorConfig
+    from training.length.stored import PredictorChoice
     from training.rl.config import RouterTrainConfig
     from training.rl.train import TrainedRouter
 
@@ -166,6 +170,21 @@ def train_register_predictor(
     return train_and_register_predictor(config, path, ModelRegistry(tracking_uri), progress=print)
 
 
+@task(name="predict-lengths", cache_policy=NO_CACHE, retries=1, retry_condition_fn=retry_on_io)
+def predict_lengths(choice: PredictorChoice, where: str) -> dict[str, Any]:
+    """Store ``choice``'s predictions of the warehouse rows matching ``where`` in
+    ``marts.length_predictions`` of ``choice.warehouse`` (``predict_lengths_job``; rows already stored
+    for the version are skipped); returns what was stored. The ``predict-lengths`` table artifact."""
+    from flows.models.predictions import predict_lengths_job
+
+    result = predict_lengths_job(choice, where=where, progress=print)
+    rows = [{"part": part, **(stats or {})} for part, stats in result["parts"].items()]
+    create_table_artifact(
+        rows, key="predict-lengths", description=f"{result['predictor']}: predictions stored in the warehouse"
+    )
+    return result
+
+
 @task(name="publish-model-report", cache_policy=NO_CACHE)
 def publish_model_report(kind: str, published: Published) -> dict[str, Any]:
     """The model's markdown report (with the gate's decision) as the ``<kind>-report`` artifact;
@@ -252,32 +271,31 @@ def store_evaluation(report: EvalReport, warehouse: str) -> None:
     retry_condition_fn=retry_on_io,
 )
 def register_router(
-    trained: TrainedRouter,
+    candidate: RouterCandidate,
     report: EvalReport,
     tracking_uri: str | None,
     *,
-    learned: str = "rl",
     exclude: tuple[str, ...] = (),
     gate: bool = True,
-    data_fingerprint: str | None = None,
     champion: str | None = None,
     refusal: str | None = None,
+    reports: dict[str, str] | None = None,
 ) -> Published:
-    """Register the policy as a new ``llm-router`` version (alias ``challenger``); with ``gate`` the
-    statistical gate decides the move (``flows.models.router.register_router``)."""
-    from flows.models.router import register_router as register
+    """Register a router candidate (an RL policy or a tuned rule) as a new ``llm-router`` version (alias
+    ``challenger``); with ``gate`` the statistical gate decides the move
+    (``flows.models.router.register_candidate``)."""
+    from flows.models.router import register_candidate
     from flows.registry import ModelRegistry
 
-    return register(
-        trained,
+    return register_candidate(
+        candidate,
         report,
         ModelRegistry(tracking_uri),
-        learned=learned,
         exclude=exclude,
         gate=gate,
-        data_fingerprint=data_fingerprint,
         champion=champion,
         refusal=refusal,
+        reports=reports,
     )
 
 
@@ -289,16 +307,24 @@ def register_router(
     retry_condition_fn=retry_on_io,
 )
 def promote_router(
-    version: str, gate: GateResult, tracking_uri: str | None, expected: str | None
+    version: str,
+    gate: GateResult,
+    tracking_uri: str | None,
+    expected: str | None,
+    tags: dict[str, str] | None = None,
 ) -> PromotionDecision:
-    """Log the gate's comparison next to ``version``; when the gate passed, move ``champion`` to it
-    only if the champion is still ``expected``, the version the evaluation replayed (``None``: there
-    was none): a compare-and-set under the registry's champion lock (``flows.models.gate.gate_router``).
-    The only step of the nightly flow that changes what serves."""
+    """Tag ``version`` (``tags``: why the nightly flow chose it), log the gate's comparison next to it;
+    when the gate passed, move ``champion`` to it only if the champion is still ``expected``, the
+    version the evaluation replayed (``None``: there was none): a compare-and-set under the registry's
+    champion lock (``flows.models.gate.gate_router``). The only step of the nightly flow that changes
+    what serves."""
     from flows.models.gate import gate_router
     from flows.registry import ModelRegistry
 
-    return gate_router(ModelRegistry(tracking_uri), version, gate, expected)
+    registry = ModelRegistry(tracking_uri)
+    if tags:
+        registry.set_tags("llm-router", version, tags)
+    return gate_router(registry, version, gate, expected)
 
 
 # -- replays -------------------------------------------------------------------------------------

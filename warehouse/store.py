@@ -35,7 +35,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse import workload_class
+from warehouse import prompt_split, workload_class
 from warehouse.errors import (
     InvalidWarehouseError,
     WarehouseBusyError,
@@ -60,6 +60,7 @@ def sql_text(name: str) -> str:
 def schema_version() -> str:
     """A hash of the SQL: changes whenever the schema, views, macros or comments change."""
     digest = hashlib.sha256(workload_class.SQL.encode())
+    digest.update(prompt_split.SQL.encode())
     for name in SQL_FILES:
         digest.update(sql_text(name).encode())
     return digest.hexdigest()[:16]
@@ -67,7 +68,8 @@ def schema_version() -> str:
 
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables (if missing) and (re)create the macros, the staging and marts views and
-    comments: first the workload-class macros (``warehouse.workload_class.SQL``), then ``SQL_FILES``.
+    comments: first the workload-class macros (``warehouse.workload_class.SQL``) and the prompt-split
+    macro (``warehouse.prompt_split.SQL``), then ``SQL_FILES``.
 
     Skipped when ``raw.schema_version`` already holds this code's ``schema_version()`` (saves
     ~0.3 s per load: the views and ~50 comments are re-created only when the SQL changed).
@@ -83,6 +85,7 @@ def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     ):
         return
     con.execute(workload_class.SQL)
+    con.execute(prompt_split.SQL)
     for name in SQL_FILES:
         con.execute(sql_text(name))
     con.execute("CREATE OR REPLACE TABLE raw.schema_version AS SELECT ? AS version", [version])

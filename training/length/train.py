@@ -5,7 +5,8 @@ minutes on CPU), ``python -m training.length.report`` (several runs sharing one 
 the tests (tiny encoder, a few dozen rows, seconds).
 
 Steps (Jain et al., arXiv 2408.13510, output-length prediction):
-1. rows of the serving model -> one row per prompt with all its samples (``data``), split by prompt;
+1. rows of the serving model -> one row per prompt with all its samples (``data``), split by prompt
+   with the warehouse's one split (``warehouse.prompt_split``);
 2. bucket edges (``buckets``) and per-prompt soft labels: the share of the prompt's samples in each
    bucket, so the CASTILLO sample spread is the target, not only the mean;
 3. text model (``cfg.text_model``): ``minilm``, a frozen encoder (all-MiniLM-L6-v2, mean pooled,
@@ -19,7 +20,7 @@ Steps (Jain et al., arXiv 2408.13510, output-length prediction):
 4. tabular model for prompts without text: HistGradientBoostingClassifier on log prompt length +
    task, trained on every (prompt, sample) pair;
 5. the report (``metrics``) on the test prompts.
-Randomness: ``cfg.seed`` seeds the split hash, a ``torch.Generator`` for head init and shuffling,
+Randomness: ``cfg.seed`` seeds a ``torch.Generator`` for head init and shuffling,
 and the tabular model's ``random_state``; nothing is seeded globally.
 """
 
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 
 from training.length import buckets as bk
-from training.length.config import PredictorConfig
+from training.length.config import LEGACY_SPLIT_KEYS, PredictorConfig
 from training.length.data import fingerprint, load_rows, prompts_from_rows
 from training.length.metrics import LengthReport, Scores, score_pairs
 from training.length.serving import (
@@ -118,7 +119,9 @@ class TrainedLengthPredictor:
         )
         return cls(
             core,
-            PredictorConfig.model_validate(meta["config"]),
+            PredictorConfig.model_validate(
+                {k: v for k, v in meta["config"].items() if k not in LEGACY_SPLIT_KEYS}
+            ),
             LengthReport.model_validate_json((dir / "report.json").read_text()),
             str(meta["data_fingerprint"]),
             example,

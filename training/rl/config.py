@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from training.length.config import TIME_EDGES
+from training.length.stored import PredictorChoice
 from training.rl.policy_serving import ObsSpec
 from training.rl.rewards import RewardConfig, Variant
 from training.workloads.episodes import WAREHOUSE_WORKLOAD
@@ -57,11 +59,23 @@ class RouterTrainConfig(BaseModel):
         "replays are seeded windows of the matching rows, "
         "training.workloads.catalog.windowed_trace_workload)",
     )
+    predictor: PredictorChoice = Field(
+        default=PredictorChoice(),
+        description="the length predictor of the episodes and the held-out replays (task mean, a "
+        "registered version's stored predictions, a predictor folder, the oracle): "
+        "training.length.stored.PredictorChoice; recorded on every registered version",
+    )
 
     # observation (training.rl.policy_serving.ObsSpec)
     prompt_edges: tuple[float, ...] = (256.0, 1500.0)
     decode_edges: tuple[float, ...] = (128.0, 256.0, 512.0)
     queue_cap: int = Field(default=64, ge=1)
+    predicted_bucket_edges: tuple[float, ...] | None = Field(
+        default=tuple(float(e) for e in TIME_EDGES),
+        description="the observation reads the length predictor's bucket probabilities over these edges "
+        "(tokens; the default predictor's time buckets); a predictor that gives only a length puts all "
+        "the probability on its bucket; None = the expected length only (policies before issue 15)",
+    )
     allow_delay: bool = Field(
         default=False,
         description="DELAY as an action; off by default: one step = one decision, so a DELAY step is "
@@ -189,4 +203,7 @@ class RouterTrainConfig(BaseModel):
             allow_delay=self.allow_delay,
             max_delay_s=self.max_delay_s,
             hold_kv_headroom=self.hold_kv_headroom,
+            predicted_bucket_edges=(
+                None if self.predicted_bucket_edges is None else tuple(self.predicted_bucket_edges)
+            ),
         )

@@ -1,7 +1,10 @@
 """Router views -> the serving snapshot (``policy_serving.RouterSnapshot``), plus reward inputs.
 
 Who calls this: the RL env and the learned-router adapter (``training.rl.router``), once per routing
-decision each. Both build the snapshot here and encode it with THE encoder in
+decision each. The request's length prediction enters as its expected length and, for policies whose
+``ObsSpec.predicted_bucket_edges`` is set, the predictor's bucket probabilities
+(``policy_serving.length_bucket_probs``: one-hot on the expected length's bucket for a predictor that
+gives only a length). Both build the snapshot here and encode it with THE encoder in
 ``training.rl.policy_serving``, so what the policy sees in training, in the harness and behind MLflow
 is the same function.
 
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.impact.penalty import DEFAULT_ALPHA, mixing_penalty_s
-from training.rl.policy_serving import INSTANCE_FIELDS, ObsSpec, RouterSnapshot
+from training.rl.policy_serving import INSTANCE_FIELDS, ObsSpec, RouterSnapshot, length_bucket_probs
 from training.routing.estimates import decode_step_s, prefill_s
 from training.routing.latency_aware import MinMin
 from training.routing.registry import RouterContext
@@ -145,5 +148,11 @@ class SnapshotBuilder:
             instances=inst,
             prefill_hist=hists[:, : bp * bd].reshape(m, bp, bd),
             decode_hist=hists[:, bp * bd :].reshape(m, bp, bd),
+            predicted_bucket_probs=length_bucket_probs(
+                spec,
+                float(request.predicted_output_tokens),
+                request.predicted_bucket_probs,
+                request.predicted_bucket_edges,
+            ),
         )
         return DecisionState(snap, in_system, weights)

@@ -1,5 +1,5 @@
-"""The learned router's serving code: snapshot schema (``ObsSpec``), THE observation encoder, the numpy
-policy (``PolicyNet``) and its MLflow pyfunc (``RouterPolicyModel``).
+"""The router's serving code: snapshot schema (``ObsSpec``), THE observation encoder, the numpy policy
+(``PolicyNet``), the tuned rules (``RulePolicy``) and their one MLflow pyfunc (``RouterPolicyModel``).
 
 SELF-CONTAINED: imports numpy and pandas only (``mlflow`` lazily, for ``RouterPolicyModel``), nothing
 from this project, so a serving-side router can load the registered model with only the model's own
@@ -9,13 +9,17 @@ models from code), so a registered model never imports it by its path in the pro
 serving share one encoder, not two copies.
 
 Who calls this: the env once per routing decision (``encode_observation``), the router adapter
-(``training.rl.router``) once per routing decision (``PolicyNet.act``), and MLflow's pyfunc
-``predict`` once per batch of routing decisions (``RouterPolicyModel``).
+(``training.rl.router``) once per routing decision (``PolicyNet.act`` / ``RulePolicy.act``), and
+MLflow's pyfunc ``predict`` once per batch of routing decisions (``RouterPolicyModel``).
 
 The snapshot (one routing decision; Jain et al., arXiv 2408.13510, Section 5: the paper's state)
 ----------------------------------------------------------------------------------------------------
-A ``pandas.DataFrame`` with one row per decision, flattened columns (``snapshot_columns(spec)`` gives
-the exact ordered list for a policy; ``m`` = instances, ``a`` / ``b`` = prompt / decode bucket):
+One row per decision of flattened columns (``snapshot_columns(spec)`` gives the exact ordered list for
+a policy; ``m`` = instances, ``a`` / ``b`` = prompt / decode bucket). The registered model's input is a
+float64 tensor ``(n, len(snapshot_columns(spec)))``: the columns below in that order (MLflow checks a
+tensor's dtype and shape in ~0.05 ms, 140 named columns in ~5 ms); the MLmodel's
+``metadata.snapshot_columns`` names them, and its input example is a real row. Versions registered
+before issue 15 take the same columns as a named ``pandas.DataFrame`` (their own copy of this code):
 
 | column | unit | meaning |
 |---|---|---|
@@ -23,6 +27,7 @@ the exact ordered list for a policy; ``m`` = instances, ``a`` / ``b`` = prompt /
 | ``predicted_output_tokens`` | tokens | the length predictor's expected output length (never the true one) |
 | ``router_queue_len`` | requests | other requests held at the router |
 | ``waited_s`` | s | how long this request has been held at the router |
+| ``predicted_p_bucket_{j}`` | probability | the predictor's probability of length bucket ``j`` (*) |
 | ``i{k}_accepting`` | 0/1 | instance ``k`` may take a request now |
 | ``i{k}_num_running`` / ``i{k}_num_waiting`` | requests | vLLM ``num_requests_running`` / ``_waiting`` |
 | ``i{k}_kv_used_blocks`` / ``i{k}_kv_total_blocks`` | blocks | KV cache in use / capacity |
@@ -34,19 +39,27 @@ the exact ordered list for a policy; ``m`` = instances, ``a`` / ``b`` = prompt /
 | ``i{k}_completion_s`` | s | ADDITION (not in the paper): predicted E2E of the request on ``k`` |
 | ``i{k}_mixing_penalty_s`` | s | ADDITION: the paper's mixing penalty (alpha = 0.5) of placing it on ``k`` |
 
+(*) Only for policies whose ``spec.predicted_bucket_edges`` is set: bucket ``j`` of those edges
+(tokens, upper edges inclusive), the length predictor's full distribution (issue 15).
+
 Buckets: prompt bucket ``a`` = number of ``spec.prompt_edges`` <= prompt tokens, decode bucket ``b``
 likewise over ``spec.decode_edges`` and the *predicted* output tokens. The last three per-instance
 columns need the latency model / impact estimator; the env computes them with the project's, a
 production router with the registered impact estimator.
 
 Output: one int per row, the instance index, or ``-1`` (DELAY: hold the request at the router until
-the next decision tick).
+the next decision tick). A network policy and a rule policy (``RulePolicy``: the registry's
+``workload_impact_greedy`` / ``least_tokens``, with or without ``+hold``, its latency model an artifact
+of the version) read the same input and answer the same way: a consumer need not know which one
+serves (the version's ``loadwise.policy`` tag says).
 
 The observation (``encode_observation``; float32, every entry clipped to [0, ``OBS_HIGH``])
 ---------------------------------------------------------------------------------------------
-``[mask (m + 1) | request (Bp + Bd + 4) | per instance k: features (10 + 2 Bp Bd)]``: the action mask
-first (accepting flags, then "DELAY allowed"), so a Q-network can mask invalid actions from the
-observation alone; then the request's bucket one-hots and squashed sizes; then per instance the
+``[mask (m + 1) | request (Bp + Bd + 4 + K) | per instance k: features (10 + 2 Bp Bd)]``: the action
+mask first (accepting flags, then "DELAY allowed"), so a Q-network can mask invalid actions from the
+observation alone; then the request's bucket one-hots and squashed sizes, then the length
+predictor's K bucket probabilities (``spec.predicted_bucket_edges``; K = 0 for policies that read
+none; a predictor that gives only a length puts all the probability on its bucket); then per instance the
 squashed counts, KV usage and free fraction, time estimates, the predicted completion and mixing
 penalty relative to the best accepting instance (``(x - min) / TIME_SCALE_S``: entries
 ``PRIOR_FEATURES`` of the instance block, what the ``slots`` policy's heuristic prior reads), and
@@ -57,7 +70,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +109,9 @@ the relative mixing penalty (the heuristic prior ``-beta x (d_completion + w x d
 
 WEIGHTS_FILE = "policy_weights.npz"
 SPEC_FILE = "obs_spec.json"
+RULE_FILE = "rule_policy.json"
+"""A rule policy's parameters (``RulePolicy``); its presence makes a policy folder a rule's."""
+RULE_FORMAT = "loadwise-rule-policy"
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,10 @@ class ObsSpec:
             request now with this fraction of their KV cache to spare are valid actions, and while
             none can, DELAY is the only one (the env then skips the decision). ``None`` = off.
         block_size: KV block size in tokens (turns the prompt into blocks for ``startable``).
+        predicted_bucket_edges: the length predictor's output-length bucket edges (tokens) whose
+            probabilities the policy reads (request features ``predicted_p_bucket_{j}``, the
+            predictor's full distribution, not only its expected length); ``None`` = not read
+            (every policy exported before issue 15: their observations are unchanged).
     """
 
     num_instances: int
@@ -125,6 +145,7 @@ class ObsSpec:
     max_delay_s: float = 0.5
     hold_kv_headroom: float | None = None
     block_size: int = 16
+    predicted_bucket_edges: tuple[float, ...] | None = None
 
     def check_block_size(self, block_size: int) -> None:
         """Raise ``ValueError`` when admission control is on and the cluster's KV blocks are not the
@@ -152,8 +173,13 @@ class ObsSpec:
         return 11 + 2 * self.n_prompt_buckets * self.n_decode_buckets
 
     @property
+    def n_length_buckets(self) -> int:
+        """Bucket probabilities of the length predictor in the request features (0: none read)."""
+        return 0 if self.predicted_bucket_edges is None else len(self.predicted_bucket_edges) + 1
+
+    @property
     def request_dim(self) -> int:
-        return self.n_prompt_buckets + self.n_decode_buckets + 4
+        return self.n_prompt_buckets + self.n_decode_buckets + 4 + self.n_length_buckets
 
     @property
     def obs_dim(self) -> int:
@@ -165,13 +191,18 @@ class ObsSpec:
         return self.request_dim + 2 * self.per_instance_dim + 1
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        d = asdict(self)
+        if d["predicted_bucket_edges"] is None:  # a spec without it writes what it did before
+            del d["predicted_bucket_edges"]
+        return json.dumps(d, indent=2)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ObsSpec:
         d = dict(d)
         d["prompt_edges"] = tuple(float(x) for x in d["prompt_edges"])
         d["decode_edges"] = tuple(float(x) for x in d["decode_edges"])
+        if d.get("predicted_bucket_edges") is not None:
+            d["predicted_bucket_edges"] = tuple(float(x) for x in d["predicted_bucket_edges"])
         return cls(**d)
 
 
@@ -181,6 +212,8 @@ class RouterSnapshot:
 
     ``instances``: shape (m, len(INSTANCE_FIELDS)), columns in ``INSTANCE_FIELDS`` order.
     ``prefill_hist`` / ``decode_hist``: shape (m, Bp, Bd) request counts.
+    ``predicted_bucket_probs``: shape (k,), the length predictor's bucket probabilities over
+    ``spec.predicted_bucket_edges`` (``None`` when the spec reads none).
     """
 
     prompt_tokens: float
@@ -191,11 +224,12 @@ class RouterSnapshot:
     prefill_hist: np.ndarray
     decode_hist: np.ndarray
     extra: dict[str, float] = field(default_factory=dict)
+    predicted_bucket_probs: np.ndarray | None = None
 
 
 def snapshot_columns(spec: ObsSpec) -> list[str]:
     """The ordered snapshot columns for ``spec`` (what ``RouterPolicyModel.predict`` reads)."""
-    cols = list(REQUEST_FIELDS)
+    cols = list(REQUEST_FIELDS) + length_bucket_columns(spec)
     for k in range(spec.num_instances):
         cols += [f"i{k}_{f}" for f in INSTANCE_FIELDS]
         for phase in ("prefill", "decode"):
@@ -207,9 +241,45 @@ def snapshot_columns(spec: ObsSpec) -> list[str]:
     return cols
 
 
+def length_bucket_columns(spec: ObsSpec) -> list[str]:
+    """``predicted_p_bucket_{j}``, one per length bucket the spec reads (none without edges)."""
+    return [f"predicted_p_bucket_{j}" for j in range(spec.n_length_buckets)]
+
+
+def length_bucket_probs(
+    spec: ObsSpec,
+    predicted_output_tokens: float,
+    probs: Sequence[float] | None = None,
+    edges: Sequence[float] | None = None,
+) -> np.ndarray | None:
+    """The bucket probabilities a policy with ``spec`` reads for one request: the predictor's
+    (``probs`` over ``edges``), or, from a predictor that gives only a length (task mean, oracle),
+    all the probability on the bucket of ``predicted_output_tokens`` (upper edges inclusive, as the
+    predictor's buckets). ``None`` when the spec reads none. Raises ``ValueError`` when the
+    predictor's edges are not the spec's (a policy trained on other buckets)."""
+    want = spec.predicted_bucket_edges
+    if want is None:
+        return None
+    if probs is None:
+        out = np.zeros(len(want) + 1)
+        out[
+            int(np.searchsorted(np.asarray(want, dtype=np.float64), predicted_output_tokens, side="left"))
+        ] = 1.0
+        return out
+    if edges is None or tuple(float(e) for e in edges) != tuple(want):
+        raise ValueError(
+            f"the policy reads length-bucket probabilities over edges {list(want)}, the predictor gives "
+            f"them over {None if edges is None else list(edges)}: replay it with a predictor of the same "
+            "buckets (or retrain it with RouterTrainConfig.predicted_bucket_edges)"
+        )
+    return np.asarray(probs, dtype=np.float64)
+
+
 def snapshot_to_row(snap: RouterSnapshot) -> list[float]:
     """The snapshot as one row of values in ``snapshot_columns`` order."""
     row = [snap.prompt_tokens, snap.predicted_output_tokens, snap.router_queue_len, snap.waited_s]
+    if snap.predicted_bucket_probs is not None:
+        row += np.asarray(snap.predicted_bucket_probs, dtype=np.float64).tolist()
     m = snap.instances.shape[0]
     for k in range(m):
         row += snap.instances[k].tolist()
@@ -223,7 +293,9 @@ def snapshot_from_row(row: np.ndarray, spec: ObsSpec) -> RouterSnapshot:
     m, nf = spec.num_instances, len(INSTANCE_FIELDS)
     bp, bd = spec.n_prompt_buckets, spec.n_decode_buckets
     per = nf + 2 * bp * bd
-    body = np.asarray(row[len(REQUEST_FIELDS) :], dtype=np.float64).reshape(m, per)
+    head, nk = len(REQUEST_FIELDS), spec.n_length_buckets
+    body = np.asarray(row[head + nk :], dtype=np.float64).reshape(m, per)
+    probs = np.asarray(row[head : head + nk], dtype=np.float64) if nk else None
     return RouterSnapshot(
         prompt_tokens=float(row[0]),
         predicted_output_tokens=float(row[1]),
@@ -232,6 +304,7 @@ def snapshot_from_row(row: np.ndarray, spec: ObsSpec) -> RouterSnapshot:
         instances=body[:, :nf],
         prefill_hist=body[:, nf : nf + bp * bd].reshape(m, bp, bd),
         decode_hist=body[:, nf + bp * bd :].reshape(m, bp, bd),
+        predicted_bucket_probs=probs,
     )
 
 
@@ -295,6 +368,16 @@ def encode_observation(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
     req[-3] = _squash(snap.predicted_output_tokens, 256.0)
     req[-2] = min(snap.router_queue_len, spec.queue_cap) / spec.queue_cap
     req[-1] = min(snap.waited_s, spec.max_delay_s) / spec.max_delay_s if spec.max_delay_s > 0 else 0.0
+    if spec.n_length_buckets:
+        probs = snap.predicted_bucket_probs
+        if probs is None:  # a snapshot without them: the expected length's bucket, one-hot
+            probs = length_bucket_probs(spec, snap.predicted_output_tokens)
+        assert probs is not None  # the spec reads buckets
+        if len(probs) != spec.n_length_buckets:
+            raise ValueError(
+                f"{len(probs)} length-bucket probabilities, the policy reads {spec.n_length_buckets}"
+            )
+        req = np.concatenate([req, np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)])
     inst = snap.instances
     kv_total = np.maximum(inst[:, 4], 1.0)
     usage = np.clip(inst[:, 3] / kv_total, 0.0, 1.0)
@@ -456,9 +539,12 @@ class PolicyNet:
         (folder / SPEC_FILE).write_text(self.spec.to_json())
 
 
-def load_policy(folder: str | Path) -> PolicyNet:
-    """Load ``policy_weights.npz`` + ``obs_spec.json`` from a policy folder."""
+def load_policy(folder: str | Path) -> Policy:
+    """Load the policy of a policy folder: a rule (``rule_policy.json``: ``RulePolicy.load``) or a
+    network (``policy_weights.npz`` + ``obs_spec.json``)."""
     folder = Path(folder)
+    if (folder / RULE_FILE).exists():
+        return RulePolicy.load(folder)
     spec = ObsSpec.from_dict(json.loads((folder / SPEC_FILE).read_text()))
     with np.load(folder / WEIGHTS_FILE) as z:
         n = sum(1 for k in z.files if k.startswith("w"))
@@ -470,27 +556,287 @@ def load_policy(folder: str | Path) -> PolicyNet:
     return PolicyNet(layers, activation, spec, architecture, prior, bound)
 
 
-def predict_frame(policy: PolicyNet, frame: pd.DataFrame) -> np.ndarray:
-    """Actions (int64, instance index or -1) for every row of a snapshot frame (any column order)."""
-    cols = policy.columns
-    if tuple(frame.columns) == cols:  # the documented order: no re-indexing
-        values = frame.to_numpy(dtype=np.float64)
-    else:
-        missing = [c for c in cols if c not in frame.columns]
+@dataclass(frozen=True)
+class LinearLatency:
+    """The latency model a rule policy estimates with: ``LinearLatencyModel``'s formula (the impact
+    estimator's), seconds per iteration
+
+        base_s + per_decode_seq_s x decode_seqs + grad2 x decode_context_tokens
+               + grad1 x prefill_tokens + attention2 x prefill_attention_tokens2,
+
+    evaluated in that order (float64), so a rule computes the very numbers the simulator's routers
+    compute with the same coefficients. ``source``: where the coefficients come from (e.g.
+    ``impact-estimator v3``), for reports."""
+
+    base_s: float
+    grad1_s_per_prefill_token: float
+    grad2_s_per_decode_context_token: float
+    per_decode_seq_s: float = 0.0
+    attention2_s_per_token2: float = 0.0
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LinearLatency:
+        """From ``{"coefficients": {...}, "source": ...}``, an impact estimator's JSON
+        (``FittedEstimator.to_json``: ``coefficients`` and ``name``) or the coefficients alone."""
+        coef = d.get("coefficients", d)
+        fields = ("base_s", "grad1_s_per_prefill_token", "grad2_s_per_decode_context_token")
+        missing = [k for k in fields if k not in coef]
         if missing:
-            raise ValueError(f"snapshot frame lacks columns {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        values = frame[list(cols)].to_numpy(np.float64)
-    return np.array([policy.act(snapshot_from_row(v, policy.spec)) for v in values], dtype=np.int64)
+            raise ValueError(f"latency model lacks coefficients {missing}")
+        return cls(
+            base_s=float(coef["base_s"]),
+            grad1_s_per_prefill_token=float(coef["grad1_s_per_prefill_token"]),
+            grad2_s_per_decode_context_token=float(coef["grad2_s_per_decode_context_token"]),
+            per_decode_seq_s=float(coef.get("per_decode_seq_s", 0.0)),
+            attention2_s_per_token2=float(coef.get("attention2_s_per_token2", 0.0)),
+            source=str(d.get("source", d.get("name", ""))),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        coef = {k: v for k, v in asdict(self).items() if k != "source"}
+        return {"coefficients": coef, "source": self.source}
+
+    def prefill_s(self, prompt_tokens: float) -> float:
+        """One prompt prefilled alone (``training.routing.estimates.prefill_s``)."""
+        p = max(0, round(prompt_tokens))
+        if not p:
+            return 0.0
+        return (
+            self.base_s
+            + self.per_decode_seq_s * 0
+            + self.grad2_s_per_decode_context_token * 0
+            + self.grad1_s_per_prefill_token * p
+            + self.attention2_s_per_token2 * (float(p) * p)
+        )
+
+    def decode_step_s(self, decode_seqs: np.ndarray, context_tokens: np.ndarray) -> np.ndarray:
+        """Decode-only iterations of ``decode_seqs`` sequences over ``context_tokens`` (0 where no
+        sequence), per instance (``training.routing.estimates.decode_step_s``)."""
+        a = self.base_s + self.per_decode_seq_s * decode_seqs
+        step = a + self.grad2_s_per_decode_context_token * np.maximum(0.0, context_tokens)
+        return np.where(decode_seqs > 0, step, 0.0)
+
+
+RULES = ("least_tokens", "workload_impact_greedy")
+"""The placement rules a ``RulePolicy`` implements (the registry routers of the same names)."""
+
+HOLD_SUFFIX = "+hold"
+
+
+class RulePolicy:
+    """A placement rule on the snapshot: a registry router (``RULES``), with or without admission
+    control (``+hold``), in numpy, so a tuned heuristic ships as the same ``llm-router`` pyfunc as a
+    learned policy (same input, same output).
+
+    - ``least_tokens``: the accepting instance with the fewest outstanding prompt + predicted decode
+      tokens (``training.routing.baselines.LeastTokens``).
+    - ``workload_impact_greedy``: the least own predicted latency + prefill and decode impact on the
+      requests already there (``training.routing.latency_aware.WorkloadImpactGreedy``), estimated
+      with ``latency`` (``LinearLatency``: the impact estimator's coefficients, an artifact of the
+      version), ``max_batch_size`` and ``block_size``; an instance's decoding requests are its
+      snapshot's decode histogram total.
+    - ``hold_kv_headroom = h``: only instances that can start the request with ``h`` of their KV cache
+      to spare (``startable``) are candidates, and DELAY while none can
+      (``training.routing.admission.HoldForHeadroom``).
+
+    Ties (scores within 1e-12 relative of the minimum) go to ``rng`` when ``act`` is given one (the
+    simulator's adapter passes the registry router's seeded generator, so a replay is bit-for-bit the
+    registry router's) and to the lowest instance index otherwise (serving: deterministic).
+    """
+
+    def __init__(
+        self,
+        rule: str,
+        spec: ObsSpec,
+        *,
+        latency: LinearLatency | None = None,
+        max_batch_size: int = 256,
+        block_size: int = 16,
+        hold_kv_headroom: float | None = None,
+    ) -> None:
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
+        if rule == "workload_impact_greedy" and latency is None:
+            raise ValueError("rule workload_impact_greedy needs a latency model")
+        if hold_kv_headroom is not None and not 0.0 <= hold_kv_headroom < 1.0:
+            raise ValueError(f"hold_kv_headroom must be in [0, 1), got {hold_kv_headroom}")
+        if max_batch_size < 1 or block_size < 1:
+            raise ValueError("max_batch_size and block_size must be >= 1")
+        self.rule = rule
+        self.spec = spec
+        self.latency = latency
+        self.max_batch_size = int(max_batch_size)
+        self.block_size = int(block_size)
+        self.hold_kv_headroom = None if hold_kv_headroom is None else float(hold_kv_headroom)
+        self.columns = tuple(snapshot_columns(spec))
+        self._hold_spec = replace(spec, hold_kv_headroom=self.hold_kv_headroom, block_size=self.block_size)
+
+    @property
+    def name(self) -> str:
+        """``<rule>`` or ``<rule>+hold``: the registry router it routes like."""
+        return self.rule + (HOLD_SUFFIX if self.hold_kv_headroom is not None else "")
+
+    @property
+    def kind(self) -> str:
+        """The ``policy`` kind recorded on a registered version: ``rule:<name>``."""
+        return f"rule:{self.name}"
+
+    def params(self) -> dict[str, Any]:
+        """What ``rule_policy.json`` holds (the version's parameters)."""
+        return {
+            "format": RULE_FORMAT,
+            "rule": self.rule,
+            "hold_kv_headroom": self.hold_kv_headroom,
+            "max_batch_size": self.max_batch_size,
+            "block_size": self.block_size,
+            "latency": None if self.latency is None else self.latency.to_dict(),
+        }
+
+    def scores(self, snap: RouterSnapshot) -> np.ndarray:
+        """The rule's score per instance (seconds, or tokens for ``least_tokens``); lowest wins."""
+        inst = snap.instances
+        prompt_q = inst[:, INSTANCE_FIELDS.index("outstanding_prompt_tokens")]
+        decode_q = inst[:, INSTANCE_FIELDS.index("outstanding_decode_tokens")]
+        if self.rule == "least_tokens":
+            return prompt_q + decode_q
+        return self._impact_s(snap, inst, prompt_q, decode_q)
+
+    def _impact_s(
+        self, snap: RouterSnapshot, inst: np.ndarray, prompt_q: np.ndarray, decode_q: np.ndarray
+    ) -> np.ndarray:
+        """``WorkloadImpactGreedy.impact_s`` for every instance, operation for operation."""
+        lm = self.latency
+        assert lm is not None
+        m = inst.shape[0]
+        running = inst[:, INSTANCE_FIELDS.index("num_running")]
+        waiting = inst[:, INSTANCE_FIELDS.index("num_waiting")]
+        used = inst[:, INSTANCE_FIELDS.index("kv_used_blocks")]
+        decoding = snap.decode_hist.reshape(m, -1).sum(axis=1)
+        p = float(snap.prompt_tokens)
+        o = max(1.0, float(snap.predicted_output_tokens))
+        own_prefill = lm.prefill_s(p)
+        in_system = running + waiting
+        n = np.minimum(in_system, self.max_batch_size)
+        ctx = used * self.block_size + prompt_q
+        step = lm.decode_step_s(n + 1, ctx + p + o / 2.0)
+        per_token = own_prefill / p if p > 0 else 0.0
+        excess = in_system + 1 - self.max_batch_size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            capacity = np.where((excess > 0) & (n > 0), excess * (decode_q / n) / n * step, 0.0)
+            own = capacity + per_token * prompt_q + own_prefill + o * step
+            without = lm.decode_step_s(n, ctx)
+            overlap = np.minimum(o, decode_q / in_system)
+            impact = in_system * overlap * np.maximum(0.0, step - without)
+            total = own + decoding * own_prefill + impact
+        return np.where(in_system == 0, own, total)
+
+    def act(self, snap: RouterSnapshot, rng: np.random.Generator | None = None) -> int:
+        """An instance index, or ``DELAY_OUTPUT`` when no instance is a candidate."""
+        if snap.instances.shape[0] != self.spec.num_instances:
+            raise ValueError(
+                f"snapshot has {snap.instances.shape[0]} instances, the policy expects "
+                f"{self.spec.num_instances}"
+            )
+        ok = startable(snap, self._hold_spec)
+        if not ok.any():
+            return DELAY_OUTPUT
+        candidates = np.flatnonzero(ok)
+        s = self.scores(snap)[candidates]
+        low = s.min()
+        best = np.flatnonzero(s <= low + 1e-12 * max(1.0, abs(float(low))))
+        k = int(best[0]) if rng is None or len(best) == 1 else int(best[rng.integers(len(best))])
+        return int(candidates[k])
+
+    def save(self, folder: Path) -> None:
+        """``rule_policy.json`` (the parameters and the latency model) and ``obs_spec.json``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RULE_FILE).write_text(json.dumps(self.params(), indent=2, sort_keys=True))
+        (folder / SPEC_FILE).write_text(self.spec.to_json())
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RulePolicy:
+        folder = Path(folder)
+        d = json.loads((folder / RULE_FILE).read_text())
+        if d.get("format") != RULE_FORMAT:
+            raise ValueError(f"{folder / RULE_FILE} is not a {RULE_FORMAT} document")
+        spec = ObsSpec.from_dict(json.loads((folder / SPEC_FILE).read_text()))
+        latency = None if d.get("latency") is None else LinearLatency.from_dict(d["latency"])
+        return cls(
+            d["rule"],
+            spec,
+            latency=latency,
+            max_batch_size=int(d["max_batch_size"]),
+            block_size=int(d["block_size"]),
+            hold_kv_headroom=d.get("hold_kv_headroom"),
+        )
+
+
+Policy = PolicyNet | RulePolicy
+"""What a policy folder holds: a network or a rule; both route a ``RouterSnapshot`` with ``act``."""
+
+
+def policy_kind(policy: Policy) -> str:
+    """``rl`` for a network, ``rule:<name>`` for a rule: the ``policy`` kind of a registered version."""
+    return policy.kind if isinstance(policy, RulePolicy) else "rl"
+
+
+def snapshot_values(policy: Policy, model_input: Any) -> np.ndarray:
+    """The serving input as a float64 matrix (n, ``len(snapshot_columns)``) in the documented order.
+
+    ``model_input``: a 2-D array (the registered signature: a float64 tensor ``(-1, C)``, what MLflow
+    hands ``predict``), one row (1-D), a ``DataFrame`` with the ``snapshot_columns`` names (any order,
+    extra columns ignored; what versions registered before the tensor signature took) or, without those
+    names, exactly ``C`` columns in the documented order.
+    """
+    cols = policy.columns
+    if isinstance(model_input, pd.DataFrame):
+        names = tuple(model_input.columns)
+        if names == cols:
+            values = model_input.to_numpy(dtype=np.float64)
+        elif all(isinstance(c, str) for c in names) and set(cols) & set(names):
+            missing = [c for c in cols if c not in names]
+            if missing:
+                more = "..." if len(missing) > 5 else ""
+                raise ValueError(f"snapshot frame lacks columns {missing[:5]}{more}")
+            values = model_input[list(cols)].to_numpy(np.float64)
+        else:
+            values = model_input.to_numpy(dtype=np.float64)
+    else:
+        values = np.asarray(model_input, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[None, :]
+    if values.ndim != 2 or values.shape[1] != len(cols):
+        raise ValueError(
+            f"snapshot input has shape {values.shape}; expected (n, {len(cols)}): one row per decision, "
+            "the columns of snapshot_columns(spec) in order"
+        )
+    return values
+
+
+def predict_rows(policy: Policy, model_input: Any) -> np.ndarray:
+    """Actions (int64, instance index or -1) for every snapshot row of ``model_input``
+    (``snapshot_values``: a tensor in ``snapshot_columns`` order or a named snapshot frame)."""
+    spec = policy.spec
+    rows = snapshot_values(policy, model_input)
+    return np.array([policy.act(snapshot_from_row(v, spec)) for v in rows], dtype=np.int64)
+
+
+def predict_frame(policy: Policy, frame: pd.DataFrame) -> np.ndarray:
+    """Actions for every row of a snapshot frame (any column order): ``predict_rows``."""
+    return predict_rows(policy, frame)
 
 
 class _RouterPolicyModelImpl:
     """The pyfunc body; ``RouterPolicyModel`` mixes it with ``mlflow.pyfunc.PythonModel``.
 
-    Artifacts: ``policy_dir`` = a folder holding ``policy_weights.npz`` and ``obs_spec.json``.
-    Input: a snapshot ``DataFrame`` (module docstring; ``snapshot_columns``). Output: int64 array.
+    Artifacts: ``policy_dir`` = a policy folder (a network: ``policy_weights.npz`` + ``obs_spec.json``;
+    a rule: ``rule_policy.json`` + ``obs_spec.json``). Input: snapshot rows (module docstring:
+    a float64 tensor ``(n, len(snapshot_columns(spec)))`` in that column order, or a named snapshot
+    frame). Output: int64 array, one instance index (or -1, DELAY) per row.
     """
 
-    policy: PolicyNet | None = None
+    policy: Policy | None = None
 
     def __init__(self, policy_dir: str | Path | None = None) -> None:
         if policy_dir is not None:
@@ -500,11 +846,13 @@ class _RouterPolicyModelImpl:
         self.policy = load_policy(context.artifacts["policy_dir"])
 
     def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> np.ndarray:
+        """``model_input``: what ``snapshot_values`` reads (MLflow hands the tensor signature an
+        array; the unwrapped model also takes a named snapshot frame)."""
         if self.policy is None:
             raise RuntimeError("RouterPolicyModel has no policy: load_context was not called")
-        return predict_frame(self.policy, model_input)
+        return predict_rows(self.policy, model_input)
 
 
 _MODEL_CLASS: type | None = None

@@ -58,7 +58,9 @@ class TrainedRouter:
     train_stats: dict[str, Any] = field(default_factory=dict)
 
     def policy(self) -> PolicyNet:
-        return load_policy(self.policy_dir)
+        policy = load_policy(self.policy_dir)
+        assert isinstance(policy, PolicyNet)  # a training writes a network, never a rule
+        return policy
 
     def input_example(self) -> pd.DataFrame:
         """One snapshot row (a real decision from a validation window), as serving expects it."""

@@ -4,7 +4,7 @@ Pure Python + numpy. Entry point: ``simulate``. See docs/simulator.md for the se
 order, the latency models and the decode fast-forward.
 """
 
-from training.simulator.config import ClusterConfig, InstanceConfig, QueuePolicy
+from training.simulator.config import ClusterConfig, InstanceConfig, QueuePolicy, RouterQueueOrder
 from training.simulator.engine import RoutingError, replay, simulate
 from training.simulator.latency import LatencyModel, LinearLatencyModel
 from training.simulator.profiles import (
@@ -29,6 +29,7 @@ __all__ = [
     "QueuePolicy",
     "Request",
     "RequestStatus",
+    "RouterQueueOrder",
     "RoutingError",
     "SimResult",
     "default_instance_config",

@@ -30,6 +30,19 @@ class QueuePolicy(enum.Enum):
     BINPACK = "binpack"
 
 
+class RouterQueueOrder(enum.Enum):
+    """Order in which the router offers the requests it holds (after ``DELAY``) at a decision tick.
+
+    - ``ARRIVAL``: first arrived, first offered (the default).
+    - ``SHORTEST``: least *predicted* output tokens first, aged: a request's rank is its predicted
+      output tokens minus ``ClusterConfig.router_queue_aging_tokens_per_s`` x the seconds it has been
+      held, so every held request eventually comes first (no starvation). Ties: arrival order.
+    """
+
+    ARRIVAL = "arrival"
+    SHORTEST = "shortest"
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceConfig:
     """One vLLM-like engine instance.
@@ -143,6 +156,11 @@ class ClusterConfig:
             decoding)`` tuple per request on the instance (what a proxying router knows per request:
             what it sent and how many tokens it has streamed back). Off by default: it costs one
             tuple per co-resident request per decision.
+        router_queue_order: which held request the router is offered first at a tick
+            (``RouterQueueOrder``; ``ARRIVAL`` by default). Only routers that hold requests (``+hold``,
+            a learned policy with DELAY) are affected.
+        router_queue_aging_tokens_per_s: ``SHORTEST``'s aging: predicted tokens a held request's rank
+            drops per second held (> 0).
     """
 
     num_instances: int
@@ -150,6 +168,8 @@ class ClusterConfig:
     decision_interval_s: float = 0.02
     max_router_wait_s: float | None = None
     request_stats: bool = False
+    router_queue_order: RouterQueueOrder = RouterQueueOrder.ARRIVAL
+    router_queue_aging_tokens_per_s: float = 100.0
 
     def __post_init__(self) -> None:
         if self.num_instances < 1:
@@ -158,3 +178,7 @@ class ClusterConfig:
             raise ValueError(f"decision_interval_s must be > 0, got {self.decision_interval_s}")
         if self.max_router_wait_s is not None and self.max_router_wait_s < 0:
             raise ValueError(f"max_router_wait_s must be >= 0 or None, got {self.max_router_wait_s}")
+        if not self.router_queue_aging_tokens_per_s > 0:
+            raise ValueError(
+                f"router_queue_aging_tokens_per_s must be > 0, got {self.router_queue_aging_tokens_per_s}"
+            )

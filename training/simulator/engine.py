@@ -2,7 +2,7 @@
 
 Who calls this: the eval harness, the RL env, benchmarks and tests. One call replays a list of
 requests through a router onto ``config.num_instances`` instances and returns a ``SimResult``. It
-calls ``router.reset(num_instances, seed)`` first and ``predictor.predict_output_tokens`` once. Time
+calls ``router.reset(num_instances, seed)`` first and asks the predictor once (``predict_lengths``). Time
 comes from events only; the simulator itself draws no random numbers (routers get ``seed``), so the
 same inputs and seed give bit-identical arrays. Event order at equal times: see ``event_order``.
 """
@@ -17,9 +17,16 @@ from dataclasses import replace
 import numpy as np
 
 from training.simulator.cluster import Cluster
-from training.simulator.config import ClusterConfig
+from training.simulator.config import ClusterConfig, RouterQueueOrder
 from training.simulator.event_order import ARRIVAL, ITERATION_END, ROUTER_TICK, SCHEDULE
-from training.simulator.interface import DELAY, ClusterView, LengthPredictor, RequestView, Router
+from training.simulator.interface import (
+    DELAY,
+    ClusterView,
+    LengthPredictor,
+    RequestView,
+    Router,
+    predict_lengths,
+)
 from training.simulator.latency import IterationObserver, LatencyModel
 from training.simulator.request import Request, RequestStatus
 from training.simulator.result import SimResult
@@ -126,7 +133,8 @@ def replay(
     ids = [r.request_id for r in requests]
     if len(set(ids)) != n:
         raise ValueError("request_id values must be unique within one replay")
-    preds = np.asarray(predictor.predict_output_tokens(requests), dtype=np.float64)
+    prediction = predict_lengths(predictor, requests)
+    preds = np.asarray(prediction.expected_tokens, dtype=np.float64)
     if preds.shape != (n,):
         raise ValueError(f"predictor returned shape {preds.shape}, expected ({n},)")
     if not np.all(np.isfinite(preds)):
@@ -134,6 +142,12 @@ def replay(
     # Multiples of 1/1024 token: every load sum routers see is then exact in float64, independent of
     # the order of updates (and identical with and without fast-forward).
     preds = np.round(np.maximum(preds, 0.0) * PRED_QUANTUM) / PRED_QUANTUM
+    edges = prediction.bucket_edges
+    probs: list[tuple[float, ...]] | list[None] = (
+        [tuple(row) for row in prediction.bucket_probs.tolist()]
+        if prediction.bucket_probs is not None
+        else [None] * n
+    )
     cap = icfg.total_kv_blocks
     states: list[ReqState] = []
     for i, req in enumerate(requests):
@@ -155,6 +169,9 @@ def replay(
     instances = cluster.instances
     interval = config.decision_interval_s
     max_wait = config.max_router_wait_s
+    shortest_first = config.router_queue_order is RouterQueueOrder.SHORTEST
+    aging = config.router_queue_aging_tokens_per_s
+    arrivals = [req.arrival_s for req in requests]
 
     heap: list[tuple[float, int, int, int]] = [
         (req.arrival_s, ARRIVAL, i, 0) for i, req in enumerate(requests)
@@ -190,6 +207,8 @@ def replay(
             task=req.task,
             predicted_output_tokens=r.pred,
             prefix_hash_ids=req.prefix_hash_ids,
+            predicted_bucket_probs=probs[r.idx],
+            predicted_bucket_edges=edges,
         )
         cv = cluster.view(t, r, queue_len)
         choice = yield rv, cv
@@ -241,6 +260,8 @@ def replay(
                     heapq.heappush(heap, (t + interval, ROUTER_TICK, 0, 0))
         else:  # ROUTER_TICK
             still: list[ReqState] = []
+            if shortest_first and len(held) > 1:  # aged shortest-predicted first, arrival on ties
+                held.sort(key=lambda h: (h.pred - aging * (t - arrivals[h.idx]), arrivals[h.idx], h.idx))
             for j, r in enumerate(held):
                 routed = yield from offer(r, t, len(held) - j - 1 + len(still))
                 if not routed:

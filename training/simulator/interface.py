@@ -12,9 +12,10 @@ engine metrics a production router scrapes (vLLM ``num_requests_running`` / ``nu
 ``kv_cache_usage_perc``) plus what the router itself knows (what it sent where, and the predicted
 output lengths of those requests).
 
-A router never sees a request's true output length; it sees ``predicted_output_tokens`` from the
-injected length predictor. Only routers registered with ``oracle=True`` are run with the oracle
-predictor (true lengths), and reports label them as such.
+A router never sees a request's true output length; it sees ``predicted_output_tokens`` (and, from a
+predictor that gives them, ``predicted_bucket_probs`` over ``predicted_bucket_edges``) from the
+injected length predictor. Only routers registered with ``oracle=True``, or replays configured with
+the oracle predictor, see true lengths, and reports label them as such.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class RequestView:
     task: str
     predicted_output_tokens: float
     prefix_hash_ids: tuple[int, ...] | None = None
+    predicted_bucket_probs: tuple[float, ...] | None = None
+    """The predictor's probability of each output-length bucket (sum 1), or ``None`` when it gives
+    only an expected length (task mean, oracle)."""
+    predicted_bucket_edges: tuple[float, ...] | None = None
+    """Upper bucket edges in tokens (``len(probs) - 1``; bucket ``i`` holds ``edges[i-1] < n <=
+    edges[i]``, the last is open); ``None`` with the probabilities."""
 
     @property
     def waited_s(self) -> float:
@@ -132,18 +139,63 @@ class Router(Protocol):
     def route(self, request: RequestView, cluster: ClusterView) -> int: ...
 
 
+@dataclass(frozen=True)
+class LengthPrediction:
+    """What a length predictor gives for a list of requests.
+
+    Attributes:
+        expected_tokens: expected output length per request, tokens, shape (n,).
+        bucket_probs: probability of each output-length bucket per request, shape (n, k), rows
+            summing to 1; ``None`` for predictors that give a length only (task mean, oracle).
+        bucket_edges: the k - 1 upper bucket edges in tokens (bucket ``i`` holds ``edges[i-1] < n <=
+            edges[i]``, the last is open); ``None`` exactly when ``bucket_probs`` is.
+    """
+
+    expected_tokens: np.ndarray
+    bucket_probs: np.ndarray | None = None
+    bucket_edges: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.expected_tokens)
+        if (self.bucket_probs is None) != (self.bucket_edges is None):
+            raise ValueError("bucket_probs and bucket_edges come together (both or neither)")
+        if self.bucket_probs is not None and self.bucket_edges is not None:
+            k = len(self.bucket_edges) + 1
+            if self.bucket_probs.shape != (n, k):
+                raise ValueError(
+                    f"bucket_probs has shape {self.bucket_probs.shape}, expected ({n}, {k}) for "
+                    f"{len(self.bucket_edges)} edges"
+                )
+
+
 @runtime_checkable
 class LengthPredictor(Protocol):
     """Maps requests to predicted output lengths in tokens (float, > 0).
 
-    The replay calls ``predict_output_tokens`` once per replay, before the first routing decision;
+    The replay asks once per replay, before the first routing decision (``predict_lengths`` below):
     length-aware routers and the LWL / BINPACK queue policies read these predictions, never the true
     lengths. ``is_oracle``: the predictor reads true lengths (an upper bound; reports say so). The
-    kinds: ``training.length.baselines`` (oracle, task mean) and ``training.length.predictor`` (the
-    trained model).
+    kinds: ``training.length.baselines`` (oracle, task mean), ``training.length.predictor`` (the
+    trained model in this process) and ``training.length.stored`` (the trained model's predictions
+    stored in the warehouse). A predictor that also gives bucket probabilities has a
+    ``predict_lengths(requests) -> LengthPrediction`` method; ``predict_output_tokens`` must return
+    the same expected lengths.
     """
 
     name: str
     is_oracle: bool
 
     def predict_output_tokens(self, requests: Sequence[Request]) -> np.ndarray: ...
+
+
+def predict_lengths(predictor: LengthPredictor, requests: Sequence[Request]) -> LengthPrediction:
+    """The predictor's ``predict_lengths`` when it has one, else its expected lengths with no bucket
+    probabilities. Who calls this: the replay, once per replay; the evaluation harness, once per
+    held-out trace."""
+    method = getattr(predictor, "predict_lengths", None)
+    if method is not None:
+        out = method(requests)
+        if not isinstance(out, LengthPrediction):
+            raise TypeError(f"{type(predictor).__name__}.predict_lengths returned {type(out).__name__}")
+        return out
+    return LengthPrediction(np.asarray(predictor.predict_output_tokens(requests), dtype=np.float64))

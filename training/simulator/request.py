@@ -46,6 +46,10 @@ class Request:
         prefix_hash_ids: ids of the prompt's leading prefix blocks (Mooncake: 512 tokens each), or
             ``None`` when the trace carries none.
         prompt_text: the prompt, when known (length predictors may use it).
+        row_id: the warehouse row (``marts.requests.request_id``) this request replays, when it was
+            read from one (stored length predictions are looked up by it); ``None`` for synthetic
+            requests. A sampled workload (``main``) replays a row several times under different
+            ``request_id`` values, all with the row's ``row_id``.
     """
 
     request_id: str
@@ -55,6 +59,7 @@ class Request:
     task: str = ""
     prefix_hash_ids: tuple[int, ...] | None = None
     prompt_text: str | None = None
+    row_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.prompt_tokens <= 0:

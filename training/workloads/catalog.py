@@ -4,16 +4,20 @@ Who calls this: the evaluation harness, ``loadwise replay/compare`` and the RL e
 (``training.workloads.episodes``), once per run. A ``Workload`` holds the held-out requests to
 replay (a function of the seed: synthetic and sampled workloads draw a new trace per seed, windowed
 traces a new window; fixed traces ignore it) and the *training* requests the length predictor is
-fitted on. The two never overlap: real prompt sets are split by their own ``split`` column or a hash
-of the prompt, traces by time window (``ARCHITECTURE.md``, "Rules").
+fitted on. The two never overlap: real prompt sets are split by the warehouse's one prompt split
+(``warehouse.prompt_split``: ``test`` prompts are held out, ``train`` and ``val`` prompts train; the
+same split the length predictor trains on), traces by time window (``ARCHITECTURE.md``, "Rules").
+A workload read from a warehouse also names its rows (``Workload.row_sources``): what a length
+predictor's stored predictions must cover (``training.workloads.predictors``).
 
 Workloads:
 
 - ``main``: 4 instances, Poisson arrivals (20 req/s), 2000 requests of a 5-task mix with real output
-  lengths (CASTILLO Llama-3.1-8B-Instruct rows of Apps, ShareGPT, Mbpp and short-answer Dolly
-  categories, one of each prompt's 10 sampled generations; AlpacaEval llama-2-7b-chat-hf), read
-  through the warehouse like every trace (``sources.trace_rows``). Falls back to a synthetic 5-task
-  mix with the same means (labelled synthetic) when the data folder is absent.
+  lengths and prompts (CASTILLO Llama-3.1-8B-Instruct rows of Apps, ShareGPT, Mbpp and short-answer
+  Dolly categories, one of each prompt's 10 sampled generations; AlpacaEval llama-2-7b-chat-hf), read
+  through the warehouse like every trace (``sources.trace_rows``); held-out requests are the
+  ``test`` prompts of the warehouse's prompt split. Falls back to a synthetic 5-task mix with the
+  same means (labelled synthetic) when the data folder is absent.
 - ``table2``: the paper's Table 2 setting: 2 instances, 3000 requests of light-prompt/heavy-decode
   (LH) and heavy-prompt/light-decode (HL) classes, in a chosen order (always synthetic).
 - ``azure``: the Azure LLM inference traces 2023 (code + conversation) merged, time-scaled to a
@@ -26,7 +30,6 @@ Units: seconds from trace start, tokens.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,6 +49,17 @@ TRAIN_WINDOW_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
+class RowSource:
+    """Warehouse rows a workload's requests replay (their ``Request.row_id``): the replayable rows of
+    ``marts.requests`` in ``warehouse`` (a published or a scratch warehouse) matching ``where`` (SQL,
+    with ``?`` params)."""
+
+    warehouse: Path
+    where: str = "TRUE"
+    params: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True)
 class Workload:
     """Held-out requests to replay, plus the disjoint training requests for the length predictor.
 
@@ -61,6 +75,7 @@ class Workload:
         info: extra facts for reports (rates, counts, sources).
         sample_train: ``seed -> requests`` like ``sample`` but drawn from the TRAINING pool (the RL
             router's episodes; ``None`` where the workload has no sampler over it).
+        row_sources: the warehouse rows its requests (both pools) replay; empty for synthetic ones.
     """
 
     name: str
@@ -73,6 +88,7 @@ class Workload:
     seed_dependent: bool = True
     info: dict[str, object] = field(default_factory=dict)
     sample_train: Callable[[int], list[Request]] | None = None
+    row_sources: tuple[RowSource, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,11 +151,6 @@ def poisson_arrivals(rng: np.random.Generator, n: int, rate: float) -> np.ndarra
     return np.cumsum(gaps)
 
 
-def _stable_fraction(text: str) -> float:
-    """A deterministic value in [0, 1) from a string (for prompt-level train/test splits)."""
-    return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:8], 16) / 2**32
-
-
 # ---------------------------------------------------------------------------------------------
 # main: 5-task mix with real output lengths
 # ---------------------------------------------------------------------------------------------
@@ -150,10 +161,19 @@ DOLLY_SHORT = ("classification", "closed_qa", "information_extraction", "summari
 
 @dataclass(frozen=True)
 class _TaskPool:
-    """Prompts of one task: prompt lengths and, per prompt, the sampled output lengths."""
+    """Prompts of one task: prompt lengths and, per prompt, the sampled output lengths; for real
+    prompt sets also the prompt texts and, per generation, the warehouse row it came from."""
 
     prompt_tokens: np.ndarray  # (n,)
     outputs: list[np.ndarray]  # n arrays of output lengths (1 or 10 generations)
+    texts: list[str | None] | None = None  # n prompt texts (None: synthetic)
+    row_ids: list[list[str]] | None = None  # n lists, one marts.requests id per generation
+
+    def text(self, i: int) -> str | None:
+        return None if self.texts is None else self.texts[i]
+
+    def row_id(self, i: int, j: int) -> str | None:
+        return None if self.row_ids is None else self.row_ids[i][j]
 
     def requests(self, task: str, prefix: str) -> list[Request]:
         """One request per (prompt, generation): the training set for a task-mean predictor."""
@@ -167,6 +187,8 @@ class _TaskPool:
                         max(1, int(p)),
                         int(np.clip(o, 1, MAX_OUTPUT_TOKENS)),
                         task,
+                        prompt_text=self.text(i),
+                        row_id=self.row_id(i, j),
                     )
                 )
         return out
@@ -197,60 +219,85 @@ CASTILLO_TASKS = {
 }
 
 
-def _load_main_pools(data: Path) -> tuple[dict[str, _TaskPool], dict[str, _TaskPool]]:
+def _load_main_pools(
+    data: Path,
+) -> tuple[dict[str, _TaskPool], dict[str, _TaskPool], tuple[RowSource, ...]]:
     """Held-out and training pools per task from CASTILLO + AlpacaEval, read through the warehouse
-    (``sources.trace_rows``: its Parquet readers and checks, cached per process).
+    (``sources.trace_rows``: its Parquet readers and checks, cached per process), and the rows they
+    replay.
 
     CASTILLO: the ``CASTILLO_MODEL`` rows of the ``CASTILLO_TASKS`` tasks, one prompt per record (its
-    10 generations), split by the upstream ``split`` (``test`` is held out). AlpacaEval: the
-    ``ALPACA_EVAL_GENERATOR`` rows, split by a hash of the instruction (a quarter held out).
+    10 generations). AlpacaEval: the ``ALPACA_EVAL_GENERATOR`` rows. Both split by the warehouse's
+    one prompt split (``warehouse.prompt_split``): ``test`` prompts are held out, ``train`` and
+    ``val`` prompts make the training pool, in file order within each (split, task).
     """
-    from training.workloads.sources import trace_rows  # the warehouse reader: imported when read
+    from training.workloads.sources import scratch_warehouse, trace_rows  # the warehouse reader
+    from warehouse.prompt_split import split_of
 
+    cas_where = f"model = ? AND task IN ({', '.join('?' * len(CASTILLO_TASKS))})"
+    cas_params = (CASTILLO_MODEL, *CASTILLO_TASKS)
     cas, _ = trace_rows(
         [data / CASTILLO_FILE],
         "castillo",
-        "line, task, split, prompt_tokens, output_tokens",
-        where=f"model = ? AND task IN ({', '.join('?' * len(CASTILLO_TASKS))})",
-        params=[CASTILLO_MODEL, *CASTILLO_TASKS],
+        "request_id, line, task, prompt_text, prompt_tokens, output_tokens",
+        where=cas_where,
+        params=list(cas_params),
         order_by="line, sample_index",
     )
     line = cas.column("line").to_numpy()
     first = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])  # each record's first generation
     ends = np.r_[first[1:], len(line)]
     tasks = [CASTILLO_TASKS[t] for t in cas.column("task").take(first).to_pylist()]
-    splits = cas.column("split").take(first).to_pylist()
+    texts = cas.column("prompt_text").take(first).to_pylist()
     prompts = cas.column("prompt_tokens").to_numpy()[first].astype(np.int64)
     outputs = cas.column("output_tokens").to_numpy().astype(np.int64)
-    records: dict[tuple[bool, str], tuple[list[int], list[np.ndarray]]] = {}
+    ids = cas.column("request_id").to_pylist()
+    records: dict[
+        tuple[bool, str], tuple[list[int], list[np.ndarray], list[str | None], list[list[str]]]
+    ] = {}
     for k, task in enumerate(tasks):  # file order within each (split, task)
-        ps, outs = records.setdefault((splits[k] == "test", task), ([], []))
+        ps, outs, txt, rids = records.setdefault((split_of(texts[k]) == "test", task), ([], [], [], []))
         ps.append(int(prompts[k]))
         outs.append(outputs[first[k] : ends[k]])
+        txt.append(texts[k])
+        rids.append(ids[first[k] : ends[k]])
     held: dict[str, _TaskPool] = {}
     train: dict[str, _TaskPool] = {}
-    for (is_held, task), (ps, outs) in records.items():
-        (held if is_held else train)[task] = _TaskPool(np.array(ps, dtype=np.int64), outs)
+    for (is_held, task), (ps, outs, txt, rids) in records.items():
+        (held if is_held else train)[task] = _TaskPool(np.array(ps, dtype=np.int64), outs, txt, rids)
     alp, _ = trace_rows(
         [data / ALPACA_EVAL_FILE],
         "alpaca-eval",
-        "prompt_text, prompt_tokens, output_tokens",
+        "request_id, prompt_text, prompt_tokens, output_tokens",
         where="model = ?",
         params=[ALPACA_EVAL_GENERATOR],
         order_by="line",
     )
-    texts = alp.column("prompt_text").to_pylist()
-    is_test = np.array([_stable_fraction(s) < 0.25 for s in texts], dtype=bool)
+    alp_texts = alp.column("prompt_text").to_pylist()
+    alp_ids = alp.column("request_id").to_pylist()
+    is_test = np.array([split_of(t) == "test" for t in alp_texts], dtype=bool)
     prompt_tokens = alp.column("prompt_tokens").to_numpy().astype(np.int64)
     output_tokens = alp.column("output_tokens").to_numpy()
     for pool, keep in ((held, is_test), (train, ~is_test)):
+        rows = np.flatnonzero(keep)
         pool["alpaca_llama2"] = _TaskPool(
-            prompt_tokens[keep].clip(min=1), [np.array([max(1, int(o))]) for o in output_tokens[keep]]
+            prompt_tokens[keep].clip(min=1),
+            [np.array([max(1, int(o))]) for o in output_tokens[keep]],
+            [alp_texts[i] for i in rows],
+            [[alp_ids[i]] for i in rows],
         )
     for task in MAIN_TASKS:
         if task not in held or task not in train:
             raise ValueError(f"main workload: task {task} has an empty split")
-    return held, train
+    sources = (
+        RowSource(scratch_warehouse([data / CASTILLO_FILE], "castillo")[0], cas_where, cas_params),
+        RowSource(
+            scratch_warehouse([data / ALPACA_EVAL_FILE], "alpaca-eval")[0],
+            "model = ?",
+            (ALPACA_EVAL_GENERATOR,),
+        ),
+    )
+    return held, train, sources
 
 
 def _synthetic_pools(seed: int, n_prompts: int) -> dict[str, _TaskPool]:
@@ -277,14 +324,16 @@ def _sample_mix(
         pool = pools[task]
         i = int(rng.integers(len(pool.prompt_tokens)))
         gens = pool.outputs[i]
-        o = int(gens[int(rng.integers(len(gens)))])
+        j = int(rng.integers(len(gens)))
         out.append(
             Request(
                 f"{prefix}{k}",
                 float(arrivals[k]),
                 max(1, int(pool.prompt_tokens[i])),
-                int(np.clip(o, 1, MAX_OUTPUT_TOKENS)),
+                int(np.clip(int(gens[j]), 1, MAX_OUTPUT_TOKENS)),
                 task,
+                prompt_text=pool.text(i),
+                row_id=pool.row_id(i, j),
             )
         )
     return out
@@ -295,14 +344,15 @@ def build_main(options: WorkloadOptions) -> Workload:
     rate = options.rate or 20.0
     data = options.data_dir or shared_data_dir()
     synthetic = not (data / CASTILLO_FILE).is_file() or not (data / ALPACA_EVAL_FILE).is_file()
+    sources: tuple[RowSource, ...] = ()
     if synthetic:
         held, train = _synthetic_pools(1, 200), _synthetic_pools(2, 200)
         desc = f"SYNTHETIC 5-task mix (data folder absent), {n} requests, Poisson {rate:g} req/s"
     else:
-        held, train = _load_main_pools(data)
+        held, train, sources = _load_main_pools(data)
         desc = (
-            f"5-task mix with real output lengths (CASTILLO Llama-3.1-8B test split + AlpacaEval "
-            f"llama-2-7b-chat), {n} requests, Poisson {rate:g} req/s"
+            f"5-task mix with real output lengths (CASTILLO Llama-3.1-8B + AlpacaEval llama-2-7b-chat, "
+            f"test prompts of the warehouse split), {n} requests, Poisson {rate:g} req/s"
         )
     train_requests = [r for task in sorted(train) for r in train[task].requests(task, "train-")]
 
@@ -324,6 +374,7 @@ def build_main(options: WorkloadOptions) -> Workload:
         profile="v100-llama2-7b-paper",
         info={"num_requests": n, "rate_rps": rate, "tasks": list(MAIN_TASKS)},
         sample_train=sample_train,
+        row_sources=sources,
     )
 
 
@@ -511,10 +562,12 @@ def fixed_trace_workload(
     profile: str,
     synthetic: bool = False,
     info: dict[str, object] | None = None,
+    row_sources: tuple[RowSource, ...] = (),
 ) -> Workload:
     """A workload replaying one fixed trace: split by time window (``split_and_scale``), the held-out
     part time-scaled to ``options.rate`` and cut to ``options.num_requests``; seeds change only the
-    routers' randomness. ``what`` names the trace in the description."""
+    routers' randomness. ``what`` names the trace in the description; ``row_sources`` the warehouse
+    rows it was read from."""
     train, held, split_info = split_and_scale(requests, rate=options.rate, num_requests=options.num_requests)
     rate = f", time-scaled to {options.rate:g} req/s" if options.rate else ""
     return Workload(
@@ -528,6 +581,7 @@ def fixed_trace_workload(
         profile=profile,
         seed_dependent=False,
         info={"num_requests": len(held), **(info or {}), **split_info},
+        row_sources=row_sources,
     )
 
 
@@ -554,6 +608,7 @@ def windowed_trace_workload(
     profile: str,
     synthetic: bool = False,
     info: dict[str, object] | None = None,
+    row_sources: tuple[RowSource, ...] = (),
 ) -> Workload:
     """A workload of seeded windows of one trace, for RL training and evaluation over many seeds.
 
@@ -600,6 +655,7 @@ def windowed_trace_workload(
             "whole_pools": whole,
         },
         sample_train=sample_train,
+        row_sources=row_sources,
     )
 
 
@@ -610,11 +666,10 @@ def build_azure(options: WorkloadOptions) -> Workload:
         raise FileNotFoundError(f"{folder} not found: the azure workload needs the Azure LLM 2023 traces")
     rate = options.rate or 12.0
     n = options.num_requests or 4000
-    from training.workloads.sources import trace_requests  # the warehouse reader: imported when read
+    from training.workloads.sources import scratch_warehouse, trace_requests  # imported when read
 
-    merged, report = trace_requests(
-        [folder / f for f in AZURE_FILES.values()], "azure", max_output_tokens=MAX_OUTPUT_TOKENS
-    )
+    files = [folder / f for f in AZURE_FILES.values()]
+    merged, report = trace_requests(files, "azure", max_output_tokens=MAX_OUTPUT_TOKENS)
     return fixed_trace_workload(
         "azure",
         "Azure LLM 2023 code+conv merged",
@@ -623,6 +678,7 @@ def build_azure(options: WorkloadOptions) -> Workload:
         num_instances=4,
         profile="a100-llama3-8b",
         info={"rate_rps": rate, "rows_read": report.rows_read, "quarantined": report.quarantined},
+        row_sources=(RowSource(scratch_warehouse(files, "azure")[0]),),
     )
 
 
@@ -640,7 +696,7 @@ def trace_workload(
     rows are quarantined with their reason and reported in ``info``, never silently dropped.
     """
     options = options or WorkloadOptions()
-    from training.workloads.sources import trace_requests
+    from training.workloads.sources import scratch_warehouse, trace_requests
 
     requests, report = trace_requests([path], fmt, max_output_tokens=MAX_OUTPUT_TOKENS)
     return fixed_trace_workload(
@@ -651,6 +707,7 @@ def trace_workload(
         num_instances=num_instances,
         profile=profile,
         info={"rows_read": report.rows_read, "quarantined": report.quarantined},
+        row_sources=(RowSource(scratch_warehouse([path], fmt)[0]),),
     )
 
 
@@ -671,6 +728,7 @@ def warehouse_workload(
     ``windows=False``: one fixed held-out slice (``fixed_trace_workload``); ``True``: seeded windows of
     both pools (``windowed_trace_workload``, what the RL router trains and is evaluated on)."""
     from training.workloads.sources import warehouse_requests
+    from warehouse.store import resolve_path
 
     options = options or WorkloadOptions()
     requests = warehouse_requests(warehouse, where=where, max_output_tokens=MAX_OUTPUT_TOKENS)
@@ -684,6 +742,7 @@ def warehouse_workload(
         profile=profile,
         synthetic=synthetic,
         info={"where": where},
+        row_sources=(RowSource(resolve_path(warehouse), where),),
     )
 
 

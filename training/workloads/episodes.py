@@ -8,7 +8,10 @@ an ``EpisodeSampler`` once per episode. The setting is anything with the fields 
 RL package in the order of ``training`` and imports nothing of it.
 
 The held-out pool is never sampled for training: ``episode_sampler`` draws from
-``Workload.sample_train`` only, and the predictor it injects is fitted on ``Workload.train``.
+``Workload.sample_train`` only. The predictor it injects is the setting's ``predictor``
+(``training.length.stored.PredictorChoice``: task mean fitted on ``Workload.train`` by default, or a
+registered predictor's stored predictions; ``training.workloads.predictors``), the same one the
+held-out replays of the setting use (``eval.spec.EvalSpec.for_setting``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from training.length.baselines import TaskMeanPredictor
+from training.length.stored import PredictorChoice
 from training.simulator.config import ClusterConfig
 from training.simulator.interface import LengthPredictor
 from training.simulator.latency import LatencyModel
@@ -34,6 +37,7 @@ class EpisodeSetting(Protocol):
     """The fields of a training setting this module reads (``RouterTrainConfig`` has them all).
 
     Units: requests, req/s. ``warehouse`` / ``where`` apply to ``workload = "warehouse"`` only.
+    ``predictor``: the length predictor of the episodes and the held-out replays.
     """
 
     @property
@@ -52,6 +56,8 @@ class EpisodeSetting(Protocol):
     def warehouse(self) -> str | None: ...
     @property
     def where(self) -> str: ...
+    @property
+    def predictor(self) -> PredictorChoice: ...
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,10 @@ def cluster_for(setting: EpisodeSetting) -> ClusterConfig:
 
 
 def episode_sampler(setting: EpisodeSetting, workload: Workload | None = None) -> EpisodeSampler:
-    """Episodes from the workload's TRAINING pool (raises when the workload has none)."""
+    """Episodes from the workload's TRAINING pool (raises when the workload has none), with the
+    setting's length predictor (``training.workloads.predictors.predictor_for``)."""
+    from training.workloads.predictors import predictor_for
+
     wl = workload or workload_for(setting)
     if wl.sample_train is None:
         raise ValueError(f"workload {wl.name!r} has no training-pool sampler (Workload.sample_train)")
@@ -116,6 +125,6 @@ def episode_sampler(setting: EpisodeSetting, workload: Workload | None = None) -
         sample=wl.sample_train,
         cluster=cluster_for(setting),
         latency_model=load_latency_model(setting.profile),
-        predictor=TaskMeanPredictor.fit(list(wl.train)),
+        predictor=predictor_for(getattr(setting, "predictor", None) or PredictorChoice(), wl),
         name=f"{wl.name}:train",
     )

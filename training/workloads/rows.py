@@ -20,7 +20,8 @@ REQUIRED_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens")
 def requests_from_table(
     table: pa.Table, *, max_output_tokens: int | None = None, rebase: bool = True
 ) -> list[Request]:
-    """Requests sorted by arrival (stable), arrivals rebased to start at 0 when ``rebase``.
+    """Requests sorted by arrival (stable), arrivals rebased to start at 0 when ``rebase``; each
+    request's ``row_id`` is its ``request_id`` (the warehouse row it replays).
 
     ``max_output_tokens`` clips output lengths (a serving ``max_tokens``; real prompt sets hold
     runaway generations). Raises ``ValueError`` naming missing columns.
@@ -54,6 +55,7 @@ def requests_from_table(
                 task=tasks[i] or "",
                 prefix_hash_ids=tuple(prefix) if prefix else None,
                 prompt_text=texts[i],
+                row_id=str(cols["request_id"][i]),
             )
         )
     return out

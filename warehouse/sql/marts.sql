@@ -67,3 +67,60 @@ SELECT source, task, count(*) AS requests, count(*) FILTER (WHERE status = 'fail
        count(DISTINCT trace_id) AS traces, min(arrival_s) AS first_arrival_s, max(arrival_s) AS last_arrival_s
 FROM marts.requests
 GROUP BY ALL;
+
+-- Every request that has its serving prompt text, with the one prompt split (warehouse/prompt_split.py:
+-- the macro marts.prompt_split). Rows without text (Azure, BurstGPT, Mooncake) are split by time
+-- window by the workloads instead, so they are not listed.
+CREATE OR REPLACE VIEW marts.prompt_split AS
+SELECT request_id, source, format, model, task, sha256(prompt_text) AS prompt_sha256,
+       marts.prompt_split(prompt_text) AS split
+FROM marts.requests
+WHERE prompt_text IS NOT NULL AND prompt_text <> '';
+
+-- One row per stored prediction of a request that succeeded: predicted vs true output length, the
+-- predicted bucket (argmax; ties to the lower bucket) and its probability, the true bucket (same
+-- edges: bucket i holds edges[i-1] < n <= edges[i]).
+CREATE OR REPLACE VIEW marts.length_prediction_errors AS
+SELECT p.model_name, p.model_version, p.request_id, r.source, coalesce(r.task, '') AS task, p.answered_by,
+       p.expected_output_tokens AS predicted_tokens, r.output_tokens AS actual_tokens,
+       abs(p.expected_output_tokens - r.output_tokens) AS abs_error_tokens,
+       list_position(p.bucket_probs, list_max(p.bucket_probs)) - 1 AS predicted_bucket,
+       list_max(p.bucket_probs) AS confidence,
+       len(list_filter(p.bucket_edges, lambda e: e < r.output_tokens)) AS actual_bucket
+FROM marts.length_predictions AS p JOIN marts.requests AS r USING (request_id)
+WHERE r.status = 'ok';
+
+-- Calibration per predictor version, task and predicted bucket: mean predicted vs true length, MAE,
+-- how often the true length fell in the predicted bucket and the mean probability the predictor gave it.
+CREATE OR REPLACE VIEW marts.length_calibration AS
+SELECT model_name, model_version, task, predicted_bucket, count(*) AS requests,
+       avg(predicted_tokens) AS mean_predicted_tokens, avg(actual_tokens) AS mean_actual_tokens,
+       avg(abs_error_tokens) AS mae_tokens,
+       avg((actual_bucket = predicted_bucket)::DOUBLE) AS bucket_accuracy,
+       avg(confidence) AS mean_confidence
+FROM marts.length_prediction_errors
+GROUP BY ALL;
+
+-- Per predictor version and task (task '(all)': every request): MAE, bucket accuracy and the expected
+-- calibration error (ECE) over 10 equal-width bins of the predicted bucket's probability.
+CREATE OR REPLACE VIEW marts.length_calibration_summary AS
+WITH scoped AS (
+    SELECT *, least(floor(confidence * 10), 9)::INTEGER AS conf_bin FROM marts.length_prediction_errors
+    UNION ALL BY NAME
+    SELECT * REPLACE ('(all)' AS task), least(floor(confidence * 10), 9)::INTEGER AS conf_bin
+    FROM marts.length_prediction_errors
+), bins AS (
+    SELECT model_name, model_version, task, conf_bin, count(*) AS n,
+           avg((actual_bucket = predicted_bucket)::DOUBLE) AS accuracy, avg(confidence) AS confidence
+    FROM scoped GROUP BY ALL
+), ece AS (
+    SELECT model_name, model_version, task, sum(n * abs(accuracy - confidence)) / sum(n) AS ece
+    FROM bins GROUP BY ALL
+)
+SELECT s.model_name, s.model_version, s.task, count(*) AS requests,
+       avg(s.predicted_tokens) AS mean_predicted_tokens, avg(s.actual_tokens) AS mean_actual_tokens,
+       avg(s.abs_error_tokens) AS mae_tokens,
+       avg((s.actual_bucket = s.predicted_bucket)::DOUBLE) AS bucket_accuracy,
+       any_value(e.ece) AS ece
+FROM scoped AS s JOIN ece AS e USING (model_name, model_version, task)
+GROUP BY s.model_name, s.model_version, s.task;

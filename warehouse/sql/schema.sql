@@ -196,3 +196,19 @@ SELECT 'v100-llama2-7b-paper-context', 3.2e-4, 0.02, 3.3e-5, marts.heavy_prefill
        'Jain et al. EuroMLSys''25 (arXiv 2408.13510), Llama-2-7B on V100; grad2 per token of decode context',
        0.0
 WHERE NOT EXISTS (SELECT 1 FROM marts.latency_profile WHERE name = 'v100-llama2-7b-paper-context');
+
+-- Output-length predictions: one row per (request, length-predictor version), written in batches by
+-- warehouse/predictions.py (`loadwise predict`, the nightly predict-lengths step, a replay that finds
+-- some missing). Replays read them through training/length/stored.py instead of calling the model.
+CREATE TABLE IF NOT EXISTS marts.length_predictions (
+    request_id VARCHAR NOT NULL,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    input_hash VARCHAR NOT NULL,
+    expected_output_tokens DOUBLE NOT NULL,
+    bucket_probs DOUBLE[] NOT NULL,
+    bucket_edges DOUBLE[] NOT NULL,
+    answered_by VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (request_id, model_name, model_version)
+);

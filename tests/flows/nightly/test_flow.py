@@ -1,9 +1,10 @@
 """The ``nightly-retrain`` flow end to end on a small synthetic warehouse (tiny RL router).
 
 One scenario, in order, because each phase starts from the state the previous one left:
-first run (trains, evaluates, gates) -> second run with no new data (nothing retrained) -> a step
-that fails (champion, warehouse and watermark untouched) -> a forced run whose challenger does not
-beat the hand-promoted champion and the best baseline (refused; champion unchanged).
+first run (trains, evaluates the RL policy and the tuned rules, registers the best, which becomes
+the first champion) -> second run with no new data (nothing retrained, nothing registered) -> a step
+that fails (champion, warehouse and watermark untouched) -> a run whose candidates do not beat the
+champion and the best baseline (refused; champion unchanged) -> another setting (not replaced).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     registry = ModelRegistry()
     connections_before = _live_connections()
 
-    # 1. First run: everything runs; the challenger is registered and gated against the baselines.
+    # 1. First run: everything runs; the best of the RL policy and the tuned rules is registered and,
+    #    with no champion yet, becomes the first one (not significantly worse than the best baseline).
     first = nightly_retrain(_config())
     assert first["synthetic"]
     steps = first["steps"]
@@ -85,17 +87,28 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     assert steps["retrain-length-predictor"].startswith("skipped")
     assert first["drift"]["drifted"] is None  # no reference window yet
     evaluation = first["evaluation"]
-    assert "challenger" in evaluation
+    names = ["challenger", "rule-workload_impact_greedy", "rule-workload_impact_greedy+hold",
+             "rule-least_tokens+hold"]  # fmt: skip
+    assert set(names) <= set(evaluation)
     assert "round_robin" in evaluation
     assert "champion" not in evaluation
+    router = first["router"]
+    assert [c["name"] for c in router["candidates"]] == names
+    assert [c["policy"] for c in router["candidates"]] == ["rl", *(f"rule:{n[5:]}" for n in names[1:])]
+    best = min(names, key=lambda n: (evaluation[n]["e2e_mean"], evaluation[n]["e2e_p99"], names.index(n)))
+    assert router["chosen"] == best
     gate = first["gate"]
     assert gate["champion"] is None
+    assert gate["challenger"] == best
     assert gate["best_baseline"] in evaluation
     assert [c["kind"] for c in gate["checks"]] == ["best_baseline"]
+    assert first["promoted"], gate["reason"]
+    assert gate["reason"].startswith(f"first champion: {best} is not significantly worse than the best")
     report_dir = Path(first["report_dir"])
     text = (report_dir / "report.md").read_text()
     assert "## Promotion gate" in text
-    assert "challenger" in text
+    assert "## Router candidates" in text
+    assert all(f"| {n} |" in text for n in names)
     assert any(Path(tmp_path / "home" / "nightly" / "evaluations").rglob("e2e_cdf.png"))
     cache = tmp_path / "home" / "nightly" / "cache"
     assert any(p.name.startswith("router-") for p in cache.iterdir())  # step results, keyed by inputs
@@ -110,30 +123,34 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     assert "Promotion gate" in str(Artifact.get("nightly-retrain-report").data)
     versions_after_first = len(registry.versions(LLM_ROUTER))
     assert versions_after_first == 1
-    # The gate's comparison is logged next to the model version (tag + report in its run).
+    # The gate's comparison is logged next to the model version (tag + report in its run), with its
+    # kind and why it was chosen; it is the champion.
     v1 = registry.versions(LLM_ROUTER)[0]
+    assert registry.find(LLM_ROUTER, "champion").version == v1.version
     assert v1.tags["loadwise.gate"] == gate["reason"]
+    assert v1.tags["loadwise.policy"] == router["policy"]
+    assert v1.tags["loadwise.chosen"].startswith(f"{best}: the lowest mean E2E of the night's 4 candidate(s)")
     logged = registry.client.download_artifacts(v1.run_id, "reports/gate.md", str(tmp_path))
     assert "Promotion gate" in Path(logged).read_text()
+    logged = registry.client.download_artifacts(v1.run_id, "reports/candidates.md", str(tmp_path))
+    assert all(f"| {n} |" in Path(logged).read_text() for n in names)
 
-    # 2. Same inputs again: every step is a cache hit (or skipped), no new model version.
+    # 2. Same inputs again: every step is a cache hit (or skipped), no new model version; the
+    #    champion chosen from these candidates stays.
     second = nightly_retrain(_config())
     assert second["ingest"]["ingested"] == 0
     assert second["drift"]["new_requests"] == 0
-    if first["promoted"]:
-        assert second["steps"]["train-router"].startswith("skipped")
-    else:
-        assert second["steps"]["train-router"] == "cached"
-        assert second["steps"]["evaluate-router"] == "cached"
-        assert second["gate"]["reason"] == gate["reason"]
+    assert second["steps"]["train-router"].startswith(
+        f"skipped: llm-router v{v1.version} ({router['policy']}), chosen from these candidates, is already"
+    )
     assert second["steps"]["retrain-impact-estimator"] == "cached"
+    assert registry.find(LLM_ROUTER, "champion").version == v1.version
     assert _runs(db)[-1][2] == ""  # nothing retrained
     assert len(registry.versions(LLM_ROUTER)) == versions_after_first
     assert len(registry.versions("impact-estimator")) == 1
 
     # 3. A failing step: the flow fails, the champion, warehouse and watermark stay as they were.
-    version1 = registry.versions(LLM_ROUTER)[0].version
-    registry.promote(LLM_ROUTER, version1)  # by hand: a champion to protect
+    version1 = registry.versions(LLM_ROUTER)[0].version  # the champion to protect
     rows_before = _request_count(db)
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -154,12 +171,15 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     assert _request_count(db) == rows_before
     assert _live_connections() <= connections_before  # the failed run's kept traceback holds none
 
-    # 4. A tiny 300-step challenger (seed 1) vs the champion and the best baseline: refused.
+    # 4. A tiny 300-step RL candidate (seed 1) and the rules vs the champion and the best baseline:
+    #    the night's best is refused (a rule identical to the champion is not a candidate: it is it).
     third = nightly_retrain(_config(router={**ROUTER, "seed": 1}))
     assert third["steps"]["train-router"] == "cached"  # trained by the failed run, result kept
     assert third["steps"]["evaluate-router"] == "ran"
     assert "champion" in third["evaluation"]
+    assert best not in [c["name"] for c in third["router"]["candidates"]] or best == "challenger"
     assert [c["kind"] for c in third["gate"]["checks"]] == ["champion", "best_baseline"]
+    assert third["gate"]["config"]["confidence"] > 0.95  # raised for the choice among the candidates
     assert not third["promoted"]
     assert not third["gate"]["passed"]
     assert third["steps"]["promote-router"] == "kept the champion"

@@ -69,8 +69,6 @@ def tiny_config(**kw: object) -> PredictorConfig:
         "patience": 5,
         "hidden": 16,
         "tabular_max_iter": 10,
-        "test_fraction": 0.25,
-        "val_fraction": 0.15,
         "bf16": False,
     }
     base.update(kw)

@@ -67,13 +67,23 @@ def test_split_is_deterministic_and_by_prompt():
     assert all(sets.values())
 
 
-def test_split_depends_on_seed_and_fractions():
+def test_split_is_the_warehouse_split_whatever_the_seed():
+    """The predictor's split is the warehouse's one split (``warehouse.prompt_split``): a function of
+    the text alone, the same for every config seed, about 20 % test and 10 % val."""
+    from warehouse.prompt_split import splits_of
+
+    rows = castillo_rows(n_prompts=60, samples=2)
+    a, b = prompts_from_rows(rows, PredictorConfig(seed=0)), prompts_from_rows(rows, PredictorConfig(seed=7))
+    assert a["split"].tolist() == b["split"].tolist() == splits_of(a["prompt_text"].tolist())
     texts = pd.Series([f"prompt {i}" for i in range(2000)])
-    s0 = split_prompts(texts, 0, 0.2, 0.1)
-    s1 = split_prompts(texts, 1, 0.2, 0.1)
-    assert (s0 != s1).any()
+    s0 = split_prompts(texts)
     assert abs((s0 == "test").mean() - 0.2) < 0.03
     assert abs((s0 == "val").mean() - 0.1) < 0.03
+
+
+def test_the_predictor_no_longer_takes_split_fractions():
+    with pytest.raises(ValueError, match=r"warehouse/prompt_split\.py"):
+        PredictorConfig(test_fraction=0.3)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize("name", ["meta-llama--Llama-3.1-8B-Instruct", "Llama-3.1-8B-Instruct"])
