@@ -24,6 +24,7 @@ from flows.cli.shared import (
     ChunkOpt,
     FormatOpt,
     HoldOpt,
+    HoldOrderOpt,
     InstancesOpt,
     JsonOnlyOpt,
     OrderOpt,
@@ -67,6 +68,7 @@ def replay(
     chunked_prefill: ChunkOpt = None,
     hold_headroom: HoldOpt = None,
     predictor: PredictorOpt = None,
+    hold_order: HoldOrderOpt = "arrival",
 ) -> None:
     """Replay one router on a workload or trace (one seed) and print its latency figures."""
     _run(
@@ -88,6 +90,7 @@ def replay(
         chunked_prefill=chunked_prefill,
         hold_headroom=hold_headroom,
         predictor=predictor,
+        hold_order=hold_order,
     )
 
 
@@ -111,6 +114,7 @@ def compare(
     chunked_prefill: ChunkOpt = None,
     hold_headroom: HoldOpt = None,
     predictor: PredictorOpt = None,
+    hold_order: HoldOrderOpt = "arrival",
 ) -> None:
     """Replay several routers on the same held-out requests and seeds; compare with round robin."""
     from training.routing.registry import router_names
@@ -139,6 +143,7 @@ def compare(
         chunked_prefill=chunked_prefill,
         hold_headroom=hold_headroom,
         predictor=predictor,
+        hold_order=hold_order,
     )
 
 
@@ -162,6 +167,7 @@ def _run(
     chunked_prefill: int | None = None,
     hold_headroom: float | None = None,
     predictor: str | None = None,
+    hold_order: str = "arrival",
 ) -> None:
     """The body of ``replay`` and ``compare``: check every option (usage errors, exit 2) and the
     ``--store`` target (exit 1) before any replay, build the ``EvalSpec``, replay, print."""
@@ -205,6 +211,12 @@ def _run(
         raise typer.BadParameter(
             f"--queue-policy must be fcfs, lwl or binpack, got {queue_policy!r}"
         ) from None
+    from training.simulator import RouterQueueOrder
+
+    try:
+        queue_order = RouterQueueOrder(hold_order.lower())
+    except ValueError:
+        raise typer.BadParameter(f"--hold-order must be arrival or shortest, got {hold_order!r}") from None
     choice = predictor_choice(predictor)
     try:
         spec = EvalSpec(
@@ -223,6 +235,7 @@ def _run(
             seeds=tuple(seeds),
             learned={name: LearnedPolicy(policy_dir=path) for name, path in learned.items()},
             predictor=choice,
+            router_queue_order=queue_order,
         )
     except ValidationError as exc:
         raise typer.BadParameter(validation_message(exc)) from None
@@ -266,6 +279,7 @@ def _run(
                     "synthetic": report.synthetic,
                     "profile": profile_name,
                     "chunked_prefill_tokens": chunked_prefill,
+                    "hold_order": queue_order.value,
                     "predictor": report.predictor,
                     "predictor_model": _predictor_model(choice),
                     "seeds": list(report.seeds),

@@ -54,6 +54,14 @@ PolicyOpt = Annotated[str, typer.Option("--queue-policy", help="instance queue p
 OrderOpt = Annotated[
     str | None, typer.Option("--order", help="table2 request order: random, alternating, lh_first, hl_first")
 ]
+HoldOrderOpt = Annotated[
+    str,
+    typer.Option(
+        "--hold-order",
+        help="which request the router's hold queue offers first at a tick: arrival, or shortest "
+        "(least predicted output tokens, aged by 100 tokens per second held)",
+    ),
+]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="write report.json, report.md and plots here")]
 StoreOpt = Annotated[
     Path | None, typer.Option("--store", help="also store results in marts.eval_results of this DuckDB file")

@@ -121,7 +121,7 @@ def _sequence(
 
     log.start("publish-report")
     steps = log.outcomes()
-    report_md = render_report(cfg, ingest, drift, steps, models, router)
+    report_md = render_report(cfg, ingest, drift, steps, models, router, predictions)
     publish_artifacts(report_md, router.evaluation, out_dir, router.eval_dir)
     watermark = ingest.latest_file if train else None  # None: consumed nothing (ops keeps the watermark)
     record_success(db, run, started, watermark, drift, log, router)

@@ -38,9 +38,10 @@ def predict_step(
     from flows.registry import ModelRegistry
 
     log.start(PREDICT_STEP)
-    choice = resolve_predictor(
-        cfg.routing_predictor, warehouse=db, registry=ModelRegistry(tracking_uri), allow_oracle=False
-    )
+    # 'registered' here means the default: the champion when there is one, else task mean (a first
+    # run, or a run whose predictor step was refused, still evaluates and registers a router)
+    text = None if cfg.routing_predictor == "registered" else cfg.routing_predictor
+    choice = resolve_predictor(text, warehouse=db, registry=ModelRegistry(tracking_uri), allow_oracle=False)
     updated = {
         seed: type(c).model_validate(
             {**c.model_dump(mode="json"), "predictor": choice.model_dump(mode="json")}

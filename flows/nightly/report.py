@@ -16,7 +16,14 @@ from pathlib import Path
 from flows.models.gate import LLM_ROUTER
 from flows.models.publish import Published
 from flows.nightly.config import NightlyConfig
-from flows.nightly.results import DriftResult, IngestResult, RouterOutcome, StepLog, Summary
+from flows.nightly.results import (
+    DriftResult,
+    IngestResult,
+    PredictionsResult,
+    RouterOutcome,
+    StepLog,
+    Summary,
+)
 
 
 def render_report(
@@ -26,8 +33,10 @@ def render_report(
     steps: dict[str, str],
     models: list[Published],
     router: RouterOutcome,
+    predictions: PredictionsResult | None = None,
 ) -> str:
-    """The run's markdown report (also the Prefect artifact)."""
+    """The run's markdown report (also the Prefect artifact). ``predictions``: the ``predict-lengths``
+    step's result (``None``: not run)."""
     gate, evaluation, eval_dir = router.gate, router.evaluation, router.eval_dir
     counts = ingest.report
     lines = [
@@ -57,6 +66,8 @@ def render_report(
             for m, v in ((m, m.version) for m in models)
         ),
     ]
+    if predictions is not None:
+        lines += ["", "## Length predictions the routers used", "", *_predictions_lines(predictions)]
     if router.candidates:
         from flows.nightly.router import candidates_markdown
 
@@ -89,6 +100,27 @@ def render_report(
         ]
     lines += ["", f"Config: `{cfg.model_dump_json()}`", ""]
     return "\n".join(lines)
+
+
+def _predictions_lines(predictions: PredictionsResult) -> list[str]:
+    """The routers' length predictor and what ``predict-lengths`` stored, per part of the rows."""
+    lines = [f"Every router candidate and baseline routed with **{predictions.predictor}**."]
+    stored = predictions.stored
+    if not stored:
+        return lines
+    lines += [
+        "",
+        "| rows | requests | already stored | inputs computed | written | seconds | ms per written row |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for part, st in dict(stored.get("parts") or {}).items():
+        if st:
+            lines.append(
+                f"| {part} | {st['rows']} | {st['cached']} | {st['distinct_inputs']} | {st['written']} | "
+                f"{st['total_s']:.1f} | {st['ms_per_written_row']:.3f} |"
+            )
+    lines += ["", "Stored in `marts.length_predictions`; calibration: `marts.length_calibration_summary`."]
+    return lines
 
 
 def _sort_key(figures: dict[str, float | bool | None]) -> float:

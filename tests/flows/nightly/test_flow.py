@@ -108,6 +108,10 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     text = (report_dir / "report.md").read_text()
     assert "## Promotion gate" in text
     assert "## Router candidates" in text
+    # no predictor champion (no data folder): every router routed on task means, and the report says so
+    assert first["predictions"] == {"predictor": "task_mean", "stored": None}
+    assert "## Length predictions the routers used" in text
+    assert "routed with **task_mean**" in text
     assert all(f"| {n} |" in text for n in names)
     assert any(Path(tmp_path / "home" / "nightly" / "evaluations").rglob("e2e_cdf.png"))
     cache = tmp_path / "home" / "nightly" / "cache"
@@ -317,9 +321,11 @@ def test_a_dask_cluster_gives_the_same_nightly_results(
     from flows.nightly.flow import run_nightly
 
     monkeypatch.setenv("LOADWISE_DATA_DIR", str(tmp_path / "no-data"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     results = {}
     for runner in ("threads", "dask"):
+        # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: without this the second run would use the
+        # first one's store (and, since issue 15, find the champion the first run promoted)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / runner))
         results[runner] = run_nightly(_config(router_seeds=(0, 1), task_runner=runner, eval_seeds=(0, 1)))
     threads, dask = results["threads"], results["dask"]
