@@ -113,7 +113,8 @@ def _predictions_lines(predictions: PredictionsResult) -> list[str]:
         "| rows | requests | already stored | inputs computed | written | seconds | ms per written row |",
         "|---|---|---|---|---|---|---|",
     ]
-    for part, st in dict(stored.get("parts") or {}).items():
+    parts = stored.get("parts")
+    for part, st in parts.items() if isinstance(parts, dict) else ():
         if st:
             lines.append(
                 f"| {part} | {st['rows']} | {st['cached']} | {st['distinct_inputs']} | {st['written']} | "
