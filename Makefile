@@ -11,7 +11,6 @@ export HF_HUB_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export PREFECT_LOGGING_LEVEL ?= WARNING
 
 .PHONY: venv run test test-all lint format typecheck bench lock clean
 

@@ -34,7 +34,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from eval.report import EvalReport, GroupMetrics, RouterResult, summarize_group, to_markdown, vs_baseline
+from eval.report import (
+    EvalReport,
+    GroupMetrics,
+    RouterResult,
+    new_evaluation,
+    summarize_group,
+    to_markdown,
+    vs_baseline,
+)
 from training.length.baselines import FixedPredictor, OraclePredictor, TaskMeanPredictor
 from training.length.stored import ORACLE_LABEL
 from training.routing.estimates import isolated_decode_s, prefill_s
@@ -313,6 +321,7 @@ def run_evaluation(
             by_class={c: g for c, g in by_class.items() if g.n_requests > 0},
             vs_baseline_pct=vs,
         )
+    evaluation_id, evaluated_at = new_evaluation()
     report = EvalReport(
         workload=workload.name,
         workload_description=workload.description,
@@ -329,6 +338,8 @@ def run_evaluation(
             "heavy_decode_tokens_at_128_prompt": length_threshold_tokens(latency_model),
         },
         routers=router_results,
+        evaluation_id=evaluation_id,
+        evaluated_at=evaluated_at,
     )
     first = {n: results[(n, seeds[0])] for n in names}
     return EvalRun(report=report, first_seed=first)

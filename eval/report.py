@@ -12,8 +12,11 @@ Units: seconds for latencies, counts for preemptions.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -36,6 +39,17 @@ def t_quantile_975(df: int) -> float:
         return _T975[df - 1]
     z = 1.959963984540054
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+EVALUATION_FIELDS = frozenset({"evaluation_id", "evaluated_at"})
+"""The fields of an ``EvalReport`` that name the evaluation rather than its results: two runs of the
+same spec and seeds differ in these only (``model_dump_json(exclude=set(EVALUATION_FIELDS))``)."""
+
+
+def new_evaluation() -> tuple[str, datetime]:
+    """A fresh ``(evaluation_id, evaluated_at)``: a random UUID and now (UTC). The harness gives
+    them to the report of each evaluation it runs."""
+    return str(uuid.uuid4()), datetime.now(UTC)
 
 
 def ci95_halfwidth(values: Sequence[float]) -> float:
@@ -124,6 +138,20 @@ class EvalReport(BaseModel):
     baseline: str
     class_thresholds: dict[str, float]
     routers: dict[str, RouterResult]
+    evaluation_id: str = ""
+    """The evaluation's id (a UUID, ``new_evaluation``), carried by ``marts.eval_results`` and, for a
+    nightly run, ``ops.nightly_runs``. Empty in a report made before ids: ``stored_id`` then."""
+    evaluated_at: datetime | None = None
+    """When the evaluation finished [UTC] (``None``: a report made before ids)."""
+
+    def stored_id(self) -> str:
+        """The id its ``marts.eval_results`` rows carry: ``evaluation_id``, or for a report made
+        before ids, the hash of its content (what those rows' ``run_id`` held then, so the rows an
+        old report stored and a cached old ``report.json`` still join)."""
+        if self.evaluation_id:
+            return self.evaluation_id
+        content = self.model_dump_json(exclude=set(EVALUATION_FIELDS))
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
 
     def summary(self) -> dict[str, dict[str, float | bool | None]]:
         """The flat per-router figures ``loadwise compare --json`` prints (seconds, counts, %)."""
@@ -199,6 +227,14 @@ def _fmt(stat: Stat, digits: int = 2) -> str:
     return f"{stat.mean:.{digits}f} ± {stat.ci95:.{digits}f}" if stat.ci95 else f"{stat.mean:.{digits}f}"
 
 
+def _evaluation_line(report: EvalReport) -> list[str]:
+    """The evaluation's id and time, as ``marts.eval_results`` holds them (none for an old report)."""
+    if not (report.evaluation_id and report.evaluated_at):
+        return []
+    when = f"{report.evaluated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+    return [f"- evaluation `{report.evaluation_id}`, finished {when} UTC (`marts.eval_results`)"]
+
+
 def to_markdown(report: EvalReport) -> str:
     """The report as markdown tables (overall, then E2E mean per task and per workload class)."""
     lines = [
@@ -216,6 +252,7 @@ def to_markdown(report: EvalReport) -> str:
         f"takes >= {report.class_thresholds['heavy_decode_s']:g} s; short/long split for routers at "
         f"{report.class_thresholds.get('short_long_threshold_tokens', float('nan')):.0f} "
         "predicted output tokens.",
+        *_evaluation_line(report),
         "",
         "| router | E2E mean (s) | E2E p50 | E2E p90 | E2E p99 | TTFT mean | TTFT p99 | TBT mean | "
         "router wait | queue wait | preemptions | E2E vs RR (%) |",

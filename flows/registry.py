@@ -35,9 +35,20 @@ opened with ``create=False`` (read-only commands) never creates a SQLite file: `
 under ``CODE_FOLDERS`` plus its serving module) equal an existing version's is not registered again:
 ``publish`` returns that version with ``reused=True`` and moves no alias.
 
-**Lineage.** Every run and model version is tagged with the git commit (and whether the tree was
-dirty), the data fingerprint the trainer computed (warehouse rows / profile files), the resolved
-config (also a run artifact) and the headline metrics.
+**Lineage, in MLflow's own fields where it has one.** The run and the LoggedModel (named after the
+registered model, not "model") carry ``mlflow.source.git.commit``; the data a model was trained on is
+the run's input dataset (``mlflow.log_input``, context ``training``: its digest is MLflow's hash of
+the rows); the headline metrics are run metrics (a version reads them through its run, not as tags);
+files a consumer does not load (e.g. the RL training's stable-baselines3 checkpoint) are run
+artifacts. Version tags keep what MLflow does not model: whether the tree was dirty, the trainer's
+``loadwise.data_fingerprint`` (a cache key over the inputs, e.g. the warehouse files' content hashes,
+not a hash of the rows), the resolved config (also a run artifact) and the identity below.
+
+**Relocatable store.** MLflow records absolute ``file://`` artifact locations. When the default SQLite
+store (``$LOADWISE_HOME/mlflow.db``, artifacts in ``mlartifacts`` beside it) was copied or moved to
+another folder, opening it rewrites the locations under the old ``mlartifacts`` to the one beside the
+database (``relocate_sqlite_store``; once, in one SQLite transaction), so a copied home resolves its
+models in its own folder. ``store_key`` names the store for cache keys without its absolute path.
 """
 
 from __future__ import annotations
@@ -102,6 +113,79 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{(loadwise_home() / 'mlflow.db').resolve()}"
 
 
+def store_key(uri: str, home: Path | None = None) -> str:
+    """The store's name in cache keys: ``home:<relative path>`` for a SQLite file inside the data home
+    (``$LOADWISE_HOME``; a copied or moved home keeps its keys), else the URI itself."""
+    path = sqlite_path(uri)
+    root = (home or loadwise_home()).resolve()
+    if path is not None and path.resolve().is_relative_to(root):
+        return f"home:{path.resolve().relative_to(root).as_posix()}"
+    return uri
+
+
+def relocate_sqlite_store(path: Path) -> int:
+    """Point a moved SQLite store's artifact locations at the ``mlartifacts`` folder beside it.
+
+    MLflow stores absolute ``file://`` URIs (experiments, runs, LoggedModels, model versions). When an
+    experiment's location is a ``.../mlartifacts`` folder other than ``path.parent / "mlartifacts"``
+    (the store was copied or moved with its data home) and that folder exists here, every location
+    under the old folder is rewritten to the new one in one transaction. Returns the rows changed (0:
+    nothing was moved). Only the folder of a moved home (gone) or a copied one (a database of the same
+    name beside it) is rewritten: an artifact root placed elsewhere on purpose
+    (``LOADWISE_ARTIFACT_ROOT``) is left alone.
+
+    Who calls this: ``ModelRegistry.client`` on first use of a SQLite store (~1 ms when nothing moved).
+    """
+    here = path.parent / "mlartifacts"
+    if not path.is_file() or not here.is_dir():
+        return 0
+    new = here.resolve().as_uri()
+    columns = (
+        ("experiments", "artifact_location"),
+        ("runs", "artifact_uri"),
+        ("logged_models", "artifact_location"),
+        ("model_versions", "storage_location"),
+    )
+    con = sqlite3.connect(path, timeout=PROBE_TIMEOUT_S)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return 0
+        olds = {
+            loc.rstrip("/")
+            for (loc,) in con.execute("SELECT artifact_location FROM experiments")
+            if loc and loc.startswith("file://") and loc.rstrip("/").endswith("/mlartifacts")
+        } - {new}
+        olds = {old for old in olds if _moved_home(old, path.name)}
+        changed = 0
+        with con:  # one transaction: all locations move, or none
+            for old in sorted(olds):
+                for table, column in columns:
+                    if table in tables:
+                        changed += con.execute(
+                            f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                            f"WHERE {column} = ? OR {column} LIKE ? ESCAPE '\\'",
+                            (new, len(old) + 1, old, _like_prefix(old + "/")),
+                        ).rowcount
+        return changed
+    finally:
+        con.close()
+
+
+def _moved_home(location: str, db_name: str) -> bool:
+    """Whether ``location`` (a ``file://.../mlartifacts`` URI) is the artifact folder of a data home that
+    was moved (the folder is gone) or copied (a database of the same name still sits beside it)."""
+    from urllib.request import url2pathname
+
+    folder = Path(url2pathname(urlsplit(location).path))
+    return not folder.exists() or (folder.parent / db_name).is_file()
+
+
+def _like_prefix(text: str) -> str:
+    """A SQL ``LIKE`` pattern matching strings that start with ``text`` (escape: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///FILE`` URI (``None`` for other stores or in-memory SQLite)."""
     if not uri.startswith("sqlite:///"):
@@ -128,7 +212,8 @@ def code_fingerprint(
 
 
 def model_identity(pkg: ModelPackage, code: str) -> str:
-    """What makes two registrations the same model: data fingerprint, config, requirements, code."""
+    """What makes two registrations the same model: data fingerprint, config, requirements, code (and
+    the pyfunc's ``model_config`` when it has one)."""
     text = json.dumps(
         {
             "name": pkg.name,
@@ -136,6 +221,7 @@ def model_identity(pkg: ModelPackage, code: str) -> str:
             "config": pkg.config,
             "requirements": sorted(pkg.pip_requirements),
             "code": code,
+            **({"model_config": dict(pkg.model_config)} if pkg.model_config else {}),
         },
         sort_keys=True,
         default=str,
@@ -201,6 +287,11 @@ class ModelPackage:
         description: one line for the registry.
         tags: extra version tags (full names, e.g. ``loadwise.policy``); not part of the identity.
         metadata: the MLmodel file's ``metadata`` (e.g. the router's snapshot column names).
+        model_config: the MLmodel's ``model_config`` (``context.model_config`` in the pyfunc; a
+            consumer overrides it with ``load_model(uri, model_config={...})``), e.g. torch threads.
+        training_data: the rows the model was trained on, logged as the run's input dataset.
+        run_artifacts: run artifact folder -> local file: files kept with the run that the served
+            model does not load (e.g. ``checkpoints`` -> the SB3 ``final_model.zip``).
     """
 
     name: str
@@ -217,6 +308,34 @@ class ModelPackage:
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    model_config: Mapping[str, Any] = field(default_factory=dict)
+    training_data: TrainingData | None = None
+    run_artifacts: Mapping[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A model's training rows, for ``mlflow.log_input`` (MLflow computes the dataset's digest).
+
+    Attributes:
+        frame: the rows (one per training example; keep it to the columns the trainer used).
+        name: the dataset's name in MLflow (e.g. ``llm-router-train``).
+        source: where the rows came from: a local file (the warehouse) or a description (a named
+            workload); shown as the dataset's source.
+    """
+
+    frame: pd.DataFrame
+    name: str
+    source: str
+
+    def dataset(self) -> Any:
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.pandas_dataset import from_pandas
+
+        source: Any = (
+            self.source if Path(self.source).is_absolute() else CodeDatasetSource({"source": self.source})
+        )
+        return from_pandas(self.frame, source=source, name=self.name)
 
 
 @dataclass(frozen=True)
@@ -318,6 +437,14 @@ class ModelRegistry:
             from mlflow import MlflowClient
             from mlflow.exceptions import MlflowException
 
+            path = sqlite_path(self.tracking_uri)
+            if path is not None and not os.environ.get("LOADWISE_ARTIFACT_ROOT"):
+                try:
+                    relocate_sqlite_store(path)
+                except sqlite3.Error as exc:
+                    raise self._store_error(
+                        f"cannot update the artifact locations in {path}: {exc}"
+                    ) from None
             try:
                 mlflow.set_tracking_uri(self.tracking_uri)
                 mlflow.set_registry_uri(self.tracking_uri)
@@ -564,24 +691,35 @@ class ModelRegistry:
                 + f"_cls = globals().get({cls!r}) or globals()['__getattr__']({cls!r})\n"
                 + "_mlflow_models.set_model(_cls())\n"
             )
+            git = (
+                {"mlflow.source.git.commit": lineage["git_commit"]}
+                if lineage["git_commit"] != "unknown"
+                else {}
+            )
             with mlflow.start_run(run_name=f"{pkg.name}"):
-                mlflow.set_tags({**tags, "mlflow.source.git.commit": lineage["git_commit"]})
+                mlflow.set_tags({**tags, **git})
+                if pkg.training_data is not None:
+                    mlflow.log_input(pkg.training_data.dataset(), context="training")
+                for folder, file in pkg.run_artifacts.items():
+                    mlflow.log_artifact(str(file), artifact_path=folder)
                 mlflow.log_params(_flat_params(pkg.config))
                 mlflow.log_metrics({k: float(v) for k, v in pkg.metrics.items()})
                 mlflow.log_text(json.dumps(pkg.config, indent=2, sort_keys=True, default=str), "config.json")
                 for fname, text in pkg.reports.items():
                     mlflow.log_text(text, f"reports/{fname}")
                 info = mlflow.pyfunc.log_model(
-                    name="model",
+                    name=pkg.name,
                     python_model=str(code),
                     artifacts={k: str(v) for k, v in pkg.artifacts.items()},
                     signature=signature,
                     input_example=pkg.input_example,
                     pip_requirements=list(pkg.pip_requirements),
                     metadata=dict(pkg.metadata) or None,
+                    model_config=dict(pkg.model_config) or None,
+                    tags=git or None,
                 )
         with redirect_stderr(StringIO()):  # MLflow prints "Successfully registered model ..." there
-            mv = mlflow.register_model(info.model_uri, pkg.name, tags={**tags, **_metric_tags(pkg.metrics)})
+            mv = mlflow.register_model(info.model_uri, pkg.name, tags=tags)
         if pkg.description:
             self.client.update_model_version(pkg.name, mv.version, description=pkg.description)
         self.client.set_registered_model_alias(pkg.name, alias, str(mv.version))
@@ -850,7 +988,3 @@ def _flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = str(value)[:500]
     return out
-
-
-def _metric_tags(metrics: Mapping[str, float]) -> dict[str, str]:
-    return {f"{TAG_PREFIX}metric.{k}": f"{float(v):.6g}" for k, v in metrics.items()}

@@ -9,6 +9,14 @@ only the parent leaves its workers behind), waits for ``/api/health`` (7-26 s he
 ``PREFECT_API_URL`` at it, and on exit stops the whole group (SIGTERM, then SIGKILL after a grace
 period). With ``--api-url`` an existing server (or Prefect Cloud) is used and nothing is started.
 
+Why not Prefect's own ``prefect server start --background`` / ``prefect server stop`` (3.8): the
+background server's output goes to a pipe that nobody reads once the starting command exits (no
+log file: a server that fails to start says nothing), ``stop`` signals one pid from a PID file in
+``PREFECT_HOME`` (one background server per home; a stale file after a crash), and neither waits
+for health. ``loadwise serve`` owns its server for exactly its own lifetime (started before
+serving, stopped on Ctrl-C / SIGTERM / error, log in ``server.log``), which those commands do not
+offer; they remain the tool for a server that outlives the command (docs/operations.md).
+
 The server keeps its SQLite database under ``PREFECT_HOME`` (``$LOADWISE_HOME/prefect``), so flow-run
 history survives restarts of ``loadwise serve``.
 
@@ -22,6 +30,7 @@ limit 1. The promotion itself does not rely on this: it is a compare-and-set (``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -160,10 +169,40 @@ def nightly_deployments(
 
 
 def serve_deployments(deployments: Sequence[Any], api_url: str, limit: int | None = RUNS_AT_ONCE) -> None:
-    """Serve ``deployments`` against ``api_url`` until interrupted (blocks); at most ``limit`` flow
-    runs at once across all of them (default one: ``nightly`` and ``drift-watch`` never overlap)."""
-    from prefect import serve
+    """Serve ``deployments`` against ``api_url`` until Ctrl-C or SIGTERM (blocks; returns normally
+    then); at most ``limit`` flow runs at once across all of them (default one: ``nightly`` and
+    ``drift-watch`` never overlap).
+
+    What ``prefect.serve`` does, with one difference: Prefect's ``Runner`` answers SIGTERM by calling
+    its async ``stop()`` from the signal handler, inside the event loop, where it returns a coroutine
+    nobody awaits ("coroutine 'Runner.astop' was never awaited"), then ``sys.exit(0)``: the caller's
+    cleanup after serving (``loadwise serve``'s stopping line) never ran. Here SIGTERM stops it as
+    Ctrl-C does (``runner_for``)."""
+    import asyncio
+
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        serve(*deployments, limit=limit, print_starting_message=True)
+        runner = runner_for(deployments, limit)
+        names = ", ".join(d.full_name for d in deployments)
+        print(
+            f"serving {names} (at most {limit or 'unlimited'} flow run at once); Ctrl-C to stop", flush=True
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(runner.start())
+
+
+def runner_for(deployments: Sequence[Any], limit: int | None = RUNS_AT_ONCE) -> Any:
+    """A Prefect ``Runner`` of ``deployments`` on which SIGTERM (systemd, ``docker stop``) is Ctrl-C:
+    a ``KeyboardInterrupt`` that unwinds ``runner.start()`` and its ``async with`` (schedules paused,
+    runs stopped, as on Ctrl-C)."""
+    from prefect.runner import Runner
+
+    class _Runner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            raise KeyboardInterrupt
+
+    runner = _Runner(limit=limit)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    return runner

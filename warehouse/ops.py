@@ -29,24 +29,18 @@ import pandas as pd
 
 from warehouse.store import connect_readonly, write_session
 
-NIGHTLY_RUNS_DDL = """
-CREATE SCHEMA IF NOT EXISTS ops;
-CREATE TABLE IF NOT EXISTS ops.nightly_runs (
-    run_id VARCHAR NOT NULL,            -- the Prefect flow-run id (or a uuid outside Prefect)
-    started_at TIMESTAMPTZ NOT NULL,
-    finished_at TIMESTAMPTZ NOT NULL,
-    status VARCHAR NOT NULL,            -- ok | failed
-    watermark_file_id INTEGER,          -- highest raw.files.file_id consumed (ok runs only)
-    new_requests BIGINT,                -- requests in the new window (file_id above the last watermark)
-    drifted BOOLEAN,                    -- NULL: no drift check (first run or no new requests)
-    drift_reasons VARCHAR,
-    retrained VARCHAR,                  -- comma-separated steps that ran (others were cached)
-    challenger_version VARCHAR,
-    promoted BOOLEAN,
-    decision VARCHAR,                   -- the promotion gate's one-line reason, or the error
-    details JSON                        -- drift report, gate checks, step results
-);
-"""
+NIGHTLY_RUNS_COLUMNS = (
+    "run_id", "started_at", "finished_at", "status", "watermark_file_id", "new_requests", "drifted",
+    "drift_reasons", "retrained", "challenger_version", "promoted", "decision", "details",
+    "evaluation_id",
+)  # fmt: skip
+"""The columns ``record_run`` writes. The table, its columns' meaning (``COMMENT``s) and the
+evaluation id added later are the warehouse's schema (``warehouse/sql/schema.sql``, ``comments.sql``)."""
+
+
+RUN_STATUSES = ("ok", "failed", "cancelled", "crashed")
+"""``ops.nightly_runs.status``: finished, raised, cancelled (from the Prefect UI or API) or crashed
+(its process interrupted or killed: Ctrl-C, SIGTERM); only ``ok`` runs move the watermark."""
 
 
 @dataclass(frozen=True)
@@ -129,18 +123,19 @@ def record_run(
     promoted: bool | None = None,
     decision: str = "",
     details: dict[str, Any] | None = None,
+    evaluation_id: str | None = None,
 ) -> int | None:
     """Append one row to ``ops.nightly_runs`` (atomic; creates the table when missing).
 
     ``watermark_file_id`` of an ``ok`` run is what it consumed (``None``: nothing); the row records
     the larger of it and the current watermark, read in the same write session, so the watermark
     never moves backwards whatever order overlapping runs finish in. ``failed`` rows record none.
-    Returns the watermark recorded.
+    ``evaluation_id``: the router evaluation the run judged by (``marts.eval_results.evaluation_id``;
+    ``None``: it evaluated nothing). Returns the watermark recorded.
     """
-    if status not in ("ok", "failed"):
-        raise ValueError(f"status must be 'ok' or 'failed', not {status!r}")
+    if status not in RUN_STATUSES:
+        raise ValueError(f"status must be one of {RUN_STATUSES}, not {status!r}")
     with write_session(warehouse) as con:
-        con.execute(NIGHTLY_RUNS_DDL)
         mark = None
         if status == "ok":
             row = con.execute(
@@ -151,7 +146,11 @@ def record_run(
         values = [
             run_id, started_at, datetime.now(UTC), status, mark, new_requests, drifted,
             drift_reasons, retrained, challenger_version, promoted, decision,
-            json.dumps(details or {}, default=str),
+            json.dumps(details or {}, default=str), evaluation_id,
         ]  # fmt: skip
-        con.execute(f"INSERT INTO ops.nightly_runs VALUES ({', '.join('?' * len(values))})", values)
+        con.execute(
+            f"INSERT INTO ops.nightly_runs ({', '.join(NIGHTLY_RUNS_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(values))})",
+            values,
+        )
     return mark

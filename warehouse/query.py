@@ -7,10 +7,13 @@ read one outside the warehouse, attach a database, load an extension or change a
 (``check_read_only``) only gives the common refusals a clearer message first, and maps what DuckDB
 refuses to one line (``ReadOnlyQueryError``).
 
-Exports (``--out``, ``--csv``, ``--parquet``) are written by this module, never by SQL the analyst
+Every output but the ``table`` view is written by DuckDB, never by hand and never by SQL the analyst
 types: the result leaves the locked connection once, as Arrow, and a private in-memory DuckDB that
-holds only that table writes it to a temporary file next to the target, which is then renamed over
-it. A failure leaves no file; the warehouse and its side files are refused as targets.
+holds only that table writes it (CSV, Parquet, a JSON array or JSON Lines: DuckDB's exact values,
+LF line ends). Exports (``--out``, ``--csv``, ``--parquet``) go to a temporary file next to the
+target, which is then renamed over it: a failure leaves no file, and the warehouse and its side
+files are refused as targets. Stdout (``--format csv|json|jsonl``) gets the bytes of the same writer
+(``write_stdout``), so a printed result and an exported one are the same bytes.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -30,7 +36,10 @@ from warehouse.errors import ExportError, QueryError, ReadOnlyQueryError, Wareho
 from warehouse.store import connect_analyst, resolve_path
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-EXPORT_FORMATS = ("csv", "parquet")
+EXPORT_FORMATS = ("csv", "parquet", "json", "jsonl")
+"""What DuckDB writes: CSV (header, LF), Parquet, a JSON array (one object per line), JSON Lines."""
+STDOUT_FORMATS = ("csv", "json", "jsonl")
+"""The formats ``loadwise sql`` prints on stdout (Parquet is binary: ``--out`` only)."""
 READ_ONLY = (
     "loadwise sql is read-only: reading files, writing, attaching, extensions and settings are disabled"
 )
@@ -217,7 +226,8 @@ def _check_target(out: Path, fmt: str, file: Path) -> Path:
     """The resolved path to write ``out`` to; ``ExportError`` when it may not or cannot be written."""
     if fmt not in EXPORT_FORMATS:
         raise ExportError(
-            f"export format must be csv or parquet (from --format or the file name's extension), got {fmt!r}"
+            f"export format must be {', '.join(EXPORT_FORMATS)} (from --format or the file name's "
+            f"extension), got {fmt!r}"
         )
     target = out.expanduser().resolve()
     own, spill, copies = _protected(file)
@@ -236,20 +246,33 @@ def _check_target(out: Path, fmt: str, file: Path) -> Path:
     return target
 
 
-def _write(result: pa.Table, target: Path, fmt: str) -> Path:
-    """Write ``result`` to a temporary file next to ``target`` (same extension); returns that file.
+_COPY_OPTIONS = {
+    "csv": "FORMAT csv, HEADER true",
+    "parquet": "FORMAT parquet",
+    "json": "FORMAT json, ARRAY true",
+    "jsonl": "FORMAT json",
+}
+
+
+def _duckdb_write(result: pa.Table, file: Path, fmt: str) -> None:
+    """DuckDB's ``COPY`` of ``result`` to ``file`` in ``fmt`` (one of ``EXPORT_FORMATS``).
 
     The writer is a private in-memory DuckDB holding only ``result``: it can reach no other data.
+    Values are DuckDB's own text for each type (doubles round-trip exactly, DECIMAL and HUGEINT
+    are numbers in JSON; CSV has a header and LF line ends). Raises ``duckdb.Error`` / ``OSError``.
     """
+    with duckdb.connect() as writer:
+        writer.register("result", result)
+        path = str(file).replace("'", "''")
+        writer.execute(f"COPY result TO '{path}' ({_COPY_OPTIONS[fmt]})")
+
+
+def _write(result: pa.Table, target: Path, fmt: str) -> Path:
+    """Write ``result`` to a temporary file next to ``target`` (same extension); returns that file."""
     tmp = target.with_name(f".{target.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}{target.suffix}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with duckdb.connect() as writer:
-            relation = writer.from_arrow(result)
-            if fmt == "csv":
-                relation.write_csv(str(tmp), header=True)
-            else:
-                relation.write_parquet(str(tmp))
+        _duckdb_write(result, tmp, fmt)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -270,12 +293,13 @@ def export_query(
     targets: Sequence[tuple[Path, str]],
     warehouse: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Write the result of a read-only ``query`` to each ``(path, "csv" | "parquet")``; returns its rows.
+    """Write the result of a read-only ``query`` to each ``(path, format)``; returns its rows.
 
     Every target is checked before the query runs (format, not the warehouse or its side files,
     not a folder); the query runs once; each file appears complete (temporary file, ``fsync``,
-    rename) or not at all, and the files are renamed only once all were written. CSV has a header;
-    Parquet keeps DuckDB's types. Raises ``ExportError`` (or the errors of ``run_query``).
+    rename) or not at all, and the files are renamed only once all were written. Formats:
+    ``EXPORT_FORMATS``; CSV has a header, Parquet keeps DuckDB's types. Raises ``ExportError`` (or
+    the errors of ``run_query``).
     """
     if not targets:
         raise ExportError("no export target given")
@@ -295,4 +319,29 @@ def export_query(
     finally:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
+    return result.num_rows
+
+
+def write_stdout(
+    query: str, fmt: str, stream: BinaryIO, warehouse: str | os.PathLike[str] | None = None
+) -> int:
+    """Write the result of a read-only ``query`` to ``stream`` as DuckDB writes ``fmt``; returns its rows.
+
+    ``fmt``: one of ``STDOUT_FORMATS``. Called by ``loadwise sql --format csv|json|jsonl`` once. The
+    bytes are those of an export to a file (``export_query``): DuckDB writes a private temporary
+    file (removed afterwards), which is copied to ``stream``. Nothing is written to ``stream`` when
+    the query or the writer fails. Raises ``ExportError`` (or the errors of ``run_query``).
+    """
+    if fmt not in STDOUT_FORMATS:
+        raise ExportError(f"stdout format must be {', '.join(STDOUT_FORMATS)}, got {fmt!r}")
+    result = fetch_arrow(query, warehouse)
+    with tempfile.TemporaryDirectory(prefix="loadwise-sql-") as folder:
+        file = Path(folder) / f"result.{fmt}"
+        try:
+            _duckdb_write(result, file, fmt)
+        except (OSError, duckdb.Error) as exc:
+            raise ExportError(f"cannot write the result as {fmt}: {_first_line(exc)}") from exc
+        with file.open("rb") as written:
+            shutil.copyfileobj(written, stream)
+    stream.flush()
     return result.num_rows

@@ -15,7 +15,11 @@ RUN_ENV: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",  # mlflow accepts only the string "true"
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # the default 20 s is tight here
-    "PREFECT_LOGGING_LEVEL": "WARNING",
+    # Prefect's loggers at INFO: the flows' and tasks' step logs reach the API (the UI's Logs tab);
+    # the terminal stays quiet through the console handler's level, not by dropping the logs
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "DO_NOT_TRACK": "1",  # Prefect's client telemetry and its first-run notice in a terminal
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # not "Creating initial MLflow database tables..." on every new store
     "TOKENIZERS_PARALLELISM": "false",  # no fork warnings from HF tokenizers under Prefect/pytest
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",

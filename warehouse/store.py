@@ -66,13 +66,60 @@ def schema_version() -> str:
     return digest.hexdigest()[:16]
 
 
+RENAMED_COLUMNS = (("marts", "eval_results", "run_id", "evaluation_id"),)
+"""``(schema, table, old, new)``: columns renamed since a release (DuckDB has no ``RENAME COLUMN IF
+EXISTS``, so ``apply_schema`` renames them here, before the SQL files, on warehouses that have the old
+name)."""
+
+
+def _rename_old_columns(con: duckdb.DuckDBPyConnection) -> None:
+    for schema, table, old, new in RENAMED_COLUMNS:
+        found = con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ? AND column_name = ?",
+            [schema, table, old],
+        ).fetchone()
+        if found and found[0]:
+            con.execute(f'ALTER TABLE {schema}.{table} RENAME COLUMN "{old}" TO "{new}"')
+
+
+def _sql_string(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+STAGING_TEMPLATE = "stg_canonical"
+"""The staging view whose column descriptions (``comments.sql``) every staging view shares."""
+
+
+def _copy_staging_comments(con: duckdb.DuckDBPyConnection) -> None:
+    """Give each staging view's columns the descriptions of ``STAGING_TEMPLATE``'s (the views have
+    the same columns: ``staging.sql``), so ``comments.sql`` states each of them once."""
+    rows = con.execute(
+        "SELECT v.table_name, v.column_name, t.comment FROM duckdb_columns() AS v "
+        "JOIN duckdb_columns() AS t ON t.database_name = v.database_name AND t.schema_name = v.schema_name "
+        "AND t.table_name = ? AND t.column_name = v.column_name "
+        "WHERE v.database_name = current_database() AND v.schema_name = 'staging' AND v.table_name <> ? "
+        "AND t.comment IS NOT NULL",
+        [STAGING_TEMPLATE, STAGING_TEMPLATE],
+    ).fetchall()
+    statements = [
+        f'COMMENT ON COLUMN staging."{view}"."{column}" IS {_sql_string(str(comment))}'
+        for view, column, comment in rows
+    ]
+    if statements:
+        con.execute(";\n".join(statements))
+
+
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables (if missing) and (re)create the macros, the staging and marts views and
     comments: first the workload-class macros (``warehouse.workload_class.SQL``) and the prompt-split
-    macro (``warehouse.prompt_split.SQL``), then ``SQL_FILES``.
+    macro (``warehouse.prompt_split.SQL``), then ``SQL_FILES``. Before them, columns renamed since a
+    release are renamed (``RENAMED_COLUMNS``); after them, the staging views get their shared column
+    descriptions (``_copy_staging_comments``), so every table, view and column has one.
 
     Skipped when ``raw.schema_version`` already holds this code's ``schema_version()`` (saves
-    ~0.3 s per load: the views and ~50 comments are re-created only when the SQL changed).
+    ~0.7 s per load: the views and ~400 comments are re-created only when the SQL changed).
     """
     version = schema_version()
     exists = con.execute(
@@ -84,11 +131,18 @@ def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
         and con.execute("SELECT version FROM raw.schema_version").fetchall() == [(version,)]
     ):
         return
+    _rename_old_columns(con)
     con.execute(workload_class.SQL)
     con.execute(prompt_split.SQL)
     for name in SQL_FILES:
         con.execute(sql_text(name))
+    _copy_staging_comments(con)
     con.execute("CREATE OR REPLACE TABLE raw.schema_version AS SELECT ? AS version", [version])
+    con.execute(
+        "COMMENT ON TABLE raw.schema_version IS "
+        "'Hash of the warehouse SQL that made this schema (warehouse.store.schema_version)'"
+    )
+    con.execute("COMMENT ON COLUMN raw.schema_version.version IS 'The hash (16 hex digits)'")
 
 
 def _is_lock_error(exc: BaseException) -> bool:

@@ -89,7 +89,7 @@ def bench_router(
 
     ref = parse_model_ref(model)
     if ref is None:
-        raise fail(f"--model must be NAME@ALIAS or NAME/VERSION, got {model!r}")
+        raise typer.BadParameter(f"must be NAME@ALIAS or NAME/VERSION, got {model!r}", param_hint="--model")
     registry = ModelRegistry()
     uri = model_uri(*ref)
     try:
@@ -121,15 +121,16 @@ def bench_predictor(
     """Length-predictor CPU latency per request at batch 1 and batch 64 (1 thread, real prompts)."""
     import tempfile
 
-    import torch
-
     from flows.registry import ModelRegistry, RegistryError, parse_model_ref
-    from training.length.bench import TARGET_MS_AT_64, benchmark_latency
-    from training.length.train import TrainedLengthPredictor
 
     ref = parse_model_ref(model)
     if ref is None:
-        raise fail(f"--model must be NAME@ALIAS or NAME/VERSION, got {model!r}")
+        raise typer.BadParameter(f"must be NAME@ALIAS or NAME/VERSION, got {model!r}", param_hint="--model")
+    import torch
+
+    from training.length.bench import TARGET_MS_AT_64, benchmark_latency
+    from training.length.train import TrainedLengthPredictor
+
     try:
         folder = ModelRegistry().download_artifact(
             *ref, "predictor", Path(tempfile.mkdtemp(prefix="loadwise-bench-"))

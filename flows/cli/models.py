@@ -22,16 +22,22 @@ import typer
 
 from flows.cli.predict import PredictorOpt, predictor_choice
 from flows.cli.shared import (
+    BucketKind,
     ChunkOpt,
     FlowOpt,
     HoldOpt,
     JsonOpt,
+    ProfileName,
+    RewardVariant,
+    RlAlgo,
+    TrainWorkload,
     WarehouseOpt,
     echo_json,
     fail,
     parse_seeds,
     router_table,
 )
+from flows.cli.ui import ui_hint
 
 app = typer.Typer()
 
@@ -78,15 +84,13 @@ def train_predictor_cmd(
     serving_model: Annotated[
         str, typer.Option(help="serving model whose output lengths to learn (CASTILLO name)")
     ] = "meta-llama--Llama-3.1-8B-Instruct",
-    buckets: Annotated[str, typer.Option(help="time|equal|quantile|log2 output-length buckets")] = "time",
-    seed: Annotated[int, typer.Option(min=0, help="split and training seed")] = 0,
+    buckets: Annotated[BucketKind, typer.Option(help="output-length buckets")] = "time",
+    seed: Annotated[int, typer.Option(min=0, help="training seed (the split is the warehouse's)")] = 0,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
     flow: FlowOpt = False,
 ) -> None:
     """Train the task-aware output-length predictor on the warehouse; register length-predictor."""
-    if buckets not in ("time", "equal", "quantile", "log2"):
-        raise fail(f"--buckets must be time, equal, quantile or log2, got {buckets!r}")
     config = {"serving_model": serving_model, "buckets": buckets, "seed": seed}
     registry = _checked_registry()
 
@@ -106,16 +110,12 @@ def train_predictor_cmd(
 
 @app.command("fit-estimator")
 def fit_estimator_cmd(
-    profile: Annotated[str, typer.Option(help="GPU latency profile to fit")] = "a100-llama2-7b",
+    profile: Annotated[ProfileName, typer.Option(help="GPU latency profile to fit")] = "a100-llama2-7b",
     seed: Annotated[int, typer.Option(min=0, help="sampling seed")] = 0,
     as_json: JsonOpt = False,
     flow: FlowOpt = False,
 ) -> None:
     """Fit the workload impact estimator from GPU profiles; register impact-estimator."""
-    from training.simulator.profiles import PROFILE_NAMES
-
-    if profile not in PROFILE_NAMES:
-        raise fail(f"unknown --profile {profile!r}; one of {', '.join(PROFILE_NAMES)}")
     config = {"profile": profile, "seed": seed}
     registry = _checked_registry()
 
@@ -133,10 +133,8 @@ def fit_estimator_cmd(
 
 @app.command("train-router")
 def train_router_cmd(
-    variant: Annotated[
-        str | None, typer.Option(help="baseline|aware|guided (reward variant) (default: guided)")
-    ] = None,
-    algo: Annotated[str | None, typer.Option(help="dqn|maskable-ppo (default: dqn)")] = None,
+    variant: Annotated[RewardVariant | None, typer.Option(help="reward variant (default: guided)")] = None,
+    algo: Annotated[RlAlgo | None, typer.Option(help="learning algorithm (default: dqn)")] = None,
     timesteps: Annotated[
         int | None, typer.Option(min=1, help="environment steps (routing decisions) (default: 100000)")
     ] = None,
@@ -146,11 +144,14 @@ def train_router_cmd(
         typer.Option(min=10, help="requests per episode and per held-out replay (default: 2000)"),
     ] = None,
     workload: Annotated[
-        str | None,
-        typer.Option(help="named workload whose training pool makes the episodes (default: main)"),
+        TrainWorkload | None,
+        typer.Option(
+            help="named workload whose training pool makes the episodes, or warehouse (seeded windows "
+            "of its rows) (default: main)"
+        ),
     ] = None,
     profile: Annotated[
-        str | None, typer.Option(help="latency profile (default: v100-llama2-7b-paper)")
+        ProfileName | None, typer.Option(help="latency profile (default: v100-llama2-7b-paper)")
     ] = None,
     instances: Annotated[int | None, typer.Option(min=1, help="instances (default: 4)")] = None,
     rate: Annotated[float | None, typer.Option(min=0.001, help="arrival rate, req/s (default: 20)")] = None,
@@ -179,10 +180,6 @@ def train_router_cmd(
     from flows.registry import RegistryError
     from training.rl.config import RouterTrainConfig
 
-    if variant is not None and variant not in ("baseline", "aware", "guided"):
-        raise fail(f"--variant must be baseline, aware or guided, got {variant!r}")
-    if algo is not None and algo not in ("dqn", "maskable-ppo"):
-        raise fail(f"--algo must be dqn or maskable-ppo, got {algo!r}")
     seeds = parse_seeds(eval_seeds, "--eval-seeds")
     flags = {"variant": variant, "algo": algo, "total_timesteps": timesteps, "seed": seed,
              "episode_requests": requests, "workload": workload, "profile": profile,
@@ -275,6 +272,8 @@ def models_cmd(
                 model["name"], row["version"], ",".join(row["aliases"]), metrics, row["git_commit"][:8]
             )
     Console().print(table if listing else "no registered models yet")
+    if listing:
+        Console().print(f"MLflow UI: {ui_hint(registry.tracking_uri)}", soft_wrap=True)
 
 
 @app.command("promote")
@@ -389,9 +388,7 @@ def _print_result(result: dict[str, Any], tracking_uri: str, headline: tuple[str
     console.print(table)
     promo = result["promotion"]
     console.print(("[green]promoted[/green]: " if promo["promoted"] else "not promoted: ") + promo["reason"])
-    console.print(
-        f"all {len(metrics)} metrics, config and report: mlflow ui --backend-store-uri {tracking_uri}"
-    )
+    console.print(f"all {len(metrics)} metrics, config and report: {ui_hint(tracking_uri)}")
 
 
 def _show_move(name: str, before: Any, after: Any) -> None:

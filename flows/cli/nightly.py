@@ -46,9 +46,12 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="ignore the step caches: retrain all")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
 ) -> None:
-    """Run the nightly retraining flow once (Prefect flow ``nightly-retrain``, local mode): ingest new
+    """Run the nightly retraining flow once (Prefect flow nightly-retrain, local mode): ingest new
     traces, check drift, retrain what changed, evaluate the RL router against the champion and every
-    baseline, promote it only if the statistical gate passes, write the report."""
+    baseline, promote it only if the statistical gate passes, write the report. Each step prints a
+    line as it starts and ends (with its duration), and a progress bar while it trains or replays."""
+    import sys
+
     from rich.console import Console
 
     console = Console()
@@ -77,11 +80,15 @@ def run(
     prefect_home()
     from flows.nightly.flow import run_nightly
 
+    steps = StepPrinter(sys.stderr if as_json else sys.stdout)  # --json: stdout is the JSON only
     try:
-        result = run_nightly(cfg)
+        result = run_nightly(cfg, on_step=steps)
     except WarehouseError as exc:
+        steps.close()
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    finally:
+        steps.close()
     if as_json:
         echo_json(result, indent=1)
         return
@@ -106,11 +113,12 @@ def run(
     if gate is not None:
         colour = "green" if result["promoted"] else "yellow"
         console.print(f"[{colour}]promotion gate:[/] {gate['reason']}", soft_wrap=True)
+    from flows.cli.ui import ui_hint
     from flows.registry import default_tracking_uri
 
     console.print("[bold]where to look[/]")
     console.print(f"  report:    {result['report_dir']}/report.md", soft_wrap=True)
-    console.print(f"  MLflow UI: mlflow ui --backend-store-uri {default_tracking_uri()}", soft_wrap=True)
+    console.print(f"  MLflow UI: {ui_hint(default_tracking_uri())}", soft_wrap=True)
     console.print(
         f'  warehouse: {result["warehouse"]}  (loadwise sql "SELECT * FROM ops.nightly_runs")',
         soft_wrap=True,
@@ -133,8 +141,8 @@ def serve(
         typer.Option(exists=True, dir_okay=False, help="nightly config file the scheduled runs use"),
     ] = None,
 ) -> None:
-    """Serve the scheduled retraining deployments (``nightly`` and the hourly ``drift-watch``) until
-    Ctrl-C; starts a Prefect server on loopback unless ``--api-url`` names one."""
+    """Serve the scheduled retraining deployments (nightly, and the hourly drift-watch) until Ctrl-C
+    or SIGTERM; starts a Prefect server on loopback unless --api-url names one."""
     nightly_config = _nightly_config(config) if config else None  # checked before the server starts
     from flows.serve import ServerError, nightly_deployments, prefect_server, serve_deployments
 
@@ -161,6 +169,82 @@ def serve(
             typer.echo("stopping the Prefect server (its whole process group)")
     except ServerError as exc:
         raise fail(str(exc)) from None
+
+
+class StepPrinter:
+    """``loadwise run``'s view of the flow's steps (``flows.nightly.flow.run_nightly(on_step=...)``):
+    one line per step as it starts and as it ends (outcome and duration), written and flushed as it
+    happens, whether ``stream`` is a terminal or a pipe, a file, cron's mail. In a terminal a long
+    step's progress (RL training steps, evaluation replays) is a progress bar under the lines; in a
+    pipe it is a line at every tenth of the way. Called in the flow's thread, a few times a second at
+    most (the training progress is polled every ``flows.nightly.router.PROGRESS_EVERY_S``)."""
+
+    def __init__(self, stream: Any) -> None:
+        from rich.console import Console
+
+        self.stream = stream
+        self.console = Console(file=stream, highlight=False)
+        self.live = self.console.is_terminal
+        self._bar: Any = None
+        self._task: Any = None
+        self._step = ""
+        self._tenths: dict[str, int] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.outcome == "progress":
+            self._progress(event)
+            return
+        self.close()
+        line = f"{_now()} {event.message()}"
+        if self.live:
+            self.console.print(line, soft_wrap=True, markup=False)
+        else:
+            self._write(line)
+
+    def _progress(self, event: Any) -> None:
+        total = max(int(event.total or 0), 1)
+        if not self.live:
+            tenth = 10 * int(event.done or 0) // total
+            if tenth > self._tenths.get(event.step, 0):
+                self._tenths[event.step] = tenth
+                self._write(f"{_now()} {event.message()}")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self._bar is not None and self._step != event.step:
+            self.close()
+        if self._bar is None:
+            self._step = event.step
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(event.unit),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(event.step, total=total)
+        self._bar.update(self._task, completed=event.done, total=total)
+
+    def _write(self, line: str) -> None:
+        # not print(): inside the flow run Prefect's log_prints turns a print to stdout into a log
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Take the progress bar off the terminal (at a step's end and when the run ends)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = self._task = None
+
+
+def _now() -> str:
+    """The local time of a step line (``HH:MM:SS``)."""
+    from datetime import datetime
+
+    return f"{datetime.now():%H:%M:%S}"
 
 
 def _nightly_config(path: Path | None, data: dict[str, Any] | None = None) -> Any:

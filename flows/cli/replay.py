@@ -205,18 +205,10 @@ def _run(
             get_entry(name)
         except KeyError as exc:
             raise typer.BadParameter(str(exc.args[0])) from None
-    try:
-        policy = QueuePolicy(queue_policy.lower())
-    except ValueError:
-        raise typer.BadParameter(
-            f"--queue-policy must be fcfs, lwl or binpack, got {queue_policy!r}"
-        ) from None
     from training.simulator import RouterQueueOrder
 
-    try:
-        queue_order = RouterQueueOrder(hold_order.lower())
-    except ValueError:
-        raise typer.BadParameter(f"--hold-order must be arrival or shortest, got {hold_order!r}") from None
+    policy = QueuePolicy(queue_policy)  # typer checked both (shared.QueuePolicyName, HoldOrderName)
+    queue_order = RouterQueueOrder(hold_order)
     choice = predictor_choice(predictor)
     try:
         spec = EvalSpec(

@@ -15,9 +15,47 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
+
+# -- choices --------------------------------------------------------------------------------------
+# Every option with a fixed set of values is one of these ``Literal`` types: typer checks it (a bad
+# value is a usage error, exit 2, before any work), lists it in ``--help`` and completes it. They are
+# spelled out here, not imported, so that ``loadwise --help`` imports none of the project's packages;
+# tests/flows/cli/test_choices.py checks each against the list it copies.
+
+TraceFormat = Literal[
+    "auto", "azure", "mooncake", "burstgpt", "vidur", "otel", "castillo", "alpaca-eval", "dolly", "canonical"
+]
+"""``warehouse.formats.FORMAT_CHOICES``: the formats ``loadwise ingest`` reads, and ``auto``."""
+SqlFormat = Literal["table", "csv", "parquet", "json", "jsonl"]
+"""``loadwise sql --format``: ``table`` (printed by rich), or ``warehouse.query.EXPORT_FORMATS``."""
+WorkloadName = Literal["main", "table2", "azure", "prefix"]
+"""``training.workloads.catalog.workload_names()``: the registered workloads."""
+TrainWorkload = Literal["main", "table2", "azure", "prefix", "warehouse"]
+"""``RouterTrainConfig.workload``: a registered workload, or ``warehouse`` (its published rows)."""
+ProfileName = Literal[
+    "v100-llama2-7b-paper",
+    "v100-llama2-7b-paper-context",
+    "a100-llama2-7b",
+    "h100-llama2-7b",
+    "a40-llama2-7b",
+    "a100-llama3-8b",
+]
+"""``training.simulator.profiles.PROFILE_NAMES``: the latency profiles."""
+QueuePolicyName = Literal["fcfs", "lwl", "binpack"]
+"""``training.simulator.QueuePolicy`` values."""
+HoldOrderName = Literal["arrival", "shortest"]
+"""``training.simulator.RouterQueueOrder`` values."""
+Table2Order = Literal["random", "alternating", "lh_first", "hl_first"]
+"""``training.workloads.catalog.TABLE2_ORDERS``."""
+BucketKind = Literal["time", "equal", "quantile", "log2"]
+"""``training.length.config.BucketKind``: the length predictor's output-length buckets."""
+RewardVariant = Literal["baseline", "aware", "guided"]
+"""``training.rl.rewards.Variant``."""
+RlAlgo = Literal["dqn", "maskable-ppo"]
+"""``RouterTrainConfig.algo``."""
 
 # -- option types ---------------------------------------------------------------------------------
 # Reused as ``name: SomeOpt = default``; the default stays at each command (it differs by command).
@@ -29,17 +67,13 @@ JsonOnlyOpt = Annotated[bool, typer.Option("--json", help="print one JSON object
 FlowOpt = Annotated[bool, typer.Option("--flow", help="run as the Prefect flow")]
 
 WorkloadOpt = Annotated[
-    str | None,
-    typer.Option("--workload", "-w", help="named workload: main, table2, azure, prefix (default: main)"),
+    WorkloadName | None, typer.Option("--workload", "-w", help="named workload (default: main)")
 ]
 TraceOpt = Annotated[
     Path | None, typer.Option("--trace", help="replay this trace file instead of a workload")
 ]
 FormatOpt = Annotated[
-    str,
-    typer.Option(
-        "--format", help="trace format: any `loadwise ingest` format (auto, canonical, azure, mooncake, ...)"
-    ),
+    TraceFormat, typer.Option("--format", help="trace format of --trace (auto: detected from the file)")
 ]
 InstancesOpt = Annotated[
     int | None, typer.Option("--instances", "-n", min=1, help="instances (default: workload's)")
@@ -48,16 +82,19 @@ RateOpt = Annotated[
     float | None, typer.Option("--rate", help="arrival rate, req/s, > 0 (traces: time-scaled)")
 ]
 RequestsOpt = Annotated[int | None, typer.Option("--requests", min=1, help="held-out requests to replay")]
-ProfileOpt = Annotated[str | None, typer.Option("--profile", help="latency profile (default: workload's)")]
-SeedsOpt = Annotated[str, typer.Option("--seeds", help="comma-separated seeds")]
-PolicyOpt = Annotated[str, typer.Option("--queue-policy", help="instance queue policy: fcfs, lwl, binpack")]
-OrderOpt = Annotated[
-    str | None, typer.Option("--order", help="table2 request order: random, alternating, lh_first, hl_first")
+ProfileOpt = Annotated[
+    ProfileName | None, typer.Option("--profile", help="latency profile (default: workload's)")
 ]
+SeedsOpt = Annotated[str, typer.Option("--seeds", help="comma-separated seeds")]
+PolicyOpt = Annotated[
+    QueuePolicyName, typer.Option("--queue-policy", case_sensitive=False, help="instance queue policy")
+]
+OrderOpt = Annotated[Table2Order | None, typer.Option("--order", help="table2 request order")]
 HoldOrderOpt = Annotated[
-    str,
+    HoldOrderName,
     typer.Option(
         "--hold-order",
+        case_sensitive=False,
         help="which request the router's hold queue offers first at a tick: arrival, or shortest "
         "(least predicted output tokens, aged by 100 tokens per second held)",
     ),

@@ -14,20 +14,17 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.shared import JsonOpt, WarehouseOpt, echo_json, fail
+from flows.cli.shared import JsonOpt, SqlFormat, TraceFormat, WarehouseOpt, echo_json, fail
 
 app = typer.Typer()
 
-FORMAT_HELP = "auto|azure|mooncake|burstgpt|vidur|otel|castillo|alpaca-eval|dolly|canonical"
+SUFFIX_FORMATS = {"ndjson": "jsonl"}
+"""``sql --out FILE`` without ``--format``: file extensions that name another format."""
 
 
 def _cell(value: Any) -> str:
-    """A query result's value as a table or CSV cell: floats with 6 significant digits, NULL empty."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+    """A query result's value as a ``table`` cell: Python's exact text (floats round-trip), NULL empty."""
+    return "" if value is None else str(value)
 
 
 def _print_ingest_table(report: dict[str, Any]) -> None:
@@ -60,7 +57,9 @@ def _print_ingest_table(report: dict[str, Any]) -> None:
 @app.command("ingest")
 def ingest_cmd(
     paths: Annotated[list[Path], typer.Argument(help="trace files or directories")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "auto",
+    fmt: Annotated[
+        TraceFormat, typer.Option("--format", "-f", help="trace format (auto: detected per file)")
+    ] = "auto",
     source: Annotated[str | None, typer.Option(help="source label (default: the format name)")] = None,
     warehouse: WarehouseOpt = None,
     as_json: JsonOpt = False,
@@ -119,7 +118,12 @@ def sql_cmd(
     query: Annotated[str, typer.Argument(help="a read-only query (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN)")],
     warehouse: WarehouseOpt = None,
     out_format: Annotated[
-        str, typer.Option("--format", help="table|csv|json (stdout), or csv|parquet with --out")
+        SqlFormat,
+        typer.Option(
+            "--format",
+            help="table|csv|json|jsonl (stdout; json: one array, jsonl: JSON Lines), "
+            "or csv|parquet|json|jsonl with --out",
+        ),
     ] = "table",
     out: Annotated[Path | None, typer.Option("--out", help="export the whole result to this file")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="export the result as CSV")] = None,
@@ -128,48 +132,43 @@ def sql_cmd(
     ] = None,
     max_rows: Annotated[int, typer.Option(help="rows printed at most (table format)")] = 200,
 ) -> None:
-    """Query the warehouse read-only; print a table, CSV or JSON, or export CSV / Parquet.
+    """Query the warehouse read-only; print a table, CSV, JSON or JSON Lines, or export to files.
 
     DuckDB itself keeps the query read-only: it cannot read a file or URL outside the
-    warehouse, write, attach, install or load an extension, or change a setting. --out, --csv
-    and --parquet are written by loadwise from the result (never the warehouse or its files).
+    warehouse, write, attach, install or load an extension, or change a setting. Every format
+    but the table is written by DuckDB from the result (exact values, LF line ends), on stdout
+    or, with --out, --csv and --parquet, to files (never the warehouse or its files).
     """
     from warehouse.errors import WarehouseError
-    from warehouse.query import export_query, run_query
+    from warehouse.query import export_query, run_query, write_stdout
 
-    if out_format not in ("table", "csv", "json", "parquet"):
-        raise fail(f"--format must be table, csv, json or parquet, got {out_format!r}")
+    exports = [(p, f) for p, f in ((csv_out, "csv"), (parquet_out, "parquet")) if p is not None]
+    if out is not None:
+        suffix = out.suffix.lstrip(".").lower()
+        exports.append((out, out_format if out_format != "table" else SUFFIX_FORMATS.get(suffix, suffix)))
+    if not exports and out_format == "parquet":
+        raise typer.BadParameter(
+            "parquet is binary: give --out FILE.parquet (or --parquet FILE)", param_hint="--format"
+        )
     try:
-        exports = [(p, f) for p, f in ((csv_out, "csv"), (parquet_out, "parquet")) if p is not None]
-        if out is not None:
-            fmt = out_format if out_format in ("csv", "parquet") else out.suffix.lstrip(".").lower()
-            exports.append((out, fmt))
         if exports:
             n = export_query(query, exports, warehouse)
             for path, fmt in exports:
                 typer.echo(f"wrote {n} rows to {path} ({fmt})", err=True)
             return
-        limit = max_rows if out_format == "table" else None
-        table = run_query(query, warehouse, None if limit is None else limit + 1)
+        if out_format != "table":
+            write_stdout(query, out_format, sys.stdout.buffer, warehouse)
+            return
+        table = run_query(query, warehouse, max_rows + 1)
     except WarehouseError as exc:
         raise fail(str(exc)) from None
-    if out_format == "json":
-        echo_json(table.records())
-    elif out_format == "csv":
-        import csv
+    from rich.console import Console
+    from rich.table import Table
 
-        writer = csv.writer(sys.stdout)
-        writer.writerow(table.columns)
-        writer.writerows([[_cell(v) for v in row] for row in table.rows])
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        rows = table.rows[:max_rows]
-        rich_table = Table(*table.columns)
-        for row in rows:
-            rich_table.add_row(*(_cell(v) for v in row))
-        console = Console()
-        console.print(rich_table)
-        if len(table.rows) > max_rows:
-            console.print(f"(first {max_rows} rows shown; use --max-rows or --out for more)")
+    rich_table = Table(*table.columns)
+    for row in table.rows[:max_rows]:
+        rich_table.add_row(*(_cell(v) for v in row))
+    console = Console()
+    console.print(rich_table)
+    if len(table.rows) > max_rows:
+        console.print(f"(first {max_rows} rows shown; use --max-rows or --out for more)")

@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from flows.models.gate import IMPACT_ESTIMATOR
 from flows.models.publish import Published, metric_gate, publish
-from flows.registry import ModelPackage, ModelRegistry
+from flows.registry import ModelPackage, ModelRegistry, TrainingData
 
 if TYPE_CHECKING:
     from training.impact.fit import EstimatorConfig, FittedEstimator
 
 Progress = Callable[[str], None]
 
-ESTIMATOR_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
-"""What the estimator's pyfunc needs at serving time (``training/impact/serving.py`` imports no more)."""
+ESTIMATOR_REQUIREMENTS = ["mlflow-skinny==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
+"""What the estimator's pyfunc needs at serving time (``training/impact/serving.py`` imports no more):
+MLflow's client only (``mlflow-skinny``), numpy and pandas."""
 
 
 def fit_estimator(
@@ -59,8 +60,21 @@ def register_estimator(fitted: FittedEstimator, registry: ModelRegistry) -> Publ
             data_fingerprint=fitted.data_fingerprint,
             reports={"impact_estimator.md": report_md},
             description=f"iteration latency vs prefill/decode mix for {cfg.profile} ({fitted.chosen})",
+            training_data=_training_data(fitted),
         )
         return publish(registry, pkg, report_md, metric_gate(registry, IMPACT_ESTIMATOR))
+
+
+def _training_data(fitted: FittedEstimator) -> TrainingData | None:
+    """The engine iterations the estimator was fitted on, as the version's input dataset (``None``:
+    a preset, fitted on nothing)."""
+    if fitted.training_frame is None:
+        return None
+    replays = [r.replay_id for r in fitted.report.replays if not r.heldout]
+    source = f"engine iterations of replays {replays} on GPU profile {fitted.config.profile}"
+    return TrainingData(
+        fitted.training_frame, name=f"impact-estimator-train:{fitted.config.profile}", source=source
+    )
 
 
 def fit_and_register_estimator(

@@ -5,10 +5,17 @@ Who calls this: every path that moves ``champion``: the metric models' registrat
 ``promote-router`` step and ``loadwise promote`` by hand; each asks ``gate_verdict`` and moves with a
 compare-and-set against the champion the verdict was about, under ``ModelRegistry.champion_lock``.
 
-- ``length-predictor``: the challenger's expected-length MAE in tokens on held-out prompts must be
-  strictly lower than the champion's, for the same serving model (a bucket-free metric, so
-  predictors with different bucket schemes compare fairly). A different serving model never replaces
-  the champion automatically.
+- ``length-predictor``: two conditions, both required. (1) Accuracy: the challenger's expected-length
+  MAE in tokens on held-out prompts must be strictly lower than the champion's, for the same serving
+  model (a bucket-free metric, so predictors with different bucket schemes compare fairly). A
+  different serving model never replaces the champion automatically. (2) Routing: a router that
+  reads the predictions, replayed on the same held-out windows and seeds with the challenger's and
+  with the champion's predictions (``flows.models.predictor.routing_evidence``), must not route
+  worse with the challenger: its mean E2E at most ``PREDICTOR_MEAN_TOLERANCE_PCT`` higher and its
+  p99 E2E at most ``PREDICTOR_P99_TOLERANCE_PCT`` higher (``routing_verdict``). The replay's figures
+  are recorded on the version (``PREDICTOR_ROUTING_TAG``) with the champion they were measured
+  against; like the router's evidence they hold only while that champion still serves. The first
+  champion needs no replay (nothing to compare with).
 - ``impact-estimator``: held-out MAPE of iteration time strictly lower, for the same GPU profile (the
   paper's V100 preset has no held-out points: it becomes champion only when there is none).
 - ``llm-router``: the statistical gate (``eval.gate.promotion_gate``: paired per-seed interval and p99
@@ -26,10 +33,11 @@ here trains or registers.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flows.registry import (
     CHAMPION,
@@ -52,6 +60,19 @@ IMPACT_ESTIMATOR = "impact-estimator"
 LLM_ROUTER = "llm-router"
 PREDICTOR_GATE_METRIC = "mae_tokens"
 ESTIMATOR_GATE_METRIC = "chosen.holdout_mape_pct"
+PREDICTOR_ROUTING_TAG = "loadwise.gate.routing"
+"""Version tag of a ``length-predictor`` challenger: its routing replay against the champion (JSON,
+``flows.models.predictor.RoutingEvidence``)."""
+PREDICTOR_MEAN_TOLERANCE_PCT = 1.0
+"""Routing with the challenger's predictions may raise the mean E2E by at most this many percent.
+Why 1 %: the replays are paired (same requests, arrivals and seeds; deterministic), so any
+difference is the predictions' doing, but a prediction change that moves a few requests' order
+shifts a 300-request mean by a few tenths of a percent either way; a more accurate predictor must
+not be refused for that, while a 1 % slowdown is about the smallest effect docs/evaluation.md
+reports between routers."""
+PREDICTOR_P99_TOLERANCE_PCT = 0.0
+"""Routing with the challenger's predictions must not raise the p99 E2E at all (the statistical router
+gate's default, ``eval.gate.GateConfig.p99_tolerance_pct``)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,11 @@ def gate_verdict(registry: ModelRegistry, name: str, version: str) -> Verdict:
     gate = METRIC_GATES.get(name)
     if gate is not None:
         passed, reason = metric_verdict(cand, champ, gate.metric, gate.higher_is_better, scope=gate.scope)
+        if name == LENGTH_PREDICTOR and passed and current is not None:
+            routed, why = routing_verdict(cand.tags.get(PREDICTOR_ROUTING_TAG), current)
+            return Verdict(
+                routed, f"{reason}; {why}" if routed else f"kept champion: {why} ({reason})", current
+            )
         return Verdict(passed, reason, current)
     if name != LLM_ROUTER:
         return Verdict(False, f"no gate is defined for model {name!r}", current)
@@ -120,6 +146,52 @@ def gate_verdict(registry: ModelRegistry, name: str, version: str) -> Verdict:
             current,
         )
     return Verdict(True, f"the gate passed v{version} against champion {v_(compared)}: {recorded}", current)
+
+
+def routing_verdict(
+    evidence: str | Mapping[str, object] | None,
+    champion: str,
+    mean_tolerance_pct: float = PREDICTOR_MEAN_TOLERANCE_PCT,
+    p99_tolerance_pct: float = PREDICTOR_P99_TOLERANCE_PCT,
+) -> tuple[bool, str]:
+    """Whether a ``length-predictor`` challenger routes no worse than ``champion`` (the version now
+    serving), from its recorded routing replay (``PREDICTOR_ROUTING_TAG``: JSON text or its dict);
+    ``(passed, reason)``. Pure. Refused: no evidence, evidence measured against another champion, a
+    non-finite figure, a mean E2E more than ``mean_tolerance_pct`` above the champion's, or a p99
+    E2E more than ``p99_tolerance_pct`` above it (both averaged over the replay's seeds)."""
+    if evidence is None:
+        return False, (
+            f"no routing evidence: the challenger was not replayed against champion v{champion} "
+            "(train-predictor and the nightly do that before the gate)"
+        )
+    try:
+        ev: dict[str, Any] = json.loads(evidence) if isinstance(evidence, str) else dict(evidence)
+        against = str(ev["champion"])
+        ours_mean, ours_p99 = float(ev["challenger_mean_e2e_s"]), float(ev["challenger_p99_e2e_s"])
+        theirs_mean, theirs_p99 = float(ev["champion_mean_e2e_s"]), float(ev["champion_p99_e2e_s"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return False, f"unreadable routing evidence ({type(exc).__name__}: {exc})"
+    if against != champion:
+        return False, (
+            f"the routing replay compared with champion v{against}, but the champion is now v{champion}: "
+            "that evidence no longer applies (train again)"
+        )
+    setting = ev.get("setting", "a router that reads the predictions")
+    figures = (
+        f"routing with {setting}: mean E2E {ours_mean:.3f} s vs champion v{champion} {theirs_mean:.3f} s, "
+        f"p99 {ours_p99:.2f} s vs {theirs_p99:.2f} s"
+    )
+    if not all(math.isfinite(x) for x in (ours_mean, ours_p99, theirs_mean, theirs_p99)):
+        return False, f"routes worse: a non-finite figure ({figures})"
+    worse = []
+    if ours_mean > theirs_mean * (1 + mean_tolerance_pct / 100):
+        worse.append(f"mean E2E more than {mean_tolerance_pct:g} % higher")
+    if ours_p99 > theirs_p99 * (1 + p99_tolerance_pct / 100):
+        more = f" by more than {p99_tolerance_pct:g} %" if p99_tolerance_pct else ""
+        worse.append(f"p99 E2E higher{more}")
+    if worse:
+        return False, f"routes worse ({' and '.join(worse)}): {figures}"
+    return True, f"routes no worse: {figures}"
 
 
 def v_(version: str | None) -> str:

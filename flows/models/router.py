@@ -24,6 +24,7 @@ evaluation and registration below, as tasks of ``flows.tasks``), once per run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -46,6 +47,7 @@ from flows.registry import (
     ModelRegistry,
     PromotionDecision,
     RegisteredVersion,
+    TrainingData,
 )
 
 if TYPE_CHECKING:
@@ -55,8 +57,10 @@ if TYPE_CHECKING:
     from training.rl.policy_serving import LinearLatency
     from training.rl.train import TrainedRouter
 
-ROUTER_REQUIREMENTS = ["mlflow==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
-"""The router's pyfunc runs the exported numpy policy: no torch or stable-baselines3 at serving."""
+ROUTER_REQUIREMENTS = ["mlflow-skinny==3.17.2", "numpy==2.4.6", "pandas==3.1.1"]
+"""The router's pyfunc runs the exported numpy policy: no torch or stable-baselines3 at serving, and
+MLflow's client only (``mlflow-skinny``: ``mlflow.pyfunc`` without the server, UI and their
+dependencies; docs/operations.md measures the install)."""
 
 POLICY_TAG = f"{TAG_PREFIX}policy"
 """On an ``llm-router`` version: what it is, ``rl`` or ``rule:<name>`` (its parameters are in its config
@@ -280,6 +284,9 @@ class RouterCandidate:
             same model, not registered again).
         description: one line for the registry and the reports.
         train_stats: numeric training figures (logged as ``train.*`` metrics; none for a rule).
+        checkpoint: the RL training's stable-baselines3 model (``checkpoints/final_model.zip``), kept
+            with the version's run (not loaded by the pyfunc: serving runs the exported numpy policy);
+            ``None`` for a rule.
     """
 
     name: str
@@ -289,6 +296,7 @@ class RouterCandidate:
     fingerprint: str
     description: str
     train_stats: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
 
     def input_example(self) -> np.ndarray:
         """The snapshot row of ``input_example.json`` as the serving tensor: float64 (1, C) in
@@ -319,7 +327,52 @@ def rl_candidate(
         fingerprint=fingerprint,
         description=f"{cfg.variant} RL router ({cfg.algo}) for {cfg.num_instances} x {cfg.profile}",
         train_stats={k: float(v) for k, v in trained.train_stats.items() if isinstance(v, int | float)},
+        checkpoint=_existing(Path(trained.policy_dir).parent / "checkpoints" / "final_model.zip"),
     )
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+TRAINING_DATA_KEYS = ("workload", "where", "warehouse", "rate_rps", "episode_requests", "num_instances")
+"""The config keys that pick a router's training requests (``training.workloads.episodes.workload_for``)."""
+
+
+def router_training_data(config: Mapping[str, Any]) -> TrainingData:
+    """The training pool a router of ``config``'s setting learns from (its episodes are windows of
+    it), as the version's input dataset: one row per request (``request_id``, ``arrival_s``,
+    ``prompt_tokens``, ``output_tokens``, ``task``, ``row_id``: the ``marts.requests`` row it replays).
+    Source: the warehouse file for ``workload = warehouse``, else the named workload.
+
+    Who calls this: ``register_candidate``, once per registration (the pool is read once per setting
+    and process: seconds for the warehouse)."""
+    key = json.dumps({k: config.get(k) for k in TRAINING_DATA_KEYS}, sort_keys=True, default=str)
+    return _training_data(key)
+
+
+@functools.lru_cache(maxsize=4)
+def _training_data(key: str) -> TrainingData:
+    from training.workloads.episodes import workload_for
+    from warehouse.settings import default_warehouse_path
+
+    cfg = router_config({k: v for k, v in json.loads(key).items() if v is not None})
+    workload = workload_for(cfg)
+    frame = pd.DataFrame(
+        {
+            "request_id": [r.request_id for r in workload.train],
+            "arrival_s": np.array([r.arrival_s for r in workload.train], dtype=np.float64),
+            "prompt_tokens": np.array([r.prompt_tokens for r in workload.train], dtype=np.int64),
+            "output_tokens": np.array([r.output_tokens for r in workload.train], dtype=np.int64),
+            "task": [r.task for r in workload.train],
+            "row_id": [r.row_id or "" for r in workload.train],
+        }
+    )
+    if cfg.workload == "warehouse":
+        source = str(Path(cfg.warehouse or default_warehouse_path()).resolve())
+    else:
+        source = f"workload {workload.name}: {workload.description}"
+    return TrainingData(frame, name=f"{LLM_ROUTER}-train:{workload.name}", source=source)
 
 
 def rule_latency(profile: str, estimator: Mapping[str, Any] | None, source: str = "") -> LinearLatency | None:
@@ -483,6 +536,8 @@ def register_candidate(
         description=candidate.description,
         tags={POLICY_TAG: candidate.policy},
         metadata={"policy": candidate.policy, "snapshot_columns": list(policy.columns)},
+        training_data=router_training_data(candidate.config),
+        run_artifacts={"checkpoints": candidate.checkpoint} if candidate.checkpoint else {},
     )
 
     def decide(version: RegisteredVersion) -> PromotionDecision:

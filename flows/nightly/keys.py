@@ -2,7 +2,9 @@
 
 Who calls this: the step modules of ``flows.nightly``, a few times per run. A step's key is a
 SHA-256 of its inputs: the content hashes of the warehouse files it reads, its resolved config, the
-source code it runs (``STEP_SOURCES``, ``flows.registry.code_fingerprint``), the tracking URI and,
+source code it runs (``STEP_SOURCES``, ``flows.registry.code_fingerprint``), the model store
+(``flows.registry.store_key``: the default store as its path in the data home, so a copied home
+keeps its keys) and,
 for the evaluation, the champion it replays. A shared task of ``flows.tasks`` (which caches nothing
 by itself) becomes a cached step with ``cached``: its result is stored under
 ``$LOADWISE_HOME/nightly/cache/<key>``, so a second run with the same inputs is a cache hit, and
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from flows.registry import code_fingerprint
+from flows.registry import code_fingerprint, store_key
+from warehouse.settings import loadwise_home
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -38,9 +41,24 @@ FINGERPRINT_PREFIX = "nightly:"
 
 
 def step_key(step: str, **inputs: object) -> str:
-    """The cache key of ``step`` for ``inputs`` (JSON-able; order-free)."""
-    text = json.dumps({"step": step, **inputs}, sort_keys=True, default=str)
+    """The cache key of ``step`` for ``inputs`` (JSON-able; order-free). A path inside the data home
+    (e.g. the default warehouse in a router config) counts as its path relative to the home
+    (``home_relative``), so a copied or moved home keeps its keys."""
+    text = json.dumps(home_relative({"step": step, **inputs}), sort_keys=True, default=str)
     return f"{step}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def home_relative(value: object, home: Path | None = None) -> object:
+    """``value`` with every string that is an absolute path inside ``home`` (default: the data home)
+    replaced by ``home:<relative path>``; dicts, lists and tuples walked, anything else unchanged."""
+    root = home or loadwise_home()
+    if isinstance(value, str | Path) and Path(value).is_absolute() and Path(value).is_relative_to(root):
+        return f"home:{Path(value).relative_to(root).as_posix()}"
+    if isinstance(value, dict):
+        return {k: home_relative(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [home_relative(v, root) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -53,7 +71,7 @@ class StepCache:
 
     def inputs(self, step: str) -> dict[str, str]:
         """What every key of ``step`` includes: its source code and the model store."""
-        return {"code": code_fingerprint(STEP_SOURCES[step]), "tracking_uri": self.tracking_uri}
+        return {"code": code_fingerprint(STEP_SOURCES[step]), "tracking_uri": store_key(self.tracking_uri)}
 
     def cached(self, task_: Task[P, R], key: str) -> Task[P, R]:
         """``task_`` cached on ``key``: its result persisted under ``folder`` and reused by a later

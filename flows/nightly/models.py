@@ -2,7 +2,7 @@
 
 Who calls this: the flow (``flows.nightly.flow``), once per run that retrains. Each step is the
 model's standalone job (``fit-register-impact-estimator`` / ``train-register-length-predictor``
-tasks: fit or train, register, the simple gate of ``flows.models.gate``) cached on its inputs
+tasks: fit or train, register, the gate of ``flows.models.gate``) cached on its inputs
 (``flows.nightly.keys``): the estimator's config (with the run's profile) and source; the
 predictor's config, the CASTILLO files it reads and its source. A step that ran publishes the
 model's report artifact (``<model>-report``); a cached one returns the registration it made then.
@@ -40,7 +40,14 @@ def retrain_predictor(
     cfg: NightlyConfig, db: str, synthetic: bool, cache: StepCache, log: StepLog, tracking_uri: str | None
 ) -> Published | None:
     """Train, register and gate the length predictor on the warehouse's CASTILLO prompts (cached on
-    its inputs); ``None`` when skipped (disabled, or no prompt texts with output lengths)."""
+    its inputs); ``None`` when skipped (disabled, or no prompt texts with output lengths).
+
+    The gate (``flows.models.predictor.predictor_gate``) needs both a lower held-out MAE than the
+    champion's and not worse routing: when the MAE is better, the step replays
+    ``flows.models.predictor.DEFAULT_ROUTING_CHECK`` (``workload_impact_greedy`` with least-work-left
+    queues on ``main``'s held-out prompts, 300 requests x 3 seeds) with the challenger's and with the
+    champion's predictions and records both figures on the version before the gate reads them; the
+    ``predict-lengths`` step after it then uses whichever version is champion."""
     from flows.models.predictor import has_predictor_data
     from warehouse.ops import data_fingerprint
 

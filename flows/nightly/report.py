@@ -4,14 +4,17 @@ Who calls this: the flow (``flows.nightly.flow``), once per run: ``render_report
 report: decision, steps, drift, models, gate, routers), ``publish_artifacts`` (``report.md`` under
 the run's folder and the Prefect artifacts ``nightly-retrain-report``, ``nightly-retrain-routers``,
 ``nightly-retrain-cdf``), ``record_success`` (the watermark advances only here, on success) and
-``record_failure`` (a failed run is logged with the step and error; the watermark stays).
+``record_failure`` (a failed run is logged with the step and error; the watermark stays);
+``record_interrupted`` (Prefect's ``on_cancellation`` / ``on_crashed`` hook: a cancelled or crashed
+run is logged too, with the step it was in when the hook runs in the run's own process).
 """
 
 from __future__ import annotations
 
 import traceback
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from flows.models.gate import LLM_ROUTER
 from flows.models.publish import Published
@@ -178,6 +181,7 @@ def record_success(
         promoted=router.promoted,
         decision=gate.reason if gate else "; ".join(log.skipped()),
         details={"steps": steps, "gate": gate.model_dump(mode="json") if gate else None},
+        evaluation_id=router.evaluation_id,
     )
 
 
@@ -199,3 +203,56 @@ def record_failure(db: str, run_id: str, started: datetime, step: str, exc: Base
         )
     except Exception as log_exc:  # the warehouse itself may be what failed
         print(f"could not record the failed run in ops.nightly_runs: {log_exc}")
+
+
+RUNNING: dict[str, StepLog] = {}
+"""Flow-run id -> the ``StepLog`` of a run of this process that has not finished (the flow adds and
+removes it): ``record_interrupted`` names the step a cancelled or crashed run was in."""
+
+
+def record_interrupted(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect's ``on_cancellation`` and ``on_crashed`` hook of ``nightly-retrain``: the run's
+    ``cancelled`` (from the UI or API) or ``crashed`` (its process interrupted: Ctrl-C, SIGTERM; or
+    killed) row in
+    ``ops.nightly_runs``; the watermark does not move.
+
+    Prefect runs it once per run, in the run's process or, when that process was killed, in the
+    runner's (``loadwise serve``): there the step is not known (``a step``). A run that already has
+    a row (its ``failed`` row) gets no second one. Never raises (a hook's error would only be logged).
+    """
+    from flows.nightly.config import NightlyConfig
+    from warehouse.ops import record_run
+    from warehouse.store import connect_readonly, resolve_path
+
+    run_id = str(flow_run.id)
+    log = RUNNING.pop(run_id, None)
+    try:
+        given = (flow_run.parameters or {}).get("config")
+        cfg = given if isinstance(given, NightlyConfig) else NightlyConfig.model_validate(given or {})
+        db = resolve_path(cfg.warehouse)
+        if not db.exists():  # interrupted before the warehouse existed: nothing to log into
+            return
+        with connect_readonly(db) as con:
+            known = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ops' "
+                "AND table_name = 'nightly_runs'"
+            ).fetchone()
+            if known and known[0]:
+                row = con.execute(
+                    "SELECT count(*) FROM ops.nightly_runs WHERE run_id = ?", [run_id]
+                ).fetchone()
+                if row and row[0]:
+                    return
+        status = "cancelled" if state.is_cancelled() or state.is_cancelling() else "crashed"
+        step = log.running if log is not None else "a step"
+        record_run(
+            db,
+            run_id=run_id,
+            started_at=flow_run.start_time or datetime.now(UTC),
+            status=status,
+            watermark_file_id=None,
+            decision=f"{status} during {step}: {state.message or state.name}"[:2000],
+            details={"state": state.name, "steps": log.outcomes() if log is not None else {}},
+        )
+    except Exception as exc:  # the warehouse itself may be what is unavailable
+        print(f"could not record the {state.name.lower()} run in ops.nightly_runs: {exc}")

@@ -7,7 +7,8 @@ Who calls this: the step modules of ``flows.nightly`` (they build these), ``flow
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,19 +91,68 @@ class StepOutcome:
     outcome: str
 
 
-class StepLog:
-    """The steps of one run in order: their outcomes (the summary's ``steps``) and the one running
-    now (named in ``ops.nightly_runs`` when the run fails). Written by the flow and its steps only."""
+@dataclass(frozen=True)
+class StepEvent:
+    """A step starting, ending (its outcome and duration) or advancing (``done`` of ``total``).
 
-    def __init__(self) -> None:
+    ``outcome``: ``started``, ``progress``, or the step's outcome (``ran``, ``cached``, ``skipped:
+    why``, ...); ``seconds``: since the step started (``None`` for a step skipped before it started).
+    """
+
+    step: str
+    outcome: str
+    seconds: float | None = None
+    done: int | None = None
+    total: int | None = None
+    unit: str = ""
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome not in ("started", "progress")
+
+    def message(self) -> str:
+        """One line: ``train-router: started``, ``train-router: ran in 84.2 s``, ``evaluate-router:
+        12/40 replays``."""
+        if self.outcome == "progress":
+            return f"{self.step}: {self.done}/{self.total} {self.unit}".rstrip()
+        took = f" in {self.seconds:.1f} s" if self.ended and self.seconds is not None else ""
+        return f"{self.step}: {self.outcome}{took}"
+
+
+class StepLog:
+    """The steps of one run in order: their outcomes (the summary's ``steps``), the one running now
+    (named in ``ops.nightly_runs`` when the run fails) and, for ``notify``, every step's start, end
+    (with its duration) and progress as it happens (the flow logs them to Prefect; ``loadwise run``
+    prints them). Written by the flow and its steps only."""
+
+    def __init__(
+        self, notify: Callable[[StepEvent], None] | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.running = "start"
         self._outcomes: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+        self._notify = notify or (lambda event: None)
+        self._clock = clock
 
     def start(self, step: str) -> None:
+        """``step`` starts; a step started before and given no outcome (``ingest-traces``,
+        ``check-drift``) ends here, as ``done``."""
+        for earlier in [s for s in self._started if s != step]:
+            self._notify(StepEvent(earlier, "done", self._clock() - self._started.pop(earlier)))
         self.running = step
+        self._started[step] = self._clock()
+        self._notify(StepEvent(step, "started"))
 
     def record(self, outcome: StepOutcome) -> None:
         self._outcomes[outcome.step] = outcome.outcome
+        began = self._started.pop(outcome.step, None)
+        seconds = None if began is None else self._clock() - began
+        self._notify(StepEvent(outcome.step, outcome.outcome, seconds))
+
+    def progress(self, step: str, done: int, total: int, unit: str = "") -> None:
+        """``done`` of ``total`` units of a long step (RL training steps, evaluation replays)."""
+        self._notify(StepEvent(step, "progress", self._clock() - self._started.get(step, self._clock()),
+                               done, total, unit))  # fmt: skip
 
     def ran(self, step: str, cached: bool) -> None:
         self.record(StepOutcome(step, "cached" if cached else "ran"))
@@ -156,6 +206,8 @@ class RouterOutcome:
         published: the challenger's registration, its ``decision`` the promotion's (``None``: the
             router steps were skipped).
         evaluation: ``EvalReport.summary()`` of the evaluation (``None``: not evaluated this run).
+        evaluation_id: that evaluation's id (``EvalReport.stored_id``), the key of its rows in
+            ``marts.eval_results`` and of the run's ``ops.nightly_runs.evaluation_id``.
         gate: the statistical gate's result.
         promoted: whether ``champion`` moved to the challenger.
         challenger_version: the ``llm-router`` version judged (or already the champion).
@@ -166,6 +218,7 @@ class RouterOutcome:
 
     published: Published | None = None
     evaluation: Summary | None = None
+    evaluation_id: str | None = None
     gate: GateResult | None = None
     promoted: bool = False
     challenger_version: str | None = None

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eval.spec import evaluate_spec
 from flows import tasks
@@ -174,6 +175,7 @@ def router_steps(
     return RouterOutcome(
         published=replace(published, decision=judged),
         evaluation=report.summary(),
+        evaluation_id=report.stored_id(),
         gate=result,
         promoted=decision.promoted,
         challenger_version=published.version.version,
@@ -267,12 +269,17 @@ def train_candidates(
         seed: cache.cached(tasks.train_router_policy, keys[seed]).submit(c, str(home / "router" / keys[seed]))
         for seed, c in configs.items()
     }
+    dirs = [home / "router" / keys[seed] for seed in configs]
+    total = sum(c.total_timesteps for c in configs.values())
+    while not all(f.state.is_final() for f in futures.values()):  # progress from the training logs
+        log.progress("train-router", min(total, sum(trained_steps(d) for d in dirs)), total, "steps")
+        next(iter(f for f in futures.values() if not f.state.is_final())).wait(timeout=PROGRESS_EVERY_S)
+    log.progress("train-router", total, total, "steps")
     results: dict[int, TrainedRouter] = {}
     states = []
     for seed, future in futures.items():
-        future.wait()
         states.append(future.state.name)
-        results[seed] = future.result()
+        results[seed] = in_this_home(future.result(), home / "router" / keys[seed])
     stats = [
         CandidateStats(
             seed=seed,
@@ -292,6 +299,63 @@ def train_candidates(
     if len(results) > 1:
         print(f"router candidates (validation mean E2E): {[asdict(st) for st in stats]}; chose seed {best}")
     return results[best], stats
+
+
+def in_this_home(trained: TrainedRouter, out: Path) -> TrainedRouter:
+    """``trained`` with its folders in this data home. A cached training result names its policy
+    folder and its warehouse by absolute path; the step's cache key does not depend on where the home
+    is (``flows.nightly.keys.home_relative``), so in a home that was moved since (the old folder gone)
+    a cache hit names folders that are no longer there: here they become the same folders under this
+    home (``out``: this run's output folder for the training, ``<home>/nightly/router/<key>``).
+    Unchanged when the policy folder exists (the usual case, and a copied home)."""
+    old = trained.policy_dir
+    if old.exists() or out.name not in old.parts:
+        return trained
+    i = len(old.parts) - 1 - old.parts[::-1].index(out.name)
+    moved = out.joinpath(*old.parts[i + 1 :])
+    old_home, new_home = Path(*old.parts[: i + 1]).parents[2], out.parents[2]
+    cfg = trained.config
+    if cfg.warehouse and Path(cfg.warehouse).is_relative_to(old_home):
+        cfg = cfg.model_copy(update={"warehouse": str(new_home / Path(cfg.warehouse).relative_to(old_home))})
+    return replace(trained, policy_dir=moved, config=cfg)
+
+
+PROGRESS_EVERY_S = 2.0
+"""How often the flow reads the RL candidates' training logs for ``train-router``'s progress."""
+
+
+def trained_steps(out_dir: Path) -> int:
+    """Environment steps a candidate trained so far: the ``step`` of the last line of its
+    ``train_log.jsonl`` (one line per episode, flushed; ``training.rl.train``), 0 before the first
+    episode or when the log is not there (a cached candidate). Reads the file's tail only."""
+    path = out_dir / "train_log.jsonl"
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by the seek, or still being written
+    return 0
+
+
+def counting_executor(log: StepLog, step: str) -> Callable[[Callable[[Any], Any], list[Any]], list[Any]]:
+    """``flows.distributed.prefect_executor`` that reports each finished replay to ``log``."""
+
+    def execute(fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+        futures = tasks.replay.map(fn, jobs)
+        log.progress(step, 0, len(jobs), "replays")
+        for done, future in enumerate(futures, 1):  # in job order: any task runner's futures
+            future.wait()
+            log.progress(step, done, len(jobs), "replays")
+        return [f.result() for f in futures]
+
+    return execute
 
 
 def evaluate(
@@ -314,7 +378,6 @@ def evaluate(
     """
     from eval.report import EvalReport
     from eval.spec import LearnedPolicy
-    from flows.distributed import prefect_executor
 
     done = eval_dir / "report.json"
     if done.exists() and not cfg.force:
@@ -342,7 +405,7 @@ def evaluate(
     for c in rest:
         learned[c.name] = LearnedPolicy(policy_dir=c.policy_dir, description=c.description)
     spec = spec.model_copy(update={"learned": learned})
-    report = evaluate_spec(spec, out_dir=tmp, executor=prefect_executor)
+    report = evaluate_spec(spec, out_dir=tmp, executor=counting_executor(log, "evaluate-router"))
     (tmp / "candidates.json").write_text(json.dumps([asdict(st) for st in rl_stats], indent=1))
     tasks.store_evaluation(report, db)
     shutil.rmtree(eval_dir, ignore_errors=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from eval.report import EVALUATION_FIELDS
 from eval.spec import evaluate_spec
 from flows.distributed import task_runner, warehouse_spec
 from warehouse.ingest import ingest
@@ -66,7 +67,10 @@ def test_the_warehouse_evaluation_gives_the_results_of_before(tmp_path: Path):
     )
     routers = ["round_robin", "least_tokens", "workload_impact_greedy"]
     report = evaluate_spec(warehouse_spec(wh, routers, [0, 1], 300, synthetic=True))
-    assert _sha(report.model_dump_json()) == WAREHOUSE_DIGEST
+    # the hold-queue settings issue 15 added to the cluster are left out: the rest is byte-identical
+    cluster = {k: v for k, v in report.cluster.items() if not k.startswith("router_queue_")}
+    report = report.model_copy(update={"cluster": cluster})
+    assert _sha(report.model_dump_json(exclude=set(EVALUATION_FIELDS))) == WAREHOUSE_DIGEST
 
 
 def _sha(text: str) -> str:

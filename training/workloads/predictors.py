@@ -7,7 +7,8 @@ Who calls this: the evaluation builder (``eval.spec.run_spec``), the RL episodes
 
 - ``task-mean``: ``TaskMeanPredictor`` fitted on the workload's training pool (``Workload.train``).
 - ``oracle``: ``OraclePredictor`` (true lengths; reports label it ORACLE).
-- ``path``: the predictor folder in this process (``LearnedLengthPredictor``, memoised per input).
+- ``path``: the predictor folder in this process (``LearnedLengthPredictor``, memoised per input),
+  fed each request's warehouse row's task label, as a stored prediction is (``WarehouseInputs``).
 - ``registered``: ``StoredPredictor`` over ``marts.length_predictions`` of ``choice.warehouse``,
   after ``ensure_predictions`` has predicted (in batches) and written the rows of the workload's
   ``row_sources`` that the table lacks for that version. So the first replay of a workload with a
@@ -16,9 +17,11 @@ Who calls this: the evaluation builder (``eval.spec.run_spec``), the RL episodes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from training.length.baselines import OraclePredictor, TaskMeanPredictor
@@ -30,7 +33,8 @@ from training.length.stored import (
     registered_model_dir,
     store_predictions,
 )
-from training.simulator.interface import LengthPredictor
+from training.simulator.interface import LengthPrediction, LengthPredictor, predict_lengths
+from training.simulator.request import Request
 from training.workloads.catalog import RowSource, Workload
 
 Progress = Callable[[str], None]
@@ -119,9 +123,43 @@ def predictor_for(
         folder = model_folder(choice)
         if not (folder / "metadata.json").is_file():
             raise ValueError(f"{folder} is not a length predictor folder (no metadata.json)")
-        return LearnedLengthPredictor.load(folder, name=choice.label)
+        learned = LearnedLengthPredictor.load(folder, name=choice.label)
+        if not workload.row_sources:
+            return learned
+        inputs = prediction_inputs(workload.row_sources)
+        return WarehouseInputs(learned, dict(zip(inputs["request_id"], inputs["task"], strict=True)))
     ensure_predictions(choice, workload.row_sources, progress)
     assert choice.version is not None
     return StoredPredictor(
         choice.warehouse, choice.model_name, choice.version, model_dir=model_folder(choice)
     )
+
+
+class WarehouseInputs:
+    """A predictor run in process (``--predictor PATH``) fed what a stored prediction is made from:
+    each request's warehouse row's task label (``prompt_text`` and ``prompt_tokens`` are the row's
+    already), not the workload's label for its class (``main`` labels CASTILLO's ``Apps`` rows
+    ``code_apps``: a model trained on the warehouse's labels would read an unknown task). Requests
+    without a warehouse row keep their own label.
+
+    Who calls this: ``predictor_for``, once per replay setting; then the simulator once per batch of
+    arrivals (the wrapped predictor memoises per input)."""
+
+    def __init__(self, inner: LengthPredictor, tasks: Mapping[str, str | None]) -> None:
+        self.inner = inner
+        self.tasks = tasks
+        self.name = getattr(inner, "name", "learned")
+        self.is_oracle = False
+
+    def _as_stored(self, requests: Sequence[Request]) -> list[Request]:
+        out = []
+        for r in requests:
+            task = self.tasks.get(r.row_id) if r.row_id is not None else None
+            out.append(r if task is None or task == r.task else replace(r, task=str(task)))
+        return out
+
+    def predict_lengths(self, requests: Sequence[Request]) -> LengthPrediction:
+        return predict_lengths(self.inner, self._as_stored(requests))
+
+    def predict_output_tokens(self, requests: Sequence[Request]) -> np.ndarray:
+        return self.inner.predict_output_tokens(self._as_stored(requests))

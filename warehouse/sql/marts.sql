@@ -1,15 +1,20 @@
 -- Analytics views over marts.requests, with column descriptions (units in brackets).
 -- Run by warehouse.store on every write session (CREATE OR REPLACE), then the COMMENTs.
 
--- Requests per minute of trace time, per source and task.
+-- Requests per minute of trace time, per source and task. Only traces with arrival times: the prompt
+-- sets (formats castillo, alpaca-eval, dolly: every request at arrival_s 0) would put a whole data
+-- set in minute 0. Token sums are BIGINT (DuckDB's sum of a BIGINT is a HUGEINT).
+CREATE OR REPLACE MACRO marts.has_arrival_times(fmt) AS fmt NOT IN ('castillo', 'alpaca-eval', 'dolly');
+
 CREATE OR REPLACE VIEW marts.requests_per_minute AS
 SELECT source, trace_id, task,
        floor(arrival_s / 60)::BIGINT AS minute,
        min(date_trunc('minute', arrival_ts)) AS minute_ts,
        count(*) AS requests,
-       sum(prompt_tokens) AS prompt_tokens,
-       sum(output_tokens) AS output_tokens
+       sum(prompt_tokens)::BIGINT AS prompt_tokens,
+       sum(output_tokens)::BIGINT AS output_tokens
 FROM marts.requests
+WHERE marts.has_arrival_times(format)
 GROUP BY ALL;
 
 -- Prompt and output token distributions per source and task.
@@ -55,7 +60,7 @@ GROUP BY source, task, workload_class;
 CREATE OR REPLACE VIEW marts.daily_summary AS
 SELECT arrival_ts::DATE AS day, source, count(*) AS requests,
        count(*) FILTER (WHERE status = 'failed') AS failed,
-       sum(prompt_tokens) AS prompt_tokens, sum(output_tokens) AS output_tokens,
+       sum(prompt_tokens)::BIGINT AS prompt_tokens, sum(output_tokens)::BIGINT AS output_tokens,
        avg(prompt_tokens) AS mean_prompt_tokens, avg(output_tokens) AS mean_output_tokens,
        min(arrival_ts) AS first_arrival_ts, max(arrival_ts) AS last_arrival_ts
 FROM marts.requests

@@ -212,3 +212,47 @@ CREATE TABLE IF NOT EXISTS marts.length_predictions (
     created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (request_id, model_name, model_version)
 );
+
+-- Evaluation results (eval/sinks.py: `loadwise compare --store`, the nightly evaluate-router step,
+-- evaluate-routers-distributed): long format, one row per (evaluation, router, group, metric, statistic).
+-- Warehouses made before evaluation ids had run_id (a hash of the report) in place of evaluation_id:
+-- warehouse.store.apply_schema renames it before this runs (the old hashes stay as the old ids).
+CREATE TABLE IF NOT EXISTS marts.eval_results (
+    evaluation_id VARCHAR NOT NULL,
+    evaluated_at TIMESTAMPTZ,
+    workload VARCHAR NOT NULL,
+    synthetic BOOLEAN NOT NULL,
+    latency_model VARCHAR NOT NULL,
+    router VARCHAR NOT NULL,
+    oracle BOOLEAN NOT NULL,
+    predictor VARCHAR NOT NULL,
+    group_kind VARCHAR NOT NULL,
+    group_name VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    stat VARCHAR NOT NULL,
+    mean DOUBLE,
+    ci95 DOUBLE,
+    n_seeds INTEGER NOT NULL,
+    vs_round_robin_pct DOUBLE,
+    PRIMARY KEY (evaluation_id, router, group_kind, group_name, metric, stat)
+);
+ALTER TABLE marts.eval_results ADD COLUMN IF NOT EXISTS evaluated_at TIMESTAMPTZ;
+
+-- The nightly flow's run log and watermark (warehouse/ops.py, written by flows/nightly/report.py).
+CREATE SCHEMA IF NOT EXISTS ops;
+CREATE TABLE IF NOT EXISTS ops.nightly_runs (
+    run_id VARCHAR NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ NOT NULL,
+    status VARCHAR NOT NULL,
+    watermark_file_id INTEGER,
+    new_requests BIGINT,
+    drifted BOOLEAN,
+    drift_reasons VARCHAR,
+    retrained VARCHAR,
+    challenger_version VARCHAR,
+    promoted BOOLEAN,
+    decision VARCHAR,
+    details JSON
+);
+ALTER TABLE ops.nightly_runs ADD COLUMN IF NOT EXISTS evaluation_id VARCHAR;

@@ -55,13 +55,12 @@ def test_ingest_table_output_and_source_option(tmp_path: Path, wh: Path) -> None
     ("args", "message"),
     [
         (["ingest", "/definitely/missing.csv"], "no such file or directory"),
-        (["ingest", "{x}", "--format", "bogus"], "unknown format 'bogus'"),
         (["sql", "DROP TABLE marts.requests"], "only read-only queries"),
         (["sql", "INSERT INTO raw.files SELECT * FROM raw.files"], "got an INSERT statement"),
         (["sql", "EXPLAIN ANALYZE COPY (SELECT 1) TO 'x.csv'"], "got a COPY statement inside EXPLAIN"),
         (["sql", "SELECT content FROM read_text('{x}')"], "loadwise sql is read-only"),
         (["sql", "SELECT * FROM nope"], "nope"),
-        (["sql", "SELECT 1", "--out", "{x}.txt"], "export format must be csv or parquet"),
+        (["sql", "SELECT 1", "--out", "{x}.txt"], "export format must be csv, parquet, json, jsonl"),
     ],
 )
 def test_errors_are_one_line_without_traceback(
@@ -156,3 +155,57 @@ def test_ingest_into_a_text_file_is_one_line(tmp_path: Path):
         assert len(result.output.strip().splitlines()) == 1
         assert "not a DuckDB database" in result.output
     assert text.read_text() == "hello\n"
+
+
+EXACT = (
+    "SELECT 1234567.891::DOUBLE AS x, 0.1::DOUBLE AS tenth, 12.30::DECIMAL(10, 2) AS amount, "
+    "170141183460469231731687303715884105727::HUGEINT AS huge, 'a,\"b' AS s "
+    "UNION ALL SELECT 1e-300, 2, 3, 4, NULL"
+)
+
+
+def _sql(wh: Path, *args: str) -> bytes:
+    result = runner.invoke(app, ["sql", *args, "--warehouse", str(wh)])
+    assert result.exit_code == 0, result.output
+    return result.stdout_bytes
+
+
+def test_sql_stdout_is_duckdbs_exact_text_with_lf(tmp_path: Path, wh: Path) -> None:
+    """Issue 19: ``--format csv`` rounded floats to 6 digits (``1.23457e+06``) and ended lines with
+    CRLF; JSON was one line with DECIMALs as strings. Every stdout format is now DuckDB's writer:
+    exact values, LF, JSON Lines on request, the same bytes as an export to a file."""
+    _ingest(wh, SAMPLES["azure"].write(tmp_path))
+    as_csv = _sql(wh, EXACT, "--format", "csv")
+    assert as_csv == (
+        b"x,tenth,amount,huge,s\n"
+        b'1234567.891,0.1,12.30,170141183460469231731687303715884105727,"a,""b"\n'
+        b"1e-300,2.0,3.00,4,\n"
+    )
+    assert b"\r" not in as_csv
+    exported = tmp_path / "out.csv"
+    _sql(wh, EXACT, "--out", str(exported))
+    assert exported.read_bytes() == as_csv  # what is printed is what is exported
+    lines = _sql(wh, EXACT, "--format", "jsonl").decode().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"x": 1234567.891, "tenth": 0.1, "amount": 12.3, "huge": 2**127 - 1, "s": 'a,"b'},
+        {"x": 1e-300, "tenth": 2.0, "amount": 3.0, "huge": 4, "s": None},
+    ]
+    as_json = _sql(wh, EXACT, "--format", "json")
+    assert json.loads(as_json) == [json.loads(line) for line in lines]  # DECIMAL: a number
+    assert as_json.count(b"\n") == 4  # one object per line, not one 20 MB line
+    jsonl_out = tmp_path / "out.ndjson"
+    _sql(wh, EXACT, "--out", str(jsonl_out))
+    assert jsonl_out.read_bytes().decode().splitlines() == lines
+    table = _sql(wh, EXACT).decode()
+    assert "1234567.891" in table
+    assert "1e-300" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--format", "xml"], "'xml' is not one of"), (["--format", "parquet"], "binary")],
+)
+def test_sql_format_usage_errors_exit_2(wh: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["sql", "SELECT 1", "--warehouse", str(wh), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output

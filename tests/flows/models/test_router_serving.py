@@ -108,8 +108,12 @@ def test_every_candidate_is_the_same_pyfunc_and_old_signatures_still_load(home: 
     from mlflow.models import Model
 
     from flows.models.router import POLICY_TAG, RULE_CANDIDATES, register_candidate
+    from training.workloads.episodes import workload_for
 
-    _, example, rl, rules = _candidates(tmp_path)
+    cfg, example, rl, rules = _candidates(tmp_path)
+    checkpoint = tmp_path / "final_model.zip"
+    checkpoint.write_bytes(b"PK sb3")
+    rl = replace(rl, checkpoint=checkpoint)
     assert [r.name for r in rules] == [
         "rule-workload_impact_greedy", "rule-workload_impact_greedy+hold", "rule-least_tokens+hold"
     ]  # fmt: skip
@@ -124,6 +128,13 @@ def test_every_candidate_is_the_same_pyfunc_and_old_signatures_still_load(home: 
         published = register_candidate(c, report, registry, exclude=others, gate=False)
         v = published.version
         assert v.tags[POLICY_TAG] == c.policy
+        # MLflow's own fields (issue 19): the training pool as the run's input dataset, the SB3
+        # checkpoint of an RL policy as a run artifact.
+        (used,) = registry.client.get_run(v.run_id).inputs.dataset_inputs
+        assert used.dataset.name == f"llm-router-train:{cfg.workload}"
+        assert json.loads(used.dataset.profile)["num_rows"] == len(workload_for(cfg).train)
+        saved = [a.path for a in registry.client.list_artifacts(v.run_id, "checkpoints")]
+        assert saved == (["checkpoints/final_model.zip"] if c is rl else [])
         local = mlflow.artifacts.download_artifacts(v.model_uri, dst_path=str(tmp_path / f"dl{v.version}"))
         meta = Model.load(local)
         assert meta.signature.inputs.to_dict() == [

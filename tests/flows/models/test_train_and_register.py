@@ -40,6 +40,7 @@ def test_fit_estimator_cli_registers_a_champion_a_bare_process_can_use(home: Pat
     assert registry.tracking_uri == f"sqlite:///{(home / 'mlflow.db').resolve()}"
     v = registry.get("impact-estimator", CHAMPION)
     assert json.loads(v.tags["loadwise.config"])["profile"] == PAPER_PROFILE
+    assert registry.client.get_run(v.run_id).inputs.dataset_inputs == []  # the paper's preset: no data
     frame = batches()
     got, _ = consume("models:/impact-estimator@champion", registry.tracking_uri, frame)
     lm = load_latency_model(PAPER_PROFILE)
@@ -96,6 +97,13 @@ def test_an_identical_refit_is_not_registered_again_nor_promoted(home: Path, sha
     assert again.decision.reason.startswith("unchanged: identical to impact-estimator v1")
     assert [v.version for v in registry.versions("impact-estimator")] == ["1"]
     assert registry.get("impact-estimator", CHAMPION).version == "1"
+    # The engine iterations it was fitted on are the run's input dataset (issue 19).
+    (used,) = registry.client.get_run(first.version.run_id).inputs.dataset_inputs
+    assert used.dataset.name == "impact-estimator-train:a100-llama2-7b"
+    fitted = json.loads(
+        registry.download_artifact("impact-estimator", "1", "estimator", home / "e").read_text()
+    )
+    assert json.loads(used.dataset.profile)["num_rows"] == fitted["report"]["n_train_points"] > 0
 
 
 @pytest.mark.prefect
@@ -124,6 +132,14 @@ def test_tiny_predictor_train_register_and_predict_in_a_bare_process(home: Path,
     published = train_and_register_predictor(tiny_config().model_dump(), wh, registry)
     assert published.decision.promoted
     assert "mae_tokens" in published.metrics
+    # the training prompts' rows are the run's input dataset (issue 19), validation and test left out
+    (used,) = registry.client.get_run(published.version.run_id).inputs.dataset_inputs
+    assert used.dataset.name.startswith(f"{LENGTH_PREDICTOR}-train:")
+    from training.length.data import load_rows, split_prompts
+
+    rows = load_rows(wh, tiny_config())
+    n_train = int((split_prompts(rows["prompt_text"]) == "train").sum())
+    assert 0 < json.loads(used.dataset.profile)["num_rows"] == n_train < len(rows)
     frame = pd.DataFrame(
         {
             "prompt_text": ["Please write a long essay about topic 3 for Apps.", None],
@@ -162,6 +178,9 @@ def test_train_router_registers_a_policy_that_compare_and_a_bare_process_use(hom
     assert "needs at least 2 replays (seeds), got 1" in result["promotion"]["reason"]
     registry = ModelRegistry()
     assert registry.get("llm-router", "1").tags["loadwise.gate.passed"] == "false"
+    run_id = registry.get("llm-router", "1").run_id  # the SB3 checkpoint is kept with the run
+    saved = [a.path for a in registry.client.list_artifacts(run_id, "checkpoints")]
+    assert saved == ["checkpoints/final_model.zip"]
     refused = runner.invoke(app, ["promote", "llm-router", "1"])
     assert refused.exit_code == 1
     assert "gate on llm-router v1: refuses: the gate refused v1: not promoted" in refused.output
@@ -173,8 +192,8 @@ def test_train_router_registers_a_policy_that_compare_and_a_bare_process_use(hom
     from mlflow.models import Model
 
     local = Path(registry.download_artifact("llm-router", CHAMPION, "policy_dir", home / "dl")).parents[1]
-    example = Model.load(str(local)).load_input_example(str(local))
-    got, _ = consume("models:/llm-router@champion", registry.tracking_uri, example)
+    example = Model.load(str(local)).load_input_example(str(local))  # a float64 tensor (issue 15)
+    got, _ = consume("models:/llm-router@champion", registry.tracking_uri, pd.DataFrame(example))
     assert got["prediction"].between(-1, 3).all()
 
     compared = runner.invoke(

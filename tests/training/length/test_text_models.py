@@ -66,7 +66,10 @@ def test_ensemble_is_the_weighted_mix(trained_kind):
     p_tfidf = core.tfidf_proba(texts, tasks, tokens)
     w = core.ensemble_weight
     assert 0.0 <= w <= 1.0
-    assert np.allclose(core.text_proba(texts, tasks, tokens), (1 - w) * p_head + w * p_tfidf)
+    from training.length.serving import temper
+
+    mixed = (1 - w) * p_head + w * p_tfidf
+    assert np.allclose(core.text_proba(texts, tasks, tokens), temper(mixed, core.temperature))
     assert {"tfidf_c", "ensemble_weight"} <= set(trained_kind.report.selection)
     assert {"acc_minilm", "acc_tfidf"} <= set(trained_kind.report.components)
     assert "selected.ensemble_weight" in trained_kind.report.metrics()
