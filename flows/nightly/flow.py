@@ -104,6 +104,8 @@ def nightly_retrain(config: NightlyConfig | None = None, tracking_uri: str | Non
 
     Returns the run summary (also the ``loadwise run --json`` payload): ``warehouse``, ``synthetic``,
     ``ingest``, ``summary``, ``drift``, ``steps`` (name -> ``ran`` | ``cached`` | ``skipped: why``),
+    ``step_seconds`` (name -> wall seconds of each step that ran or was cached; also in the report and
+    ``ops.nightly_runs.details``),
     ``models``, ``predictions`` (the routers' length predictor and what was stored), ``evaluation``
     (router -> headline figures), ``gate``, ``promoted``, ``router`` (the night's router candidates,
     the chosen one, its kind and why; ``None`` when not evaluated), ``report_dir``.
@@ -179,7 +181,7 @@ def _sequence(
 
     log.start("publish-report")
     steps = log.outcomes()
-    report_md = render_report(cfg, ingest, drift, steps, models, router, predictions)
+    report_md = render_report(cfg, ingest, drift, steps, models, router, predictions, log.seconds())
     publish_artifacts(report_md, router.evaluation, out_dir, router.eval_dir)
     watermark = ingest.latest_file if train else None  # None: consumed nothing (ops keeps the watermark)
     record_success(db, run, started, watermark, drift, log, router)
@@ -192,6 +194,7 @@ def _sequence(
         "summary": ingest.summary,
         "drift": drift.payload(),
         "steps": steps,
+        "step_seconds": log.seconds(),
         "models": [m.to_dict() for m in models],
         "predictions": None if predictions is None else predictions.payload(),
         "evaluation": router.evaluation,

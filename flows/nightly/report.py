@@ -37,6 +37,7 @@ def render_report(
     models: list[Published],
     router: RouterOutcome,
     predictions: PredictionsResult | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> str:
     """The run's markdown report (also the Prefect artifact). ``predictions``: the ``predict-lengths``
     step's result (``None``: not run)."""
@@ -52,9 +53,9 @@ def render_report(
         "",
         "## Steps",
         "",
-        "| step | outcome |",
-        "|---|---|",
-        *(f"| {name} | {outcome} |" for name, outcome in steps.items()),
+        "| step | outcome | wall (s) |",
+        "|---|---|---|",
+        *(f"| {name} | {outcome} | {_secs((seconds or {}).get(name))} |" for name, outcome in steps.items()),
         "",
         "## Drift (new window vs training window)",
         "",
@@ -103,6 +104,10 @@ def render_report(
         ]
     lines += ["", f"Config: `{cfg.model_dump_json()}`", ""]
     return "\n".join(lines)
+
+
+def _secs(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
 
 
 def _predictions_lines(predictions: PredictionsResult) -> list[str]:
@@ -180,7 +185,11 @@ def record_success(
         challenger_version=router.challenger_version,
         promoted=router.promoted,
         decision=gate.reason if gate else "; ".join(log.skipped()),
-        details={"steps": steps, "gate": gate.model_dump(mode="json") if gate else None},
+        details={
+            "steps": steps,
+            "step_seconds": {k: round(v, 3) for k, v in log.seconds().items()},
+            "gate": gate.model_dump(mode="json") if gate else None,
+        },
         evaluation_id=router.evaluation_id,
     )
 

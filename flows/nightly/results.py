@@ -131,6 +131,7 @@ class StepLog:
         self.running = "start"
         self._outcomes: dict[str, str] = {}
         self._started: dict[str, float] = {}
+        self._seconds: dict[str, float] = {}
         self._notify = notify or (lambda event: None)
         self._clock = clock
 
@@ -138,7 +139,8 @@ class StepLog:
         """``step`` starts; a step started before and given no outcome (``ingest-traces``,
         ``check-drift``) ends here, as ``done``."""
         for earlier in [s for s in self._started if s != step]:
-            self._notify(StepEvent(earlier, "done", self._clock() - self._started.pop(earlier)))
+            self._seconds[earlier] = self._clock() - self._started.pop(earlier)
+            self._notify(StepEvent(earlier, "done", self._seconds[earlier]))
         self.running = step
         self._started[step] = self._clock()
         self._notify(StepEvent(step, "started"))
@@ -147,6 +149,8 @@ class StepLog:
         self._outcomes[outcome.step] = outcome.outcome
         began = self._started.pop(outcome.step, None)
         seconds = None if began is None else self._clock() - began
+        if seconds is not None:
+            self._seconds[outcome.step] = seconds
         self._notify(StepEvent(outcome.step, outcome.outcome, seconds))
 
     def progress(self, step: str, done: int, total: int, unit: str = "") -> None:
@@ -163,6 +167,11 @@ class StepLog:
 
     def outcomes(self) -> dict[str, str]:
         return dict(self._outcomes)
+
+    def seconds(self) -> dict[str, float]:
+        """Wall seconds of every step that has ended, in the order they ended (a step skipped before
+        it started has none). The report's and ``ops.nightly_runs``' step times, every night."""
+        return dict(self._seconds)
 
     def retrained(self) -> list[str]:
         """The steps that ran (not cached, not skipped)."""

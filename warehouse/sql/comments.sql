@@ -325,5 +325,5 @@ COMMENT ON COLUMN ops.nightly_runs.retrained IS 'Comma-separated steps that ran 
 COMMENT ON COLUMN ops.nightly_runs.challenger_version IS 'llm-router version judged (or already the champion); NULL: no router step';
 COMMENT ON COLUMN ops.nightly_runs.promoted IS 'Whether the champion alias moved to the challenger';
 COMMENT ON COLUMN ops.nightly_runs.decision IS 'The promotion gate one-line reason, why steps were skipped, or the error';
-COMMENT ON COLUMN ops.nightly_runs.details IS 'JSON: step outcomes, gate checks, or the traceback of a failure';
+COMMENT ON COLUMN ops.nightly_runs.details IS 'JSON: step outcomes (steps), each step''s wall seconds (step_seconds), gate checks, or the traceback of a failure';
 COMMENT ON COLUMN ops.nightly_runs.evaluation_id IS 'marts.eval_results.evaluation_id of the router evaluation the run judged by (a cached one: the earlier id); NULL: none';

@@ -9,6 +9,7 @@ champion and the best baseline (refused; champion unchanged) -> another setting 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,22 @@ def _config(**over: object):
         "eval_requests": 40,
     }
     return NightlyConfig.model_validate({**base, **over})
+
+
+def _first_details(db: Path) -> dict:
+    """``ops.nightly_runs.details`` of the first ``ok`` run (its own function: the connection is gone
+    when it returns, as the leak check at the end of the scenario needs)."""
+    from warehouse.store import connect_readonly
+
+    con = connect_readonly(db)
+    try:
+        row = con.execute(
+            "SELECT details FROM ops.nightly_runs WHERE status = 'ok' ORDER BY finished_at LIMIT 1"
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return json.loads(row[0])
 
 
 def _runs(db: Path) -> list[tuple]:
@@ -119,6 +136,13 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     runs = _runs(db)
     assert runs[-1][0] == "ok"
     assert runs[-1][1] >= 1
+    # every step's wall time, every night: in the summary, the report and ops.nightly_runs
+    seconds = first["step_seconds"]
+    assert {"ingest-traces", "retrain-impact-estimator", "train-router", "evaluate-router"} <= set(seconds)
+    assert all(v >= 0 for v in seconds.values())
+    assert "| train-router | ran | " in text
+    assert "| step | outcome | wall (s) |" in text
+    assert set(_first_details(db)["step_seconds"]) == set(seconds) - {"publish-report"}
     from prefect.artifacts import Artifact
 
     for key in ("nightly-ingest", "impact-estimator-report", "nightly-router-candidates",

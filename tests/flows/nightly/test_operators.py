@@ -46,6 +46,8 @@ def test_each_step_reports_its_start_and_its_end_with_the_duration() -> None:
     ]
     # the run summary's steps are what they were: outcomes only, "done" is not one
     assert log.outcomes() == {"train-router": "ran", "retrain-length-predictor": "skipped: no prompt texts"}
+    # each ended step's wall time (issue 16: the report and ops.nightly_runs show them every night)
+    assert log.seconds() == {"ingest-traces": 4.0, "check-drift": 0.5, "train-router": 80.25}
 
 
 def test_the_training_progress_is_read_from_the_candidates_own_log(tmp_path: Path) -> None:
