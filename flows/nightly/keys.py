@@ -29,12 +29,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 STEP_SOURCES = {
-    "estimator": ("training/impact", "training/simulator"),
-    "predictor": ("training/length", "warehouse"),
+    "estimator": ("training/impact", "training/simulator", "flows/models"),
+    "predictor": ("training/length", "warehouse", "flows/models"),
     "router": ("training", "eval", "warehouse"),
 }
 """The source folders each step's result depends on: their code is part of its cache key (changed
-training code retrains; a change to, say, the report renderer in ``flows`` does not)."""
+training code retrains; a change to, say, the report renderer in ``flows`` does not). The estimator
+and predictor steps are one task each that trains, registers and gates, so the registration and
+gate code (``flows/models``) is theirs too: a changed gate decides again. The router's cached
+training does not register; its ``register-router`` step's key adds ``flows/models``' code."""
 
 FINGERPRINT_PREFIX = "nightly:"
 """Router versions registered by this flow carry ``loadwise.data_fingerprint = nightly:<train key>``."""

@@ -52,7 +52,7 @@ from flows.models.router import (
 from flows.nightly.config import NightlyConfig
 from flows.nightly.keys import FINGERPRINT_PREFIX, StepCache, step_key
 from flows.nightly.results import CandidateFigures, CandidateStats, RouterOutcome, StepLog, StepOutcome
-from flows.registry import CHAMPION, PromotionDecision
+from flows.registry import CHAMPION, PromotionDecision, code_fingerprint
 
 if TYPE_CHECKING:
     from eval.gate import GateResult
@@ -149,7 +149,12 @@ def router_steps(
     log.start("register-router")
     result = gate_candidate(report, chosen, others, champion, comparable, cfg)
     figures = candidate_figures(report, candidates, best, result)
-    register_key = step_key("register", candidate=chosen.fingerprint, **cache.inputs("router"))
+    register_key = step_key(
+        "register",
+        candidate=chosen.fingerprint,
+        models_code=code_fingerprint(("flows/models",)),
+        **cache.inputs("router"),
+    )
     register = cache.cached(tasks.register_router, register_key)
     state = register(
         chosen,

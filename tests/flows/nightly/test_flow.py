@@ -336,6 +336,21 @@ def test_step_keys_change_with_any_input():
     assert code_fingerprint(STEP_SOURCES["router"]) != code_fingerprint(STEP_SOURCES["estimator"])
 
 
+def test_a_changed_gate_invalidates_the_model_steps_that_register_and_gate(tmp_path: Path):
+    """The estimator and predictor steps train, register and gate in one cached task: the gate's code
+    (``flows/models``) is part of their key, so a changed gate decides again."""
+    from flows.nightly.keys import STEP_SOURCES
+    from flows.registry import code_fingerprint
+
+    for folder in {f for sources in STEP_SOURCES.values() for f in sources}:
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "code.py").write_text(f"# {folder}\n")
+    before = {step: code_fingerprint(src, root=tmp_path) for step, src in STEP_SOURCES.items()}
+    (tmp_path / "flows" / "models" / "code.py").write_text("# a stricter gate\n")
+    after = {step: code_fingerprint(src, root=tmp_path) for step, src in STEP_SOURCES.items()}
+    assert [s for s in STEP_SOURCES if before[s] != after[s]] == ["estimator", "predictor"]
+
+
 @pytest.mark.prefect
 def test_a_dask_cluster_gives_the_same_nightly_results(
     prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
