@@ -1,4 +1,5 @@
-"""Throwaway servers for the flows tests: a free loopback port, a PostgreSQL cluster.
+"""Throwaway servers for the flows tests: a free loopback port, waiting for a started server to
+answer (``wait_until_up``), a PostgreSQL cluster.
 
 ``postgres_cluster`` is the body of the ``postgres`` fixture (tests/flows/conftest.py): ``initdb`` +
 ``pg_ctl`` as the ``postgres`` user, trust auth on loopback, a free port; it skips with the reason
@@ -13,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +28,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, server: subprocess.Popen, timeout_s: float, interval_s: float = 0.5) -> None:
+    """Poll ``url`` (GET) until it answers 200; fail the test, with what the server printed when its
+    output is a pipe, if ``server`` exits first or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None:
+            pipe = server.stderr or server.stdout
+            printed = pipe.read().decode()[-2000:] if pipe is not None else ""
+            pytest.fail(f"the server exited ({server.returncode}) before {url} answered: {printed}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer in {timeout_s:.0f} s")
+        time.sleep(interval_s)
 
 
 def _pg_tools() -> tuple[Path, str] | None:

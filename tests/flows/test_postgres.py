@@ -12,8 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +19,7 @@ import pytest
 
 from flows.registry import CHAMPION, ModelRegistry
 from tests.consumer import consume
-from tests.flows.servers import free_port
+from tests.flows.servers import free_port, wait_until_up
 from tests.flows.toy_model import package
 
 
@@ -64,16 +62,7 @@ def test_tracking_server_on_postgres_with_proxied_artifacts(postgres: str, tmp_p
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("mlflow server did not become healthy")
-                time.sleep(0.5)
+        wait_until_up(f"{url}/health", server, timeout_s=90)
         registry = ModelRegistry(tracking_uri=url, experiment="via-server")  # a server-made artifact root
         v = registry.publish(package(tmp_path, 4.0, 0.9, name="server-model"))
         registry.promote("server-model", v.version)

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.cli.ui import UI_ENV, ui_command, ui_hint
 from flows.registry import ModelRegistry
-from tests.flows.servers import free_port
+from tests.flows.servers import free_port, wait_until_up
 
 
 def test_the_printed_ui_command_is_loadwise_ui(home: Path, monkeypatch: pytest.MonkeyPatch):
@@ -80,16 +79,7 @@ def test_ui_serves_and_leaves_no_process_after_sigterm(home: Path):
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                    assert resp.status == 200
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-                assert time.monotonic() < deadline, "the UI did not answer in 240 s"
-                time.sleep(0.5)
+        wait_until_up(f"http://127.0.0.1:{port}/health", proc, timeout_s=240)
         time.sleep(2)  # what MLflow starts after it answers (its job runner, before the fix)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

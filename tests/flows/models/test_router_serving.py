@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from flows.registry import ModelRegistry
-from tests.flows.servers import free_port
+from tests.flows.servers import free_port, wait_until_up
 from tests.training.rl.samples import tiny_requests
 
 SETTING = {"num_instances": 2, "profile": "v100-llama2-7b-paper", "episode_requests": 30}
@@ -214,18 +213,7 @@ def test_mlflow_models_serve_answers_the_documented_snapshot(home: Path, tmp_pat
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(f"mlflow models serve exited: {server.stderr.read().decode()[-2000:]}")
-                if time.monotonic() > deadline:
-                    pytest.fail("mlflow models serve did not answer /ping")
-                time.sleep(0.3)
+        wait_until_up(f"{url}/ping", server, timeout_s=120, interval_s=0.3)
         body = json.dumps({"inputs": rows.tolist()}).encode()
         request = urllib.request.Request(
             f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}
