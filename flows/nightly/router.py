@@ -257,6 +257,19 @@ def candidates_markdown(figures: list[CandidateFigures], why: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+PROGRESS_EVERY_S = 2.0
+"""How often the flow reads the RL candidates' training logs for ``train-router``'s progress."""
+
+
+def wait_reporting(futures: list[Any], report: Callable[[], None], every_s: float = PROGRESS_EVERY_S) -> None:
+    """Wait for every future, calling ``report`` before each wait of at most ``every_s``. The
+    pending list is taken once per pass: a future can finish between two reads of its state (a
+    second read that finds nothing pending once failed a CI run with ``StopIteration``)."""
+    while pending := [f for f in futures if not f.state.is_final()]:
+        report()
+        pending[0].wait(timeout=every_s)
+
+
 def train_candidates(
     configs: dict[int, RouterTrainConfig],
     keys: dict[int, str],
@@ -276,9 +289,10 @@ def train_candidates(
     }
     dirs = [home / "router" / keys[seed] for seed in configs]
     total = sum(c.total_timesteps for c in configs.values())
-    while not all(f.state.is_final() for f in futures.values()):  # progress from the training logs
-        log.progress("train-router", min(total, sum(trained_steps(d) for d in dirs)), total, "steps")
-        next(iter(f for f in futures.values() if not f.state.is_final())).wait(timeout=PROGRESS_EVERY_S)
+    wait_reporting(
+        list(futures.values()),
+        lambda: log.progress("train-router", min(total, sum(trained_steps(d) for d in dirs)), total, "steps"),
+    )
     log.progress("train-router", total, total, "steps")
     results: dict[int, TrainedRouter] = {}
     states = []
@@ -323,10 +337,6 @@ def in_this_home(trained: TrainedRouter, out: Path) -> TrainedRouter:
     if cfg.warehouse and Path(cfg.warehouse).is_relative_to(old_home):
         cfg = cfg.model_copy(update={"warehouse": str(new_home / Path(cfg.warehouse).relative_to(old_home))})
     return replace(trained, policy_dir=moved, config=cfg)
-
-
-PROGRESS_EVERY_S = 2.0
-"""How often the flow reads the RL candidates' training logs for ``train-router``'s progress."""
 
 
 def trained_steps(out_dir: Path) -> int:
