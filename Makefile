@@ -46,6 +46,7 @@ bench: venv  ## benchmarks; each prints its figure next to a same-run baseline
 	$(BIN)/loadwise bench replay
 	$(BIN)/loadwise bench env
 	$(BIN)/loadwise bench env --hold-headroom 0.1
+	$(BIN)/loadwise fidelity
 
 lock:  ## re-resolve the pinned set into requirements.lock
 	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip freeze --exclude-editable > requirements.lock

@@ -9,6 +9,7 @@ One module per command group, each with its commands at module level on its own 
   ``rollback``
 - ``nightly.py``: ``run``, ``serve``
 - ``ui.py``: ``ui`` (the MLflow UI on the model store, stopped with every process it started)
+- ``fidelity.py``: ``fidelity`` (measured vLLM batches vs the simulator)
 - ``bench.py``: the ``bench`` group (``ingest``, ``replay``, ``env``, ``router``, ``predictor``)
 - ``shared.py``: the option types, option checks and output helpers the groups share
 
@@ -32,7 +33,7 @@ from warehouse.run_env import apply_run_env
 
 apply_run_env()  # before any command imports Prefect, MLflow or Hugging Face
 
-from flows.cli import bench, models, nightly, predict, replay, ui, warehouse  # noqa: E402
+from flows.cli import bench, fidelity, models, nightly, predict, replay, ui, warehouse  # noqa: E402
 
 app = typer.Typer(
     name="loadwise",
@@ -66,7 +67,7 @@ def _main(
     """The app's own options (``--version``); the app's help is ``typer.Typer(help=...)`` above."""
 
 
-for _group in (warehouse, replay, predict, models, nightly, ui):  # the order of `loadwise --help`
+for _group in (warehouse, replay, predict, models, nightly, ui, fidelity):  # the order of `loadwise --help`
     app.add_typer(_group.app)  # no name: the group's commands are top-level commands
 app.add_typer(bench.app, name="bench")
 

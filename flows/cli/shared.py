@@ -82,8 +82,40 @@ RateOpt = Annotated[
     float | None, typer.Option("--rate", help="arrival rate, req/s, > 0 (traces: time-scaled)")
 ]
 RequestsOpt = Annotated[int | None, typer.Option("--requests", min=1, help="held-out requests to replay")]
+
+
+def replay_profile_names() -> list[str]:
+    from training.simulator.profiles import profile_names  # at run time: --help imports no package
+
+    return list(profile_names())
+
+
+def check_replay_profile(value: str | None) -> str | None:
+    """``replay`` / ``compare --profile``: a named profile or any ``<gpu>-<model>`` of
+    ``training/simulator/specs`` (issue 18: one row of data adds a GPU, so the list is read from the
+    tables, not spelled out here). A usage error (exit 2) names the value and where the list is."""
+    if value is None or value in replay_profile_names():
+        return value
+    raise typer.BadParameter(
+        f"{value!r} is not one of the latency profiles: a named one (a100-llama3-8b, ...) or "
+        "<gpu>-<model> of training/simulator/specs (tab completion lists them; docs/simulator.md)"
+    )
+
+
+def complete_replay_profile(incomplete: str) -> list[str]:
+    return [name for name in replay_profile_names() if name.startswith(incomplete)]
+
+
 ProfileOpt = Annotated[
-    ProfileName | None, typer.Option("--profile", help="latency profile (default: workload's)")
+    str | None,
+    typer.Option(
+        "--profile",
+        metavar="PROFILE",
+        callback=check_replay_profile,
+        autocompletion=complete_replay_profile,
+        help="latency profile: a named one (a100-llama3-8b, ...) or <gpu>-<model> from "
+        "training/simulator/specs, e.g. a100-40gb-mistral-7b (default: workload's)",
+    ),
 ]
 SeedsOpt = Annotated[str, typer.Option("--seeds", help="comma-separated seeds")]
 PolicyOpt = Annotated[

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.simulator import roofline
 from training.simulator.config import InstanceConfig
 from training.simulator.latency import LatencyModel, LinearLatencyModel
 
@@ -161,15 +162,56 @@ _MAX_TABLE_TOKENS = 16384
 _MAX_TABLE_BATCH = 4096
 
 
+ROOFLINE_SUFFIX = "-roofline"
+"""``<gpu>-<model>-roofline`` forces the spec-built model where a Vidur profile has the same name."""
+
+
+def _spec_pair(name: str) -> tuple[roofline.GpuSpec, roofline.ModelSpec] | None:
+    """(GpuSpec, ModelSpec) of a spec profile name (``<gpu>-<model>[-roofline]``) that is not one of
+    ``PROFILE_NAMES``, else None (issue 18; ``roofline.py``)."""
+    if name in _HARDWARE:
+        return None
+    return roofline.split_profile_name(name.removesuffix(ROOFLINE_SUFFIX))
+
+
+def profile_names() -> tuple[str, ...]:
+    """``PROFILE_NAMES``, then every ``<gpu>-<model>`` of the spec tables (``roofline.spec_profile_names``),
+    with ``-roofline`` appended where a Vidur profile holds the name (``h100-llama2-7b-roofline``)."""
+    specs = roofline.spec_profile_names()
+    return PROFILE_NAMES + tuple(n + ROOFLINE_SUFFIX if n in _HARDWARE else n for n in specs)
+
+
 def hardware_profile(name: str) -> HardwareProfile:
     try:
         return _HARDWARE[name]
     except KeyError:
-        raise ValueError(f"unknown latency profile {name!r}; known: {', '.join(PROFILE_NAMES)}") from None
+        pair = _spec_pair(name)
+        if pair is None:
+            raise ValueError(
+                f"unknown latency profile {name!r}; known: {', '.join(PROFILE_NAMES)}, or <gpu>-<model> "
+                "from training/simulator/specs (gpus.csv, models.csv)"
+            ) from None
+    g, m = pair
+    return HardwareProfile(
+        name,
+        Gpu(g.gpu, g.memory_gib, g.bandwidth_gbs, g.fp16_tflops),
+        m.hf_id,
+        m.params_b,
+        m.n_layers,
+        m.n_q_heads,
+        m.n_kv_heads,
+        m.head_dim,
+        None,
+        None,
+    )
 
 
 def default_instance_config(profile_name: str, **overrides) -> InstanceConfig:
-    """``InstanceConfig.from_hardware`` with the profile's GPU memory, model size and KV bytes/token."""
+    """``InstanceConfig.from_hardware`` with the profile's GPU memory, model size and KV bytes/token;
+    for spec profiles, vLLM's engine defaults (``roofline.vllm_instance_config``)."""
+    pair = _spec_pair(profile_name)
+    if pair is not None:
+        return roofline.vllm_instance_config(*pair, **overrides)
     hw = hardware_profile(profile_name)
     return InstanceConfig.from_hardware(
         gpu_mem_gib=hw.gpu_mem_gib,
@@ -356,11 +398,15 @@ def _load_cached(name: str, data_dir: str) -> LatencyModel:
 def load_latency_model(name: str, data_dir: str | Path | None = None) -> LatencyModel:
     """The latency model of a named profile (``PROFILE_NAMES``); cached per process.
 
-    ``v100-llama2-7b-paper`` and ``v100-llama2-7b-paper-context`` need no files. The others read
+    ``v100-llama2-7b-paper``, ``v100-llama2-7b-paper-context`` and the spec profiles ``<gpu>-<model>``
+    (``roofline.RooflineLatencyModel``, calibrated on measured vLLM) need no files. The others read
     ``<data_dir>/vidur_profiling`` (default: ``warehouse.settings.shared_data_dir()``) and raise
     FileNotFoundError naming the missing path when it is absent.
     """
     hardware_profile(name)
+    pair = _spec_pair(name)
+    if pair is not None:  # spec profiles need no data files
+        return roofline.RooflineLatencyModel(*pair, roofline.calibrated_efficiency(), name=name)
     if name == PAPER_PROFILE:
         # grad2 per decode token in the batch (one per decoding sequence); see LinearLatencyModel.
         return LinearLatencyModel(
