@@ -181,7 +181,9 @@ def _sequence(
 
     log.start("publish-report")
     steps = log.outcomes()
-    report_md = render_report(cfg, ingest, drift, steps, models, router, predictions, log.seconds())
+    report_md = render_report(
+        cfg, ingest, drift, steps, models, router, predictions, log.seconds(), log.cpu_seconds()
+    )
     publish_artifacts(report_md, router.evaluation, out_dir, router.eval_dir)
     watermark = ingest.latest_file if train else None  # None: consumed nothing (ops keeps the watermark)
     record_success(db, run, started, watermark, drift, log, router)
@@ -195,6 +197,7 @@ def _sequence(
         "drift": drift.payload(),
         "steps": steps,
         "step_seconds": log.seconds(),
+        "step_cpu_seconds": log.cpu_seconds(),
         "models": [m.to_dict() for m in models],
         "predictions": None if predictions is None else predictions.payload(),
         "evaluation": router.evaluation,

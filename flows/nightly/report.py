@@ -38,10 +38,13 @@ def render_report(
     router: RouterOutcome,
     predictions: PredictionsResult | None = None,
     seconds: dict[str, float] | None = None,
+    cpu_seconds: dict[str, float] | None = None,
 ) -> str:
     """The run's markdown report (also the Prefect artifact). ``predictions``: the ``predict-lengths``
-    step's result (``None``: not run)."""
+    step's result (``None``: not run); ``seconds`` / ``cpu_seconds``: each step's wall and CPU
+    seconds (``StepLog``), the Steps table."""
     gate, evaluation, eval_dir = router.gate, router.evaluation, router.eval_dir
+    wall, cpu = seconds or {}, cpu_seconds or {}
     counts = ingest.report
     lines = [
         "# nightly-retrain",
@@ -53,9 +56,12 @@ def render_report(
         "",
         "## Steps",
         "",
-        "| step | outcome | wall (s) |",
-        "|---|---|---|",
-        *(f"| {name} | {outcome} | {_secs((seconds or {}).get(name))} |" for name, outcome in steps.items()),
+        "| step | outcome | wall (s) | CPU (s) |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {outcome} | {_secs(wall.get(name))} | {_secs(cpu.get(name))} |"
+            for name, outcome in steps.items()
+        ),
         "",
         "## Drift (new window vs training window)",
         "",
@@ -188,6 +194,7 @@ def record_success(
         details={
             "steps": steps,
             "step_seconds": {k: round(v, 3) for k, v in log.seconds().items()},
+            "step_cpu_seconds": {k: round(v, 3) for k, v in log.cpu_seconds().items()},
             "gate": gate.model_dump(mode="json") if gate else None,
         },
         evaluation_id=router.evaluation_id,

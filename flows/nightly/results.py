@@ -126,31 +126,42 @@ class StepLog:
     prints them). Written by the flow and its steps only."""
 
     def __init__(
-        self, notify: Callable[[StepEvent], None] | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        notify: Callable[[StepEvent], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         self.running = "start"
         self._outcomes: dict[str, str] = {}
         self._started: dict[str, float] = {}
+        self._cpu_started: dict[str, float] = {}
         self._seconds: dict[str, float] = {}
+        self._cpu_seconds: dict[str, float] = {}
         self._notify = notify or (lambda event: None)
         self._clock = clock
+        self._cpu_clock = cpu_clock
 
     def start(self, step: str) -> None:
         """``step`` starts; a step started before and given no outcome (``ingest-traces``,
         ``check-drift``) ends here, as ``done``."""
         for earlier in [s for s in self._started if s != step]:
             self._seconds[earlier] = self._clock() - self._started.pop(earlier)
+            self._cpu_seconds[earlier] = self._cpu_clock() - self._cpu_started.pop(earlier)
             self._notify(StepEvent(earlier, "done", self._seconds[earlier]))
         self.running = step
         self._started[step] = self._clock()
+        self._cpu_started[step] = self._cpu_clock()
         self._notify(StepEvent(step, "started"))
 
     def record(self, outcome: StepOutcome) -> None:
         self._outcomes[outcome.step] = outcome.outcome
         began = self._started.pop(outcome.step, None)
+        cpu_began = self._cpu_started.pop(outcome.step, None)
         seconds = None if began is None else self._clock() - began
         if seconds is not None:
             self._seconds[outcome.step] = seconds
+        if cpu_began is not None:
+            self._cpu_seconds[outcome.step] = self._cpu_clock() - cpu_began
         self._notify(StepEvent(outcome.step, outcome.outcome, seconds))
 
     def progress(self, step: str, done: int, total: int, unit: str = "") -> None:
@@ -172,6 +183,13 @@ class StepLog:
         """Wall seconds of every step that has ended, in the order they ended (a step skipped before
         it started has none). The report's and ``ops.nightly_runs``' step times, every night."""
         return dict(self._seconds)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system, every thread of this process: ``time.process_time``) of every
+        step that has ended, beside ``seconds``. On a shared machine the wall time counts the waits
+        for a core and this does not, so it is the steadier figure of a step's cost; work a step
+        hands to other processes (a Dask task runner's workers) is not in it."""
+        return dict(self._cpu_seconds)
 
     def retrained(self) -> list[str]:
         """The steps that ran (not cached, not skipped)."""

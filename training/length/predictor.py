@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from training.length.serving import LengthPredictorCore
+from training.length.threads import one_thread
 from training.simulator.interface import LengthPrediction
 
 if TYPE_CHECKING:
@@ -71,7 +72,10 @@ def predict_inputs(
 
     A CASTILLO prompt is ten warehouse rows (one per sampled generation) with one input, and a
     sampled workload replays a prompt many times: deduplicating first makes the model's cost a
-    function of the distinct prompts only. Expected lengths are floored at 1 token.
+    function of the distinct prompts only. Expected lengths are floored at 1 token. The model runs
+    with one thread per numeric library (``training.length.threads.one_thread``): the encoder's
+    features are then the ones training computed and MLflow serving computes (its
+    ``torch_threads`` default is 1), and a busy machine does not stall a two-thread kernel.
     """
     from warehouse.predictions import input_hash
 
@@ -97,11 +101,12 @@ def predict_inputs(
     k = core.k
     expected = np.zeros(len(unique), dtype=np.float64)
     probs = np.zeros((len(unique), k), dtype=np.float64)
-    for start in range(0, len(unique), batch_size):
-        out = core.predict_frame(unique.iloc[start : start + batch_size])
-        stop = start + len(out)
-        expected[start:stop] = out["expected_output_tokens"].to_numpy()
-        probs[start:stop] = out[[f"p_bucket_{j}" for j in range(k)]].to_numpy()
+    with one_thread(torch_too=True):  # as training and MLflow serving compute it (training.length.threads)
+        for start in range(0, len(unique), batch_size):
+            out = core.predict_frame(unique.iloc[start : start + batch_size])
+            stop = start + len(out)
+            expected[start:stop] = out["expected_output_tokens"].to_numpy()
+            probs[start:stop] = out[[f"p_bucket_{j}" for j in range(k)]].to_numpy()
     position = {key: j for j, key in enumerate(first)}
     index = np.fromiter((position[key] for key in keys), dtype=np.int64, count=n)
     has_text = core.has_text_model

@@ -202,7 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=PredictorConfig().finetune_layers,
         help="encoder layers fine-tuned with the head (0: frozen encoder)",
     )
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads of the latency benchmark (training always runs one per library: train.py)",
+    )
     p.add_argument("--bench-n", type=int, default=256)
     p.add_argument("--out", type=Path, default=None, help="write the markdown here (else stdout)")
     p.add_argument("--json", type=Path, default=None, help="write the Table1Report JSON here")

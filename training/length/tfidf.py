@@ -1,8 +1,9 @@
 """The bag-of-words text model and the validation-only choices (C, ensemble weight).
 
 Who calls this: ``train_from_rows`` once per training run when ``PredictorConfig.text_model`` is
-``tfidf`` or ``ensemble`` (each logistic-regression fit is 10-35 s on the shared 2-core CPU for
-3,293 training prompts; one fit per candidate C plus one refit), and the tests with tiny frames.
+``tfidf`` or ``ensemble``, in its second thread at one BLAS/OpenMP thread (each logistic-regression
+fit is 3-7 s of CPU for 3,300 training prompts; one fit per candidate C, sharing one vocabulary,
+plus one refit), and the tests with tiny frames.
 
 Why it exists (docs/length_predictor.md has the numbers): on CASTILLO the frozen, mean-pooled
 MiniLM embedding carries little prompt-specific length signal beyond the task, while word n-grams
@@ -83,15 +84,22 @@ def expand_pairs(labels: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, 
 def fit_tfidf(frame: pd.DataFrame, labels: Sequence[np.ndarray], cfg: PredictorConfig, c: float) -> Any:
     """Fit features + logistic regression on ``frame`` (``tfidf_input`` columns, one row per prompt)
     with ``labels[i]`` = prompt i's samples' buckets. Returns a fitted ``Pipeline``."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
     features = build_features(cfg)
     x = features.fit_transform(frame)
+    return Pipeline([("features", features), ("lr", fit_lr(x, labels, c))])
+
+
+def fit_lr(x: Any, labels: Sequence[np.ndarray], c: float) -> Any:
+    """The multinomial logistic regression on feature rows ``x`` (one per prompt, from a fitted
+    ``build_features``) with ``labels[i]`` = prompt i's samples' buckets, as weighted pair rows."""
+    from sklearn.linear_model import LogisticRegression
+
     rows, y, w = expand_pairs(labels)
     lr = LogisticRegression(C=c, max_iter=3000)
     lr.fit(x[rows], y, sample_weight=w)
-    return Pipeline([("features", features), ("lr", lr)])
+    return lr
 
 
 def proba_k(model: Any, frame: pd.DataFrame, k: int) -> np.ndarray:
@@ -173,12 +181,22 @@ def fit_text_tfidf(
     )
     tr, va = np.flatnonzero(train_mask).tolist(), np.flatnonzero(val_mask).tolist()
     val_labels = [labels[i] for i in va]
+    # One vocabulary and one feature matrix for every candidate C: fitting the features is
+    # deterministic, so each candidate's pipeline is the one ``fit_tfidf`` would fit on its own.
+    from sklearn.pipeline import Pipeline
+
+    features = build_features(cfg)
+    x_train = features.fit_transform(frame.iloc[tr])
+    x_val = features.transform(frame.iloc[va]) if len(va) else None
+    train_labels = [labels[i] for i in tr]
     fits: dict[float, Any] = {}
     val_proba: dict[float, np.ndarray] = {}
     for c in cfg.tfidf_c:
-        fits[c] = fit_tfidf(frame.iloc[tr], [labels[i] for i in tr], cfg, c)
-        if len(va):
-            val_proba[c] = proba_k(fits[c], frame.iloc[va], k)
+        lr = fit_lr(x_train, train_labels, c)
+        fits[c] = Pipeline([("features", features), ("lr", lr)])
+        if x_val is not None:
+            val_proba[c] = np.zeros((len(va), k))
+            val_proba[c][:, np.asarray(lr.classes_, dtype=np.int64)] = lr.predict_proba(x_val)
             say(f"tfidf C={c}: validation pair accuracy {pair_accuracy(val_proba[c], val_labels):.4f}")
     c_best = select_on_val(val_proba, val_labels) if len(va) and len(cfg.tfidf_c) > 1 else cfg.tfidf_c[0]
     info = {"tfidf_c": float(c_best)}

