@@ -16,6 +16,11 @@ per repeat:
   ``ClusterConfig(request_stats=True)`` as in the env.
 
 The two must be the same replay: ``identical_results`` compares their per-request E2E arrays exactly.
+A third pass replays the trace once more with the same choices and times, per decision the agent
+sees, the env's snapshot builder (``SnapshotBuilder.build``) and the encoder (``encode_observation``)
+apart (``snapshot_us``, ``encode_us``, wall): what of the env's overhead is the observation (issue 16).
+Both modes are timed in wall and in CPU seconds of this process (``overhead_cpu``): on the shared
+2-core machine the wall ratio moves by up to ~2x from one minute to the next, the CPU one by ~10 %.
 Under admission control the env answers the held ticks itself (they never reach the agent) and
 ``HoldForHeadroom`` returns DELAY without asking the inner round robin, so the cyclic pointers of the
 agent and of the inner router move on the same decisions. Pure apart from the wall clock.
@@ -30,12 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from training.length.baselines import OraclePredictor
 from training.rl.env import RouterEnv
-from training.rl.policy_serving import ObsSpec
+from training.rl.policy_serving import ObsSpec, action_mask, encode_observation
 from training.routing.admission import HoldForHeadroom
+from training.routing.admission_rule import AdmissionMemo
 from training.routing.registry import RouterContext, get_router
 from training.simulator.config import ClusterConfig
-from training.simulator.engine import simulate
-from training.simulator.interface import Router
+from training.simulator.engine import replay, simulate
+from training.simulator.interface import DELAY, Router
 from training.simulator.profiles import PAPER_PROFILE, default_instance_config, load_latency_model
 from training.simulator.request import Request
 from training.simulator.result import SimResult
@@ -64,6 +70,13 @@ class EnvBenchResult(BaseModel):
     env_decisions_per_s: float = Field(description="decisions / env_wall_s")
     replay_requests_per_s: float = Field(description="num_requests / replay_wall_s")
     overhead: float = Field(description="env_wall_s / replay_wall_s: the env is this many times slower")
+    overhead_cpu: float = Field(
+        description="the same ratio in CPU seconds of this process (steadier than wall on a shared machine)"
+    )
+    snapshot_us: float = Field(
+        description="mean microseconds per decision in the env's SnapshotBuilder.build"
+    )
+    encode_us: float = Field(description="mean microseconds per decision in encode_observation")
     held_requests: int = Field(description="requests held at the router at least one decision tick")
     mean_router_wait_s: float = Field(description="mean simulated seconds a request waited at the router")
     mean_e2e_s: float = Field(description="mean simulated end-to-end latency, seconds (env episode)")
@@ -99,6 +112,41 @@ def _run_env(env: RouterEnv, trace: list[Request]) -> tuple[SimResult, int]:
         steps += 1
     assert env.last_result is not None  # set by the terminal step
     return env.last_result, steps
+
+
+def _time_observation(env: RouterEnv, trace: list[Request]) -> tuple[float, float, int]:
+    """Wall seconds spent in the env's snapshot builder and in the encoder over one replay of ``trace``
+    answered like ``_run_env`` (decisions the env would skip under admission control skipped too),
+    and the number of decisions timed. Uses ``env.builder`` and the env's cluster, latency model and
+    predictor; the timer costs ~0.1 us per call."""
+    m, spec = env.obs_spec.num_instances, env.obs_spec
+    hold = None if spec.hold_kv_headroom is None else AdmissionMemo(spec.block_size, spec.hold_kv_headroom)
+    gen = replay(trace, env.cluster, env.sampler.latency_model, env.sampler.predictor, router_name="bench")
+    clock = time.perf_counter
+    build_s = encode_s = 0.0
+    pointer = n = 0
+    try:
+        rv, cv = next(gen)
+        while True:
+            held = None if hold is None else hold.hold(cv, rv.prompt_tokens)
+            if held is not None:  # answered by the env itself (``RouterEnv._skip_holds``), untimed
+                rv, cv = gen.send(held)
+                continue
+            t0 = clock()
+            snap = env.builder.build(rv, cv).snapshot
+            t1 = clock()
+            encode_observation(snap, spec)
+            t2 = clock()
+            build_s += t1 - t0
+            encode_s += t2 - t1
+            n += 1
+            action = next_valid(action_mask(snap, spec), pointer)
+            if action < m:
+                pointer = (action + 1) % m
+            rv, cv = gen.send(DELAY if action == m else action)
+    except StopIteration:
+        pass
+    return build_s, encode_s, n
 
 
 def run_env_benchmark(
@@ -144,15 +192,18 @@ def run_env_benchmark(
             return round_robin
         return HoldForHeadroom(round_robin, cluster.instance.block_size, hold_kv_headroom)
 
-    env_wall = replay_wall = float("inf")
+    env_wall = replay_wall = env_cpu = replay_cpu = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         env_result, decisions = _run_env(env, trace)
         env_wall = min(env_wall, time.perf_counter() - t0)
+        env_cpu = min(env_cpu, time.process_time() - c0)
         router = baseline()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ref = simulate(trace, router, cluster, latency, predictor, seed=seed)
         replay_wall = min(replay_wall, time.perf_counter() - t0)
+        replay_cpu = min(replay_cpu, time.process_time() - c0)
+    build_s, encode_s, timed = _time_observation(env, trace)
     env.close()
 
     rel = np.abs(env_result.e2e_s - ref.e2e_s) / np.maximum(ref.e2e_s, 1e-12)
@@ -168,6 +219,9 @@ def run_env_benchmark(
         env_decisions_per_s=decisions / env_wall,
         replay_requests_per_s=num_requests / replay_wall,
         overhead=env_wall / replay_wall,
+        overhead_cpu=env_cpu / replay_cpu,
+        snapshot_us=build_s / timed * 1e6,
+        encode_us=encode_s / timed * 1e6,
         held_requests=int(np.count_nonzero(env_result.router_wait_s > 0)),
         mean_router_wait_s=float(np.mean(env_result.router_wait_s)),
         mean_e2e_s=float(np.mean(env_result.e2e_s)),

@@ -127,7 +127,8 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         self._request: RequestView | None = None
         self._obs = np.zeros(self.obs_spec.obs_dim, dtype=np.float32)
         self._mask = np.ones(self.obs_spec.n_actions, dtype=bool)
-        self._placed = np.zeros(self.obs_spec.num_instances, dtype=np.int64)
+        self._placed = 0
+        """Requests placed on an instance so far this episode."""
         self._finished = 0
         self._n_requests = 0
         self._now = 0.0
@@ -155,7 +156,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
             router_name="RouterEnv",
         )
         self._n_requests = len(requests)
-        self._placed[:] = 0
+        self._placed = 0
         self._finished = 0
         self.last_result = None
         rv, cv = self._skip_holds(*next(self._gen))
@@ -173,7 +174,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         choice = DELAY if a == m else a
         penalty_s = 0.0 if choice == DELAY else float(self._state.snapshot.instances[choice, 9])
         if choice != DELAY:
-            self._placed[choice] += 1
+            self._placed += 1
         t0 = self._now
         cfg = self.reward_config
         info: dict[str, Any] = {"invalid_action": invalid, "action": a}
@@ -211,7 +212,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         parts = step_reward(
             cfg,
             ticks=(self._now - t0) / self.tick_s,
-            pending_weight=float(st.pending_weight.sum()) + held,
+            pending_weight=float(np.add.reduce(st.pending_weight)) + held,
             completed=self._finished - prev_finished,
             mixing_penalty_s=penalty_s,
             tick_s=self.tick_s,
@@ -242,7 +243,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         self._state = st
         self._request = rv
         self._now = cv.now_s
-        self._finished = int(self._placed.sum() - st.in_system.sum())
+        self._finished = self._placed - int(np.add.reduce(st.in_system))
         self._obs = encode_observation(st.snapshot, self.obs_spec)
         self._mask = action_mask(st.snapshot, self.obs_spec)
 
@@ -254,9 +255,9 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         applies to the snapshot), so held ticks cost no snapshot."""
         if self._hold is None:
             return rv, cv
-        while self._hold.startable(cv, rv.prompt_tokens) is None:
+        while (hold := self._hold.hold(cv, rv.prompt_tokens)) is not None:
             assert self._gen is not None
-            rv, cv = self._gen.send(DELAY)  # the held request is still pending: the replay goes on
+            rv, cv = self._gen.send(hold)  # a DELAY the replay re-offers only once some instance has room
         return rv, cv
 
     def _fallback(self) -> int:

@@ -69,8 +69,10 @@ the bucket histograms. ``squash(x, s) = log1p(x / s)``.
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -156,32 +158,32 @@ class ObsSpec:
                 "(admission control counts the prompt in KV blocks)"
             )
 
-    @property
+    @cached_property
     def n_prompt_buckets(self) -> int:
         return len(self.prompt_edges) + 1
 
-    @property
+    @cached_property
     def n_decode_buckets(self) -> int:
         return len(self.decode_edges) + 1
 
-    @property
+    @cached_property
     def n_actions(self) -> int:
         return self.num_instances + 1
 
-    @property
+    @cached_property
     def per_instance_dim(self) -> int:
         return 11 + 2 * self.n_prompt_buckets * self.n_decode_buckets
 
-    @property
+    @cached_property
     def n_length_buckets(self) -> int:
         """Bucket probabilities of the length predictor in the request features (0: none read)."""
         return 0 if self.predicted_bucket_edges is None else len(self.predicted_bucket_edges) + 1
 
-    @property
+    @cached_property
     def request_dim(self) -> int:
         return self.n_prompt_buckets + self.n_decode_buckets + 4 + self.n_length_buckets
 
-    @property
+    @cached_property
     def obs_dim(self) -> int:
         return self.n_actions + self.request_dim + self.num_instances * self.per_instance_dim
 
@@ -342,68 +344,99 @@ def action_mask(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
     ``spec.max_delay_s``, and always when no instance is valid (then it is the only action).
     """
     accepting = startable(snap, spec)
-    delay = (spec.allow_delay and snap.waited_s < spec.max_delay_s) or not accepting.any()
-    return np.append(accepting, delay)
+    delay = (spec.allow_delay and snap.waited_s < spec.max_delay_s) or not np.logical_or.reduce(accepting)
+    out = np.empty(len(accepting) + 1, dtype=bool)
+    out[:-1] = accepting
+    out[-1] = delay
+    return out
 
 
-def _squash(x: np.ndarray | float, scale: float) -> np.ndarray:
+def _squash(x: np.ndarray | float, scale: float | np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(np.asarray(x, dtype=np.float64), 0.0) / scale)
+
+
+_SQUASHED_FIELDS = (1, 2, 5, 6, 7, 8, 9)
+"""``INSTANCE_FIELDS`` positions squashed into the observation (running, waiting, outstanding prompt /
+decode tokens, earliest completion, completion, penalty), in their order in an instance's block."""
+_SQUASH_SCALES = (16.0, 16.0, 1024.0, 4096.0, 1.0, 10.0, 10.0)
+"""Their ``squash`` scales (requests, tokens or seconds, as the field); histograms: 4 (prefill), 8."""
+
+
+_FIELD_INDEX = np.array(_SQUASHED_FIELDS, dtype=np.intp)
+
+
+@lru_cache(maxsize=16)
+def _squash_scales(m: int, cells: int) -> np.ndarray:
+    """Scales of every squashed input of one observation: per instance the fields, then ``cells``
+    prefill-histogram and ``cells`` decode-histogram counts; last the request's prompt and predicted
+    output tokens (read-only; cached per shape)."""
+    per = _SQUASH_SCALES + (4.0,) * cells + (8.0,) * cells
+    out = np.array(per * m + (256.0, 256.0), dtype=np.float64)
+    out.flags.writeable = False
+    return out
 
 
 def encode_observation(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
     """THE observation encoder (env and serving): snapshot -> float32 vector of ``spec.obs_dim``.
 
-    Layout and scales are in the module docstring; every entry is in [0, ``OBS_HIGH``].
+    Layout and scales are in the module docstring; every entry is in [0, ``OBS_HIGH``]. Called once
+    per routing decision, so it writes into one preallocated vector and squashes every input (all
+    instances' and the request's) in one call: about 30 numpy calls whatever m is (issue 16),
+    elementwise the same operations as one call per feature (``tests/training/rl/
+    test_observation.py`` holds the output bit-equal to that reference).
     """
     m = spec.num_instances
-    if snap.instances.shape[0] != m:
-        raise ValueError(f"snapshot has {snap.instances.shape[0]} instances, the policy expects {m}")
-    mask = action_mask(snap, spec).astype(np.float64)
-    pb = int(np.searchsorted(spec.prompt_edges, snap.prompt_tokens, side="right"))
-    db = int(np.searchsorted(spec.decode_edges, snap.predicted_output_tokens, side="right"))
-    req = np.zeros(spec.n_prompt_buckets + spec.n_decode_buckets + 4)
-    req[pb] = 1.0
-    req[spec.n_prompt_buckets + db] = 1.0
-    req[-4] = _squash(snap.prompt_tokens, 256.0)
-    req[-3] = _squash(snap.predicted_output_tokens, 256.0)
-    req[-2] = min(snap.router_queue_len, spec.queue_cap) / spec.queue_cap
-    req[-1] = min(snap.waited_s, spec.max_delay_s) / spec.max_delay_s if spec.max_delay_s > 0 else 0.0
-    if spec.n_length_buckets:
+    inst = snap.instances
+    if inst.shape[0] != m:
+        raise ValueError(f"snapshot has {inst.shape[0]} instances, the policy expects {m}")
+    n_act, bp, bd, nk = spec.n_actions, spec.n_prompt_buckets, spec.n_decode_buckets, spec.n_length_buckets
+    cells, nf = bp * bd, len(_SQUASHED_FIELDS)
+    out = np.zeros(spec.obs_dim)
+    out[:n_act] = action_mask(snap, spec)
+    # request: bucket one-hots, squashed sizes, queue and wait fractions, length-bucket probabilities
+    r = n_act
+    out[r + bisect_right(spec.prompt_edges, snap.prompt_tokens)] = 1.0
+    out[r + bp + bisect_right(spec.decode_edges, snap.predicted_output_tokens)] = 1.0
+    r += bp + bd
+    # every squashed input (per instance, then the request's two sizes), squashed in one call
+    width = nf + 2 * cells
+    raw = np.empty(m * width + 2)
+    grid = raw[: m * width].reshape(m, width)
+    grid[:, :nf] = inst[:, _FIELD_INDEX]
+    grid[:, nf : nf + cells] = snap.prefill_hist.reshape(m, cells)
+    grid[:, nf + cells :] = snap.decode_hist.reshape(m, cells)
+    raw[-2] = snap.prompt_tokens
+    raw[-1] = snap.predicted_output_tokens
+    flat = _squash(raw, _squash_scales(m, cells))
+    sq = flat[: m * width].reshape(m, width)
+    out[r : r + 2] = flat[-2:]
+    out[r + 2] = min(snap.router_queue_len, spec.queue_cap) / spec.queue_cap
+    out[r + 3] = min(snap.waited_s, spec.max_delay_s) / spec.max_delay_s if spec.max_delay_s > 0 else 0.0
+    r += 4
+    if nk:
         probs = snap.predicted_bucket_probs
         if probs is None:  # a snapshot without them: the expected length's bucket, one-hot
             probs = length_bucket_probs(spec, snap.predicted_output_tokens)
         assert probs is not None  # the spec reads buckets
-        if len(probs) != spec.n_length_buckets:
-            raise ValueError(
-                f"{len(probs)} length-bucket probabilities, the policy reads {spec.n_length_buckets}"
-            )
-        req = np.concatenate([req, np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)])
-    inst = snap.instances
-    kv_total = np.maximum(inst[:, 4], 1.0)
-    usage = np.clip(inst[:, 3] / kv_total, 0.0, 1.0)
-    comp, pen = inst[:, 8], inst[:, 9]
+        if len(probs) != nk:
+            raise ValueError(f"{len(probs)} length-bucket probabilities, the policy reads {nk}")
+        out[r : r + nk] = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+        r += nk
+    # per instance k: squashed running, waiting | KV usage, free | squashed outstanding tokens and
+    # times | completion and penalty relative to the best accepting instance | squashed histograms
+    per = out[r:].reshape(m, spec.per_instance_dim)
+    usage = np.minimum(np.maximum(inst[:, 3] / np.maximum(inst[:, 4], 1.0), 0.0), 1.0)  # np.clip, cheaper
+    times = inst[:, 8:10]  # completion, penalty
     acc = inst[:, 0] > 0.5
-    best_comp = comp[acc].min() if acc.any() else comp.min()
-    best_pen = pen[acc].min() if acc.any() else pen.min()
-    per = np.column_stack(
-        [
-            _squash(inst[:, 1], 16.0),
-            _squash(inst[:, 2], 16.0),
-            usage,
-            1.0 - usage,
-            _squash(inst[:, 5], 1024.0),
-            _squash(inst[:, 6], 4096.0),
-            _squash(inst[:, 7], 1.0),
-            _squash(comp, 10.0),
-            _squash(pen, 10.0),
-            (comp - best_comp) / TIME_SCALE_S,
-            (pen - best_pen) / TIME_SCALE_S,
-            _squash(snap.prefill_hist.reshape(m, -1), 4.0),
-            _squash(snap.decode_hist.reshape(m, -1), 8.0),
-        ]
-    )
-    out = np.concatenate([mask, req, per.ravel()])
-    return np.clip(out, 0.0, OBS_HIGH).astype(np.float32)
+    best = np.minimum.reduce(times[acc] if np.logical_or.reduce(acc) else times, axis=0)
+    per[:, 0:2] = sq[:, 0:2]
+    per[:, 2] = usage
+    per[:, 3] = 1.0 - usage
+    per[:, 4:9] = sq[:, 2:nf]
+    per[:, 9:11] = (times - best) / TIME_SCALE_S
+    per[:, 11:] = sq[:, nf:]
+    np.maximum(out, 0.0, out=out)  # np.clip(out, 0, OBS_HIGH) in two calls: clip costs more than both
+    return np.minimum(out, OBS_HIGH, out=out).astype(np.float32)
 
 
 def _relu(x: np.ndarray) -> np.ndarray:

@@ -85,8 +85,8 @@ class LearnedRouter:
     def route(self, request: RequestView, cluster: ClusterView) -> int:
         if not cluster.accepting:
             return DELAY
-        if self.hold is not None and self.hold.startable(cluster, request.prompt_tokens) is None:
-            return DELAY  # what the policy's mask would leave, without building a snapshot per tick
+        if self.hold is not None and (hold := self.hold.hold(cluster, request.prompt_tokens)) is not None:
+            return hold  # DELAY, what the policy's mask would leave; the replay re-offers once there is room
         snapshot = self.builder.build(request, cluster).snapshot
         if isinstance(self.policy, RulePolicy):
             a = self.policy.act(snapshot, self.rng)

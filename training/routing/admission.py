@@ -31,7 +31,7 @@ from dataclasses import replace
 
 from training.routing.admission_rule import AdmissionMemo
 from training.routing.registry import RouterContext, RouterFactory, get_entry, get_router, register
-from training.simulator.interface import DELAY, ClusterView, RequestView, Router
+from training.simulator.interface import ClusterView, RequestView, Router
 
 DEFAULT_HEADROOM = 0.10
 """Fraction of an instance's KV blocks kept free beyond the prompt before it may start a request."""
@@ -48,7 +48,14 @@ the best latency-aware placement rule (docs/evaluation.md)."""
 
 class HoldForHeadroom:
     """``inner`` placement among the instances that can start the request (``startable_instances``,
-    through an ``AdmissionMemo``); DELAY while none can.
+    through an ``AdmissionMemo``); while none can, ``Hold(room_needed(...))``, a ``DELAY`` that tells
+    the replay which room would change the answer (``interface.Hold``).
+
+    The promise holds: the answer is DELAY exactly when no instance satisfies ``can_start``, which is
+    ``accepting`` and (empty or ``room_needed`` blocks free beyond the committed ones:
+    ``admission_rule.room_needed``), and the inner router is not asked then, so its state plays no
+    part. ``block_size`` must be the replay's ``InstanceConfig.block_size`` (the registry passes
+    ``RouterContext.block_size``, taken from the same config).
 
     The inner router sees the cluster with every other instance marked not accepting, so any router
     that honours ``accepting`` (every registered one does) works unchanged.
@@ -76,7 +83,9 @@ class HoldForHeadroom:
     def route(self, request: RequestView, cluster: ClusterView) -> int:
         startable = self.memo.startable(cluster, request.prompt_tokens)
         if startable is None:
-            return DELAY
+            hold = self.memo.hold(cluster, request.prompt_tokens)  # memoised: no second check
+            assert hold is not None
+            return hold
         restricted = ClusterView(
             now_s=cluster.now_s,
             instances=tuple(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from training.simulator.interface import ClusterView, InstanceView
+from training.simulator.interface import ClusterView, Hold, InstanceView
 
 
 def can_start(view: InstanceView, prompt_tokens: int, block_size: int, headroom: float) -> bool:
@@ -28,6 +28,19 @@ def can_start(view: InstanceView, prompt_tokens: int, block_size: int, headroom:
     queued = math.ceil(view.outstanding_prompt_tokens / block_size)
     free = view.kv_total_blocks - view.kv_used_blocks - queued
     return free >= math.ceil(prompt_tokens / block_size) + headroom * view.kv_total_blocks
+
+
+def room_needed(prompt_tokens: int, block_size: int, headroom: float, kv_total_blocks: int) -> float:
+    """The room (``interface.Hold.room_blocks``) an instance needs to start the request under
+    ``can_start``: ``ceil(prompt / block_size) + headroom x kv_total_blocks`` free blocks beyond its
+    committed ones.
+
+    ``can_start(view, ...)`` is exactly: ``view.accepting`` and (``view.num_requests == 0`` or
+    ``kv_total_blocks - (kv_used_blocks + ceil(outstanding_prompt_tokens / block_size)) >=
+    room_needed(...)``), the form ``Hold`` promises in (tests/training/routing/test_admission_rule_hold.py).
+    So a router applying the rule may answer ``Hold(room_needed(...))`` when no instance can start the
+    request, and the replay skips re-offering it until an instance has that room."""
+    return math.ceil(prompt_tokens / block_size) + headroom * kv_total_blocks
 
 
 def startable_instances(
@@ -68,6 +81,17 @@ class AdmissionMemo:
         if not same or prompt_tokens < self._blocked_from:
             self._views, self._blocked_from = views, prompt_tokens
         return None
+
+    def hold(self, cluster: ClusterView, prompt_tokens: int) -> Hold | None:
+        """None when some instance can start the request; else the answer that holds it:
+        ``Hold(room_needed(...))``, a DELAY that lets the replay skip re-offering the request until an
+        instance has that room (``interface.Hold``). Who calls this: the ``+hold`` routers and the RL
+        env, once per decision where the rule applies."""
+        if self.startable(cluster, prompt_tokens) is not None:
+            return None
+        views = cluster.instances
+        total = views[0].kv_total_blocks if views else 0  # one InstanceConfig: every instance the same
+        return Hold(room_needed(prompt_tokens, self.block_size, self.headroom, total))
 
     def clear(self) -> None:
         self._views = None

@@ -1,11 +1,12 @@
 """Discrete-event replay of a cluster of vLLM-like LLM instances behind a router.
 
-Pure Python + numpy. Entry point: ``simulate``. See docs/simulator.md for the semantics, the event
-order, the latency models and the decode fast-forward.
+Pure Python + numpy. Entry point: ``simulate`` (``ReplayState`` for step-wise drivers and forks).
+See docs/simulator.md for the semantics, the event order, the latency models and the decode
+fast-forward.
 """
 
 from training.simulator.config import ClusterConfig, InstanceConfig, QueuePolicy, RouterQueueOrder
-from training.simulator.engine import RoutingError, replay, simulate
+from training.simulator.engine import ReplayState, RoutingError, replay, simulate
 from training.simulator.latency import LatencyModel, LinearLatencyModel
 from training.simulator.profiles import (
     PROFILE_NAMES,
@@ -27,6 +28,7 @@ __all__ = [
     "LinearLatencyModel",
     "ProfileLatencyModel",
     "QueuePolicy",
+    "ReplayState",
     "Request",
     "RequestStatus",
     "RouterQueueOrder",

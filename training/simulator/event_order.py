@@ -1,7 +1,8 @@
 """The replay's event kinds and their one tie-break order.
 
-Who uses this: ``engine.simulate``'s single event heap. Heap entries are tuples
-``(time_s, kind, key, version)`` compared left to right, so simultaneous events are processed:
+Who uses this: ``engine.ReplayState``'s event loop. Events are tuples ``(time_s, kind, key, version)``
+compared left to right (one heap, merged by the same comparison with the sorted list of arrivals),
+so simultaneous events are processed:
 
 1. ``ITERATION_END`` (by instance index): iterations that end at t complete first, so finished
    requests free their KV cache and routers deciding at t see the post-iteration state.

@@ -2,7 +2,8 @@
 decides on, and the LengthPredictor protocol.
 
 Who calls this: the simulator, once per routing decision (``Router.route``: when a request arrives at
-the router and, if the router chose ``DELAY``, again at every decision tick until it is routed) and
+the router and, if the router chose ``DELAY``, again at every decision tick until it is routed; after
+a ``Hold``, only at the ticks where some instance has the room it asked for) and
 once per replay (``LengthPredictor.predict_output_tokens``). Routers (``training.routing``), length
 predictors (``training.length``) and the RL env (``training.rl``) implement or read these; the
 simulator imports nothing of them.
@@ -30,6 +31,41 @@ from training.simulator.request import Request
 
 DELAY = -1
 """Returned by ``Router.route`` to hold the request at the router until the next decision tick."""
+
+
+class Hold(int):
+    """``DELAY`` with a promise, so that the replay need not re-offer a request that cannot be placed.
+
+    ``Hold(room_blocks) == DELAY`` (it is the int -1), so anything that reads it as DELAY (the
+    contract tests, the eval harness, an older driver) is right; the replay recognises it by type.
+    Returning ``Hold(room_blocks)`` for a request promises: whenever no instance is ``accepting`` and
+    either empty (``num_requests == 0``) or with ``kv_total_blocks - committed >= room_blocks``, where
+    ``committed = kv_used_blocks + ceil(outstanding_prompt_tokens / block_size)`` (``block_size``: the
+    replay's ``InstanceConfig.block_size``), this router answers DELAY (or a ``Hold``) for this
+    request and changes no state of its own. Nothing else it reads may turn its answer (not
+    ``now_s``, ``waited_s``, ``router_queue_len``, prefix hits, other requests).
+
+    The admission rule (``training.routing.admission_rule.can_start``) is exactly of this form, so the
+    ``+hold`` routers answer ``Hold(room_needed(...))`` when no instance can start the request. The
+    replay then offers a held request at a decision tick only when some instance has that room, and
+    skips the ticks where none has (it wakes on the finish, KV release or admission that makes
+    room), with the results of offering every held request at every tick (``engine.ReplayState``;
+    tests/training/simulator/test_engine_hold.py).
+
+    Attributes:
+        room_blocks: KV blocks an instance must have free beyond its committed ones (may be
+            fractional: a headroom is a fraction of the cache).
+    """
+
+    room_blocks: float
+
+    def __new__(cls, room_blocks: float) -> Hold:
+        self = super().__new__(cls, DELAY)
+        self.room_blocks = float(room_blocks)
+        return self
+
+    def __repr__(self) -> str:
+        return f"Hold({self.room_blocks!r})"
 
 
 @dataclass(frozen=True, slots=True)

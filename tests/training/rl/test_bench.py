@@ -23,7 +23,16 @@ def test_env_and_simulate_are_the_same_replay(result):
 
 
 def test_figures_are_positive_and_consistent(result):
-    for name in ("env_wall_s", "replay_wall_s", "env_decisions_per_s", "replay_requests_per_s", "overhead"):
+    for name in (
+        "env_wall_s",
+        "replay_wall_s",
+        "env_decisions_per_s",
+        "replay_requests_per_s",
+        "overhead",
+        "overhead_cpu",
+        "snapshot_us",
+        "encode_us",
+    ):
         assert getattr(result, name) > 0, name
     assert result.mean_e2e_s > 0
     assert result.env_decisions_per_s == pytest.approx(result.decisions / result.env_wall_s)
