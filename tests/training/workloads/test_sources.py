@@ -29,6 +29,8 @@ SQL_READERS = ("read_csv(", "read_csv_auto(", "read_parquet(", "read_json(", "re
 # linear-layer fit read them directly.
 ALLOWED = {
     ("training/simulator/profiles.py", "_read_csv"),
+    ("training/simulator/roofline.py", "_read_rows"),  # the GPU / model spec tables, not a trace
+    ("eval/fidelity.py", "read_measurements"),  # measured static batches (checked row by row), not a trace
     ("training/impact/fit.py", "fit_linear_part"),
 }
 
