@@ -46,7 +46,7 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
 def _view(con: duckdb.DuckDBPyConnection, requests: list[tuple[int, int]], lm: LinearLatencyModel):
     """``marts.request_classes`` rows (prefill_s, decode_s, class) of ``requests`` under ``lm`` as
     the only active profile, in request order."""
-    con.execute("DELETE FROM marts.requests")
+    con.execute("DELETE FROM marts.requests_stored")
     con.execute("UPDATE marts.latency_profile SET active = false")
     con.execute("DELETE FROM marts.latency_profile WHERE name = 'under-test'")
     con.execute(
@@ -64,7 +64,8 @@ def _view(con: duckdb.DuckDBPyConnection, requests: list[tuple[int, int]], lm: L
     )
     con.register("_rows", rows)
     con.execute(
-        "INSERT INTO marts.requests (request_id, source, trace_id, arrival_s, prompt_tokens, output_tokens, "
+        "INSERT INTO marts.requests_stored (request_id, source, trace_id, arrival_s, prompt_tokens, "
+        "output_tokens, "
         "task, status) SELECT lpad(i::VARCHAR, 6, '0'), 't', 't', 0.0, p, o, 't', 'ok' FROM _rows"
     )
     con.unregister("_rows")

@@ -8,11 +8,14 @@ data checks passing, or nothing is.
 Per file: detection (``warehouse.formats``) and one pass over its bytes that computes its SHA-256
 content hash and scans it for what DuckDB's line scan would misread (``warehouse.lines.scan_file``).
 A known hash is a duplicate: the file is skipped, ``duplicates_skipped`` counts the rows it held
-when first ingested. Otherwise the file's records go into ``raw.<format>`` (text formats line by
-line, so every line has its number and text; the format's ``parse_error`` for what the reader could
-not read), the format's staging view casts and checks each row against the plausible ranges
-(``warehouse/sql/staging.sql``), rejected rows go to ``raw.quarantine`` with the reason and the
-source line, and the rest are appended to ``marts.requests``. Per file
+when first ingested. Otherwise, for the line formats (Azure, BurstGPT, Vidur, Mooncake) the file
+itself is the raw layer: its lines are read from it (numbered, with the reader's ``parse_error``)
+straight into the format's staging macro, nothing of them is copied to disk; for the other formats
+the records go into ``raw.<format>``. The format's staging casts and checks each row against the
+plausible ranges (``warehouse/sql/staging.sql``), rejected rows go to ``raw.quarantine`` with the
+reason and the source line's text, and the rest are appended to the narrow tables under the
+``marts.requests`` view (``marts.trace_requests``, ``marts.trace_requests_labelled``) or to
+``marts.requests_stored`` (``warehouse/sql/marts.sql``). Per file
 ``rows_read == ingested + quarantined`` (checked). Rows are counted after the CSV header and, for
 CASTILLO, per generation sample (a record whose ``output_sizes`` is missing counts as one row).
 
@@ -27,10 +30,12 @@ nothing published). Data checks that still fail after quarantine refuse the load
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +65,7 @@ from warehouse.store import resolve_path, write_session
 
 TEXT_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".txt")
 LINE_FORMATS = ("azure", "burstgpt", "vidur", "mooncake")
+NARROW_FORMATS = ("azure", "vidur")  # their rows go to marts.trace_requests (no per-row labels)
 RAW_TABLE = {
     "azure": "raw.azure",
     "burstgpt": "raw.burstgpt",
@@ -237,8 +243,8 @@ def _line_source(item: _Planned, reg: _Registered) -> str:
             "SELECT row_number() OVER () AS n, coalesce(text, '') AS text, NULL::VARCHAR AS parse_error "
             f"FROM {_LINES.format(path=_q(str(item.path)))}"
         )
-    reg.add("_lines", LINES_SCHEMA, read_lines(item.path))
-    return "SELECT n, text, parse_error FROM _lines"
+    reg.add("_line_stream", LINES_SCHEMA, read_lines(item.path))
+    return "SELECT n, text, parse_error FROM _line_stream"
 
 
 def _json_record_error(fields: Sequence[str]) -> str:
@@ -289,20 +295,44 @@ def _as_text(column: str, types: dict[str, pa.DataType], *, as_list: bool = Fals
     return f'TRY_CAST("{column}" AS VARCHAR)'
 
 
+def _open_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, reg: _Registered) -> None:
+    """Make ``_lines``: the lines of a line-format file, in line order, with the file's constants
+    (``file_id, line, text, parse_error, field_pos, n_fields, task``: what ``staging.stg_<format>_lines``
+    reads; ``staging.sql``).
+
+    The source file is the raw layer of the line formats: nothing of it is copied to disk. When
+    DuckDB's scan reads the file right (``FileScan.duckdb_safe``), ``_lines`` is a temporary view
+    over the file (staging reads it once; the quarantine reads it again only when some line was
+    rejected, for the rejected lines' text); else the Python line reader's lines are held in a
+    temporary table (in memory, spilling to DuckDB's temporary directory).
+    """
+    source = _line_source(item, reg)
+    # The table of the Python reader's lines is written in line order (ORDER BY): the staging macro's
+    # time_backwards running max reads it in that order. The view's lines come in file order already.
+    kind, order = ("VIEW", "") if item.scan.duckdb_safe else ("TABLE", " ORDER BY line")
+    field_pos, n_fields = _field_pos(item.detected)
+    positions = "NULL" if field_pos is None else "[" + ", ".join(map(str, field_pos)) + "]"
+    task = task_from_filename(item.path)
+    con.execute(
+        f"CREATE OR REPLACE TEMP {kind} _lines AS "
+        f"SELECT {file_id}::INTEGER AS file_id, n AS line, text, parse_error, "
+        f"{positions}::INTEGER[] AS field_pos, "
+        f"{'NULL' if n_fields is None else n_fields}::INTEGER AS n_fields, "
+        f"{'NULL' if task is None else _q(task)}::VARCHAR AS task FROM ({source}){order}"
+    )
+
+
 def _load_raw(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -> None:
     """Copy the file's records into its ``raw`` table (DuckDB reads the file, or a Python reader
-    streams Arrow batches: OTel, the canonical CSV, text files DuckDB would misread)."""
+    streams Arrow batches: OTel, the canonical CSV, text files DuckDB would misread); for the line
+    formats, only open the file's lines as ``_lines`` (``_open_lines``)."""
     path, det = item.path, item.detected
     p = _q(str(path))
     table = RAW_TABLE[det.format]
     fmt = det.format
     with _Registered(con) as reg:
         if fmt in LINE_FORMATS:
-            source = _line_source(item, reg)
-            con.execute(
-                f"INSERT INTO {table} (file_id, line, text, parse_error) "
-                f"SELECT {file_id}, n, text, parse_error FROM ({source})"
-            )
+            _open_lines(con, item, file_id, reg)
         elif fmt == "otel":
             from warehouse.otel import SCHEMA, read_otel
 
@@ -482,6 +512,10 @@ _LINE_STAGED_COLUMNS = (
     "file_id, line, reject_reason, arrival_abs_s, arrival_ts, prompt_tokens, output_tokens, task, model, "
     "prefix_hash_ids, status"
 )
+# What marts.trace_requests keeps of the narrow formats (their task and status are the file's).
+_NARROW_STAGED_COLUMNS = (
+    "file_id, line, reject_reason, arrival_abs_s, arrival_ts, prompt_tokens, output_tokens"
+)
 
 
 def _field_pos(det: Detected) -> tuple[list[int] | None, int | None]:
@@ -545,14 +579,20 @@ def ingest(
     files = expand_paths(paths)
     if not files:
         raise UnreadableFileError("no data files found in the given paths")
-    entries = plan(files, fmt, source)
-    planned = [e for e in entries if isinstance(e, _Planned)]
     db_path = resolve_path(warehouse)
-    load_id = uuid.uuid4().hex
-    if not planned:
-        raise NoFileLoadedError([(f.path, f.reason or "") for f in entries if isinstance(f, FileReport)])
     started = datetime.now(UTC)
-    known_before = _known_hashes(db_path)
+    # The published registry is read (DuckDB, GIL released) while the files are hashed and scanned.
+    with ThreadPoolExecutor(1) as pool:
+        registry = pool.submit(_known_hashes, db_path)
+        entries = plan(files, fmt, source)
+        planned = [e for e in entries if isinstance(e, _Planned)]
+        if not planned:  # the registry's answer (or its error: a bad target) does not matter
+            registry.cancel()
+            with contextlib.suppress(Exception):
+                registry.result()
+            raise NoFileLoadedError([(f.path, f.reason or "") for f in entries if isinstance(f, FileReport)])
+        known_before = registry.result()
+    load_id = uuid.uuid4().hex
     if known_before is not None and all(item.content_hash in known_before for item in planned):
         # Nothing new: report the duplicates without copying or republishing the warehouse.
         return IngestReport(
@@ -630,14 +670,17 @@ def _known_hashes(db_path: Path) -> dict[str, int] | None:
         con.close()
 
 
-_FILE_TABLES = ("raw.quarantine", "marts.requests", "raw.files")
+_FILE_TABLES = (
+    "raw.quarantine", "marts.trace_requests", "marts.trace_requests_labelled", "marts.requests_stored",
+    "raw.files",
+)  # fmt: skip
 
 
 def _discard(con: duckdb.DuckDBPyConnection, file_id: int, fmt: str) -> None:
     """Remove whatever a file that is being skipped left in the session's copy."""
     for table in (RAW_TABLE[fmt], *_FILE_TABLES):
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])
-    con.execute("DROP TABLE IF EXISTS _staged")
+    _drop_temporaries(con)
 
 
 def _load_file(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, load_id: str) -> FileReport:
@@ -664,39 +707,23 @@ def _stage(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, load_id
     trace_id = f"{item.source}/{path.stem}/{item.content_hash[:12]}"
     task = task_from_filename(path) if det.format in LINE_FORMATS else None
     field_pos, n_fields = _field_pos(det)
+    id_prefix = f"{item.source}:{item.content_hash[:16]}:"
     con.execute(
-        "INSERT INTO raw.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
+        "INSERT INTO raw.files (file_id, content_hash, path, format, source, task, trace_id, field_pos, "
+        "n_fields, size_bytes, load_id, ingested_at, id_prefix) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             file_id, item.content_hash, str(path), det.format, item.source, task, trace_id,
-            field_pos, n_fields, item.scan.size_bytes, load_id, datetime.now(UTC),
+            field_pos, n_fields, item.scan.size_bytes, load_id, datetime.now(UTC), id_prefix,
         ],
     )  # fmt: skip
-    view = "staging.stg_" + det.format.replace("-", "_")
-    prefix = _q(f"{item.source}:{item.content_hash[:16]}:")
     if det.format in LINE_FORMATS:
-        # The staged rows of a line format leave out raw_text and the columns its view leaves NULL:
-        # the text is not carried through the time_backwards window nor copied into the temporary
-        # table (~0.05-0.1 s per 1M lines); rejected lines get their text back from the raw table.
-        staged = _LINE_STAGED_COLUMNS
-        quarantine = (
-            f"SELECT s.file_id, ?, s.line, NULL, r.text, s.reject_reason FROM _staged AS s "
-            f"JOIN {RAW_TABLE[det.format]} AS r ON r.file_id = s.file_id AND r.line = s.line "
-            f"WHERE s.reject_reason IS NOT NULL AND r.file_id = {file_id} ORDER BY s.line"
-        )
-        request_id, src, trace = f"{prefix} || line", _q(item.source), _q(trace_id)
-        prompt_text = sample_index = split = "NULL"
-    else:
-        staged = "*"
-        quarantine = (
-            "SELECT file_id, ?, line, record_index, raw_text, reject_reason FROM _staged "
-            "WHERE reject_reason IS NOT NULL"
-        )
-        request_id = f"coalesce(request_id, {prefix} || line || coalesce(':' || record_index, ''))"
-        src, trace = f"coalesce(source, {_q(item.source)})", f"coalesce(trace_id, {_q(trace_id)})"
-        prompt_text, sample_index, split = "prompt_text", "sample_index", "split"
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT {staged} FROM {view} WHERE file_id = {file_id}"
-    )
+        return _stage_lines(con, item, file_id)
+    view = "staging.stg_" + det.format.replace("-", "_")
+    prefix = _q(id_prefix)
+    request_id = f"coalesce(request_id, {prefix} || line || coalesce(':' || record_index, ''))"
+    src, trace = f"coalesce(source, {_q(item.source)})", f"coalesce(trace_id, {_q(trace_id)})"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT * FROM {view} WHERE file_id = {file_id}")
     if det.format == "canonical":
         # Canonical files bring their own request ids: the first row with an id wins, a later row
         # (in this file, or an id already in the warehouse) is quarantined, not a failed load.
@@ -711,7 +738,11 @@ def _stage(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, load_id
             WHERE _staged.line = d.line AND (d.k > 1 OR d.known)
             """
         )
-    con.execute(f"INSERT INTO raw.quarantine {quarantine}", [str(path)])
+    con.execute(
+        "INSERT INTO raw.quarantine SELECT file_id, ?, line, record_index, raw_text, reject_reason "
+        "FROM _staged WHERE reject_reason IS NOT NULL",
+        [str(path)],
+    )
     # Trace start = the first accepted arrival of the file (one scalar, not a window over the rows;
     # accepted arrivals are non-decreasing, so it is also their minimum).
     (start,) = con.execute("SELECT min(arrival_abs_s) FROM _staged WHERE reject_reason IS NULL").fetchall()[0]
@@ -719,9 +750,9 @@ def _stage(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, load_id
     arrival = "arrival_abs_s" if det.format == "canonical" else f"arrival_abs_s - {start_s!r}::DOUBLE"
     con.execute(
         f"""
-        INSERT INTO marts.requests
+        INSERT INTO marts.requests_stored
         SELECT {request_id}, {src}, {trace}, {arrival}, prompt_tokens, output_tokens, task, model,
-               {prompt_text}, prefix_hash_ids, status, {sample_index}, {split}, arrival_ts,
+               prompt_text, prefix_hash_ids, status, sample_index, split, arrival_ts,
                {_q(det.format)}, file_id, line
         FROM _staged WHERE reject_reason IS NULL
         """
@@ -729,12 +760,106 @@ def _stage(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, load_id
     rows_read, ingested = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE reject_reason IS NULL) FROM _staged"
     ).fetchall()[0]
+    return _finish(con, item, file_id, rows_read, ingested)
+
+
+# time_backwards on the staged rows of a line format (staging.sql): a row that passes every other
+# check is rejected when its order_key is below that of an accepted row on an earlier line, which is
+# when it is below the running max of the valid rows before it (the argument is in staging.sql).
+# _NOT_PROVED_FORWARD is 0 when, read in storage order, the valid rows have increasing lines and
+# non-decreasing keys: then no row goes backwards, whatever order the scan used (one streaming lag
+# pass, ~0.01 s per 1 M rows). Otherwise _TIME_BACKWARDS computes the running max ordered by line
+# (the streaming running max that staging.stg_<format>_lines uses cost ~0.2 s per 1 M rows on every
+# load). tests/warehouse/test_hostile_input.py compares the load with the sequential definition.
+_NOT_PROVED_FORWARD = (
+    "SELECT count(*) FILTER (WHERE k < pk OR line <= pl) FROM (SELECT order_key AS k, line, "
+    "lag(order_key) OVER () AS pk, lag(line) OVER () AS pl FROM _staged WHERE reject_reason IS NULL)"
+)
+_TIME_BACKWARDS = (
+    "UPDATE _staged SET reject_reason = 'time_backwards' FROM (SELECT line, order_key < max(order_key) "
+    "OVER (ORDER BY line ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS back "
+    "FROM _staged WHERE reject_reason IS NULL) AS w WHERE _staged.line = w.line AND w.back"
+)
+
+
+def add_time_backwards(con: duckdb.DuckDBPyConnection) -> None:
+    """Reject as ``time_backwards`` the rows of the temporary table ``_staged`` (``line``,
+    ``reject_reason``, ``order_key``: a line format's ``staging.stg_<format>_rows``) that go back in
+    time; called once per line-format file by ``_stage_lines`` (and by the tests)."""
+    if con.execute(_NOT_PROVED_FORWARD).fetchall()[0][0]:
+        con.execute(_TIME_BACKWARDS)
+
+
+def _stage_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -> FileReport:
+    """Stage a line-format file from ``_lines`` (``_open_lines``); append its narrow rows.
+
+    The staged rows leave out the line text and the columns the format's staging macro leaves NULL
+    (``LINE_FORMAT_NULL_COLUMNS``): the text is not carried through the ``time_backwards`` window nor
+    copied into the temporary table. Rejected lines get their text from ``_lines`` (for a file read
+    by DuckDB: a second scan of the file, only when a line was rejected). ``marts.trace_requests``
+    (Azure, Vidur: ``NARROW_FORMATS``) or ``marts.trace_requests_labelled`` (BurstGPT, Mooncake) get
+    what varies per row: the file's constants are in ``raw.files``, a task equal to the file's and the
+    status ``ok`` are written NULL (``marts.requests`` fills them in; ``marts.sql``).
+    """
+    det, path = item.detected, item.path
+    columns = _NARROW_STAGED_COLUMNS if det.format in NARROW_FORMATS else _LINE_STAGED_COLUMNS
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT {columns}, order_key "
+        f"FROM staging.stg_{det.format}_rows('_lines')"
+    )
+    add_time_backwards(con)
+    rows_read, ingested, start = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE reject_reason IS NULL), "
+        "min(arrival_abs_s) FILTER (WHERE reject_reason IS NULL) FROM _staged"
+    ).fetchall()[0]
+    if rows_read > ingested:
+        con.execute(
+            "INSERT INTO raw.quarantine SELECT s.file_id, ?, s.line, NULL, l.text, s.reject_reason "
+            "FROM _staged AS s JOIN _lines AS l ON l.line = s.line WHERE s.reject_reason IS NOT NULL "
+            "ORDER BY s.line",
+            [str(path)],
+        )
+    # Trace start = the first accepted arrival of the file (accepted arrivals are non-decreasing).
+    start_s = float(start) if start is not None else 0.0
+    arrival = f"arrival_abs_s - {start_s!r}::DOUBLE"
+    if det.format in NARROW_FORMATS:
+        table, columns = "marts.trace_requests", "arrival_ts"
+    else:
+        file_task = _q(task_from_filename(path) or "unknown")
+        table, columns = (
+            "marts.trace_requests_labelled",
+            (f"nullif(task, {file_task}), model, nullif(status, 'ok'), prefix_hash_ids"),
+        )
+    con.execute(
+        f"INSERT INTO {table} SELECT file_id, line, {arrival}, prompt_tokens, output_tokens, {columns} "
+        "FROM _staged WHERE reject_reason IS NULL"
+    )
+    return _finish(con, item, file_id, rows_read, ingested)
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, rows_read: int, ingested: int
+) -> FileReport:
+    """Record the file's counts in ``raw.files``, drop the load's temporary tables, report the file."""
     quarantined = rows_read - ingested
     con.execute(
         "UPDATE raw.files SET rows_read = ?, ingested = ?, quarantined = ? WHERE file_id = ?",
         [rows_read, ingested, quarantined, file_id],
     )
-    con.execute("DROP TABLE _staged")
+    _drop_temporaries(con)
     return FileReport(
-        str(path), det.format, item.source, "loaded", item.content_hash, rows_read, ingested, quarantined, 0
-    )
+        str(item.path), item.detected.format, item.source, "loaded", item.content_hash,
+        rows_read, ingested, quarantined, 0,
+    )  # fmt: skip
+
+
+def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP TABLE IF EXISTS _staged")
+    for kind in ("VIEW", "TABLE"):
+        found = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = '_lines'"
+            if kind == "TABLE"
+            else "SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = '_lines'"
+        ).fetchall()[0][0]
+        if found:
+            con.execute(f"DROP {kind} _lines")

@@ -148,6 +148,7 @@ def _corrupt(kind: str, wh: Path) -> None:
 )
 def test_a_corrupt_warehouse_is_refused_and_left_as_it_is(tmp_path: Path, wh: Path, kind: str) -> None:
     ingest([SAMPLES["azure"].write(tmp_path / "a")], warehouse=wh)
+    connect_readonly(wh, retry_s=0).close()  # found complete (store._VERIFIED): the change must be seen
     _corrupt(kind, wh)
     before = _listing(wh.parent)
     later = SAMPLES["vidur"].write(tmp_path / "b")

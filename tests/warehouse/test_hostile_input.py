@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.warehouse.samples import SAMPLES, empty_warehouse
-from warehouse.ingest import FileReport, ingest
+from warehouse.ingest import FileReport, add_time_backwards, ingest
 from warehouse.store import apply_schema, connect_readonly
 
 VIDUR = "arrived_at,num_prefill_tokens,num_decode_tokens"
@@ -264,7 +264,7 @@ def _sequential(rows: list[tuple[float | None, int]]) -> list[str | None]:
 
 @pytest.fixture(scope="module")
 def staging_con() -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB with the warehouse schema: the staging views without a load around them."""
+    """An in-memory DuckDB with the warehouse schema: the staging macros without a load around them."""
     con = duckdb.connect()
     apply_schema(con)
     yield con
@@ -307,26 +307,31 @@ def test_time_backwards_is_the_sequential_definition(
     header = {"azure": AZURE, "burstgpt": BURST, "vidur": VIDUR, "mooncake": None}[fmt]
     texts = ([header] if header else []) + [_trace_line(fmt, t, p) for t, p in rows]
     pos = {"azure": [1, 2, 3], "burstgpt": [1, 2, 3, 4, 5, 6], "vidur": [1, 2, 3], "mooncake": None}[fmt]
+    # The file's lines in line order with its constants, as warehouse.ingest._open_lines passes them.
     con.execute(
-        "INSERT INTO raw.files (file_id, content_hash, path, format, source, trace_id, field_pos, n_fields, "
-        "load_id, ingested_at) VALUES (?, ?, 'p', ?, ?, 't', ?, ?, 'l', now())",
-        [file_id, str(file_id), fmt, fmt, pos, len(pos) if pos else None],
-    )
-    con.execute(
-        f"INSERT INTO raw.{fmt} (file_id, line, text) SELECT ?, unnest(range(1, ?)), unnest(?::VARCHAR[])",
-        [file_id, len(texts) + 1, texts],
+        "CREATE OR REPLACE TEMP TABLE _l AS SELECT ?::INTEGER AS file_id, unnest(range(1, ?)) AS line, "
+        "unnest(?::VARCHAR[]) AS text, NULL::VARCHAR AS parse_error, ?::INTEGER[] AS field_pos, "
+        "?::INTEGER AS n_fields, NULL::VARCHAR AS task",
+        [file_id, len(texts) + 1, texts, pos, len(pos) if pos else None],
     )
     first = 2 if header else 1
-    got = dict(
-        con.execute(
-            f"SELECT line, reject_reason FROM staging.stg_{fmt} WHERE file_id = ?", [file_id]
-        ).fetchall()
-    )
     want = _sequential(rows)
-    assert [got[line + first] == "time_backwards" for line in range(len(rows))] == [
-        w == "time_backwards" for w in want
-    ]
-    assert [got[line + first] is None for line in range(len(rows))] == [w is None for w in want]
+    staged = [dict(con.execute(f"SELECT line, reject_reason FROM staging.stg_{fmt}_lines('_l')").fetchall())]
+    # What a load does (warehouse.ingest._stage_lines): the rows without time_backwards, then
+    # add_time_backwards, on a table in line order (the lag proof) and in reverse (the exact path).
+    for order in ("line", "line DESC"):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT line, reject_reason, order_key "
+            f"FROM staging.stg_{fmt}_rows('_l') ORDER BY {order}"
+        )
+        add_time_backwards(con)
+        staged.append(dict(con.execute("SELECT line, reject_reason FROM _staged").fetchall()))
+    for got in staged:
+        assert [got[line + first] == "time_backwards" for line in range(len(rows))] == [
+            w == "time_backwards" for w in want
+        ]
+        assert [got[line + first] is None for line in range(len(rows))] == [w is None for w in want]
+    assert staged[0] == staged[1] == staged[2]
 
 
 # --- Text that DuckDB would cut: NUL bytes, long lines, bytes that are not UTF-8. -----------------

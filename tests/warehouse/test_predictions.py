@@ -34,7 +34,7 @@ def db(tmp_path: Path) -> Path:
     path = tmp_path / "w.duckdb"
     with write_session(path) as con:
         con.execute(
-            "INSERT INTO marts.requests "
+            "INSERT INTO marts.requests_stored "
             "(request_id, prompt_text, prompt_tokens, output_tokens, task, status) VALUES "
             "('a', 'p1', 5, 300, 'code', 'ok'), ('b', NULL, 5, 10, 'code', 'ok'), "
             "('c', 'p2', 5, 2000, 'chat', 'ok')"

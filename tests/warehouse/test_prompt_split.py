@@ -41,7 +41,7 @@ def test_the_view_lists_every_request_with_text_and_its_split(tmp_path: Path):
     db = tmp_path / "w.duckdb"
     with write_session(db) as con:
         con.execute(
-            "INSERT INTO marts.requests "
+            "INSERT INTO marts.requests_stored "
             "(request_id, prompt_text, prompt_tokens, output_tokens, model, status) VALUES "
             "('a', 'same prompt', 3, 10, 'm1', 'ok'), ('b', 'same prompt', 3, 12, 'm2', 'ok'), "
             "('c', 'another one', 3, 5, 'm1', 'ok'), ('d', NULL, 3, 5, NULL, 'ok'), "

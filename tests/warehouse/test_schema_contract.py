@@ -48,7 +48,9 @@ def test_every_table_view_and_column_has_a_comment(wh: Path) -> None:
     assert missing == []
     assert {"raw", "marts", "ops"} <= schemas  # the evaluation and run logs exist (empty) from the start
     assert views is not None
-    assert views[0] >= 19
+    # 19 before issue 16, less the staging views of the four line formats (now table macros over the
+    # file's lines: their raw layer is the source file), plus the marts.requests view.
+    assert views[0] >= 16
 
 
 def test_requests_per_minute_counts_only_traces_with_arrival_times(tmp_path: Path, wh: Path) -> None:

@@ -1,5 +1,5 @@
 -- Column descriptions (units in brackets), shown by duckdb_columns() and docs/warehouse.md.
-COMMENT ON TABLE marts.requests IS 'Canonical request table: one row per request (per sample for CASTILLO).';
+COMMENT ON VIEW marts.requests IS 'Canonical request table: one row per request (per sample for CASTILLO); a view over marts.trace_requests (with raw.files) and marts.requests_stored';
 COMMENT ON COLUMN marts.requests.request_id IS 'Deterministic id: source:content-hash[:16]:line[:record] (unique, not null)';
 COMMENT ON COLUMN marts.requests.source IS 'Trace family (format name, or --source), e.g. azure, castillo, synthetic';
 COMMENT ON COLUMN marts.requests.trace_id IS 'One trace = one ingested file: source/file-stem/content-hash[:12]';
@@ -97,6 +97,7 @@ COMMENT ON COLUMN raw.files.ingested IS 'Records that became marts.requests rows
 COMMENT ON COLUMN raw.files.quarantined IS 'Records rejected to raw.quarantine [count]';
 COMMENT ON COLUMN raw.files.load_id IS 'raw.load_log.load_id of the load that ingested it';
 COMMENT ON COLUMN raw.files.ingested_at IS 'When the file was ingested [UTC]';
+COMMENT ON COLUMN raw.files.id_prefix IS 'Request-id prefix of its rows, source:content-hash[:16]: (a trace row''s request_id is this || line)';
 COMMENT ON TABLE raw.load_log IS 'Load log: one row per published load (a failed load publishes nothing, so it leaves no row)';
 COMMENT ON COLUMN raw.load_log.load_id IS 'Load id (random hex), raw.files.load_id of its files';
 COMMENT ON COLUMN raw.load_log.started_at IS 'When the load started [UTC]';
@@ -197,10 +198,6 @@ COMMENT ON COLUMN raw.canonical.arrival_ts IS 'arrival_ts as found [UTC], text';
 COMMENT ON COLUMN raw.canonical.parse_error IS 'What the reader could not read (empty_line, invalid_json, field_count, csv_error, invalid_utf8...); NULL normally';
 
 -- staging: one view per format, the same columns (copied from stg_canonical by apply_schema).
-COMMENT ON VIEW staging.stg_azure IS 'raw.azure cast to the canonical columns, each row with its reject_reason';
-COMMENT ON VIEW staging.stg_burstgpt IS 'raw.burstgpt cast to the canonical columns, each row with its reject_reason';
-COMMENT ON VIEW staging.stg_vidur IS 'raw.vidur cast to the canonical columns, each row with its reject_reason';
-COMMENT ON VIEW staging.stg_mooncake IS 'raw.mooncake cast to the canonical columns, each row with its reject_reason';
 COMMENT ON VIEW staging.stg_otel IS 'raw.otel cast to the canonical columns, each row with its reject_reason';
 COMMENT ON VIEW staging.stg_castillo IS 'raw.castillo cast to the canonical columns (one row per generation), each with its reject_reason';
 COMMENT ON VIEW staging.stg_alpaca_eval IS 'raw.alpaca_eval cast to the canonical columns, each row with its reject_reason';
@@ -327,3 +324,40 @@ COMMENT ON COLUMN ops.nightly_runs.promoted IS 'Whether the champion alias moved
 COMMENT ON COLUMN ops.nightly_runs.decision IS 'The promotion gate one-line reason, why steps were skipped, or the error';
 COMMENT ON COLUMN ops.nightly_runs.details IS 'JSON: step outcomes (steps), each step''s wall seconds (step_seconds), gate checks, or the traceback of a failure';
 COMMENT ON COLUMN ops.nightly_runs.evaluation_id IS 'marts.eval_results.evaluation_id of the router evaluation the run judged by (a cached one: the earlier id); NULL: none';
+
+-- The two tables under the marts.requests view (marts.sql).
+COMMENT ON TABLE marts.trace_requests IS 'Rows of the Azure and Vidur traces, narrow: the per-file constants are in raw.files; read them through marts.requests';
+COMMENT ON COLUMN marts.trace_requests.file_id IS 'raw.files.file_id of the source file';
+COMMENT ON COLUMN marts.trace_requests.line IS 'Line in the source file (1-based; the header is line 1)';
+COMMENT ON COLUMN marts.trace_requests.arrival_s IS 'Arrival [s] from the first accepted arrival of its trace';
+COMMENT ON COLUMN marts.trace_requests.prompt_tokens IS 'Prompt length [tokens] (> 0)';
+COMMENT ON COLUMN marts.trace_requests.output_tokens IS 'True output length [tokens] (>= 1 when ok; 0 for failed)';
+COMMENT ON COLUMN marts.trace_requests.arrival_ts IS 'Absolute arrival timestamp [UTC, naive], when the source has one';
+COMMENT ON TABLE marts.trace_requests_labelled IS 'Rows of the BurstGPT and Mooncake traces (per-row labels too); read them through marts.requests';
+COMMENT ON COLUMN marts.trace_requests_labelled.file_id IS 'raw.files.file_id of the source file';
+COMMENT ON COLUMN marts.trace_requests_labelled.line IS 'Line in the source file (1-based; a CSV header is line 1)';
+COMMENT ON COLUMN marts.trace_requests_labelled.arrival_s IS 'Arrival [s] from the first accepted arrival of its trace';
+COMMENT ON COLUMN marts.trace_requests_labelled.prompt_tokens IS 'Prompt length [tokens] (> 0)';
+COMMENT ON COLUMN marts.trace_requests_labelled.output_tokens IS 'True output length [tokens] (>= 1 when ok; 0 for failed)';
+COMMENT ON COLUMN marts.trace_requests_labelled.task IS 'Task label when it differs from the file''s (NULL = raw.files.task, unknown if none)';
+COMMENT ON COLUMN marts.trace_requests_labelled.model IS 'Serving model, when the source says';
+COMMENT ON COLUMN marts.trace_requests_labelled.status IS 'failed (BurstGPT rows with 0 response tokens); NULL = ok';
+COMMENT ON COLUMN marts.trace_requests_labelled.prefix_hash_ids IS 'Ids of 512-token prompt prefix blocks (Mooncake), else NULL';
+COMMENT ON TABLE marts.requests_stored IS 'Requests stored with every column (prompt sets, OTel, canonical files, rows loaded before trace rows were narrow); read them through marts.requests';
+COMMENT ON COLUMN marts.requests_stored.request_id IS 'Deterministic id: source:content-hash[:16]:line[:record], or the canonical file''s own';
+COMMENT ON COLUMN marts.requests_stored.source IS 'Trace family (format name, or --source)';
+COMMENT ON COLUMN marts.requests_stored.trace_id IS 'One trace = one ingested file: source/file-stem/content-hash[:12]';
+COMMENT ON COLUMN marts.requests_stored.arrival_s IS 'Arrival [s] from the first accepted arrival of its trace; 0 for prompt sets';
+COMMENT ON COLUMN marts.requests_stored.prompt_tokens IS 'Prompt length [tokens] (> 0)';
+COMMENT ON COLUMN marts.requests_stored.output_tokens IS 'True output length [tokens] (>= 1 when status = ok; 0 for failed)';
+COMMENT ON COLUMN marts.requests_stored.task IS 'Task label, unknown if none';
+COMMENT ON COLUMN marts.requests_stored.model IS 'Serving model, when the source says';
+COMMENT ON COLUMN marts.requests_stored.prompt_text IS 'Prompt text, when the source carries it';
+COMMENT ON COLUMN marts.requests_stored.prefix_hash_ids IS 'Ids of 512-token prompt prefix blocks, else NULL';
+COMMENT ON COLUMN marts.requests_stored.status IS 'ok | failed';
+COMMENT ON COLUMN marts.requests_stored.sample_index IS 'Generation index 0..9 for CASTILLO, else NULL';
+COMMENT ON COLUMN marts.requests_stored.split IS 'Upstream split (train/validate/test) when the source has one';
+COMMENT ON COLUMN marts.requests_stored.arrival_ts IS 'Absolute arrival timestamp [UTC, naive], when the source has one';
+COMMENT ON COLUMN marts.requests_stored.format IS 'Reader that produced the row';
+COMMENT ON COLUMN marts.requests_stored.file_id IS 'raw.files.file_id of the source file';
+COMMENT ON COLUMN marts.requests_stored.line IS 'Line (text formats) or 1-based record number (Parquet, JSON arrays) in the source file';

@@ -1,6 +1,28 @@
 -- Analytics views over marts.requests, with column descriptions (units in brackets).
 -- Run by warehouse.store on every write session (CREATE OR REPLACE), then the COMMENTs.
 
+-- The canonical request table analysts read: the narrow trace rows with their file's constants
+-- (raw.files: source, trace_id, format, request-id prefix, task), then every other row as stored.
+-- A trace row's request_id is raw.files.id_prefix || line; a labelled trace row's NULL task is the
+-- file's task ('unknown' if none) and its NULL status is 'ok' (warehouse/ingest.py writes them so: a
+-- NULL costs the load far less than a repeated string). LEFT JOINs, so a trace row whose file is
+-- missing still shows (with NULL request_id, source...) and fails the not-null checks.
+CREATE OR REPLACE VIEW marts.requests AS
+SELECT f.id_prefix || t.line AS request_id, f.source, f.trace_id, t.arrival_s, t.prompt_tokens,
+       t.output_tokens, coalesce(f.task, 'unknown') AS task, NULL::VARCHAR AS model,
+       NULL::VARCHAR AS prompt_text, NULL::BIGINT[] AS prefix_hash_ids, 'ok' AS status,
+       NULL::INTEGER AS sample_index, NULL::VARCHAR AS split, t.arrival_ts, f.format, t.file_id, t.line
+FROM marts.trace_requests AS t LEFT JOIN raw.files AS f ON f.file_id = t.file_id
+UNION ALL
+SELECT f.id_prefix || t.line, f.source, f.trace_id, t.arrival_s, t.prompt_tokens, t.output_tokens,
+       coalesce(t.task, f.task, 'unknown'), t.model, NULL, t.prefix_hash_ids, coalesce(t.status, 'ok'),
+       NULL, NULL, NULL, f.format, t.file_id, t.line
+FROM marts.trace_requests_labelled AS t LEFT JOIN raw.files AS f ON f.file_id = t.file_id
+UNION ALL
+SELECT request_id, source, trace_id, arrival_s, prompt_tokens, output_tokens, task, model, prompt_text,
+       prefix_hash_ids, status, sample_index, split, arrival_ts, format, file_id, line
+FROM marts.requests_stored;
+
 -- Requests per minute of trace time, per source and task. Only traces with arrival times: the prompt
 -- sets (formats castillo, alpaca-eval, dolly: every request at arrival_s 0) would put a whole data
 -- set in minute 0. Token sums are BIGINT (DuckDB's sum of a BIGINT is a HUGEINT).

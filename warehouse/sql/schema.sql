@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS raw.files (
     load_id VARCHAR NOT NULL,
     ingested_at TIMESTAMPTZ NOT NULL
 );
+-- The request-id prefix of the file's rows (source:content-hash[:16]:): marts.requests.request_id of
+-- a trace row is this || line (NULL on files registered before ids were derived).
+ALTER TABLE raw.files ADD COLUMN IF NOT EXISTS id_prefix VARCHAR;
 
 -- Load log: one row per published load (a failed load publishes nothing, so it leaves no row).
 CREATE TABLE IF NOT EXISTS raw.load_log (
@@ -48,8 +51,11 @@ CREATE TABLE IF NOT EXISTS raw.quarantine (
     reason VARCHAR NOT NULL
 );
 
--- Line-oriented sources: the line as read (text), its 1-based line number in the file, and what the
--- line reader could not read (parse_error: invalid_utf8, nul_byte, line_too_long; NULL normally).
+-- Line-oriented sources (Azure, BurstGPT, Vidur, Mooncake): the raw layer is the source file itself,
+-- registered in raw.files by its content hash; a load stages its lines straight from the file
+-- (warehouse/ingest.py) and keeps the text of rejected lines in raw.quarantine. These tables hold the
+-- lines of files loaded before that change (the line as read, its 1-based number, and what the line
+-- reader could not read: invalid_utf8, nul_byte, line_too_long; NULL normally); new loads add nothing.
 CREATE TABLE IF NOT EXISTS raw.azure (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.burstgpt (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.vidur (file_id INTEGER NOT NULL, line BIGINT NOT NULL, text VARCHAR);
@@ -143,8 +149,35 @@ CREATE TABLE IF NOT EXISTS raw.canonical (
 -- What the reader could not read (empty_line, invalid_json, field_count, csv_error, invalid_utf8...).
 ALTER TABLE raw.canonical ADD COLUMN IF NOT EXISTS parse_error VARCHAR;
 
--- The canonical request table (no PRIMARY KEY: keys are enforced by the post-load checks).
-CREATE TABLE IF NOT EXISTS marts.requests (
+-- The canonical requests are the view marts.requests (marts.sql) over two tables (no PRIMARY KEY:
+-- keys are enforced by the post-load checks, warehouse/checks.py):
+-- marts.trace_requests: the rows of the Azure and Vidur traces, narrow: only what varies per row.
+-- The per-file constants (source, trace_id, format, the request-id prefix, the task) stay in
+-- raw.files. Every further column, even all NULL, costs a load ~5-8 % of DuckDB's own CSV load.
+CREATE TABLE IF NOT EXISTS marts.trace_requests (
+    file_id INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    arrival_s DOUBLE,
+    prompt_tokens BIGINT,
+    output_tokens BIGINT,
+    arrival_ts TIMESTAMP
+);
+-- marts.trace_requests_labelled: the rows of the BurstGPT and Mooncake traces, which also vary per
+-- row in task, model, status (BurstGPT) or prefix hash ids (Mooncake).
+CREATE TABLE IF NOT EXISTS marts.trace_requests_labelled (
+    file_id INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    arrival_s DOUBLE,
+    prompt_tokens BIGINT,
+    output_tokens BIGINT,
+    task VARCHAR,
+    model VARCHAR,
+    status VARCHAR,
+    prefix_hash_ids BIGINT[]
+);
+-- marts.requests_stored: every other row with all its columns (prompt sets, OTel, canonical files,
+-- rows loaded before trace rows were narrow: warehouse.store renames the old marts.requests table).
+CREATE TABLE IF NOT EXISTS marts.requests_stored (
     request_id VARCHAR,
     source VARCHAR,
     trace_id VARCHAR,
