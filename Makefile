@@ -44,8 +44,13 @@ typecheck: venv
 bench: venv  ## benchmarks; each prints its figure next to a same-run baseline
 	$(BIN)/loadwise bench ingest
 	$(BIN)/loadwise bench replay
+	@if [ -f ../shared/data/benchmarks/azure_conv_n4000_r20_s0_cap4096.csv ]; then \
+	  $(BIN)/loadwise bench replay --trace ../shared/data/benchmarks/azure_conv_n4000_r20_s0_cap4096.csv \
+	    --profile a100-llama2-7b --repeats 3; \
+	else echo "skipping the Vidur-trace replay: ../shared/data/benchmarks not found"; fi
 	$(BIN)/loadwise bench env
 	$(BIN)/loadwise bench env --hold-headroom 0.1
+	$(BIN)/loadwise bench fork
 	$(BIN)/loadwise fidelity
 
 lock:  ## re-resolve the pinned set into requirements.lock

@@ -1,11 +1,11 @@
-"""``loadwise bench ingest | replay | env | router | predictor``: each prints its figure next to a
+"""``loadwise bench ingest | replay | env | fork | router | predictor``: each prints its figure next to a
 same-run baseline (a ratio).
 
 Who calls this: the ``loadwise`` app (``flows/cli/__init__.py``) adds ``app`` as the ``bench`` group;
 ``make bench`` runs the first three. The measurements live with what they measure
-(``warehouse/bench.py``, ``training/routing/bench.py``, ``training/rl/bench.py``,
-``flows/router_latency_bench.py``, ``training/length/bench.py``); these commands only run and print
-them. Only typer is imported at module level.
+(``warehouse/bench.py``, ``training/routing/bench.py``, ``training/routing/bench_engine.py``,
+``training/rl/bench.py``, ``flows/router_latency_bench.py``, ``training/length/bench.py``); these
+commands only run and print them. Only typer is imported at module level.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def bench_ingest(
     from rich.table import Table
 
     table = Table(title=f"ingest benchmark: {rows:,} rows ({result['file_mb']} MB), best of {repeat}")
-    for column in ("measure", "seconds", "rows/s", "ingest ÷ this"):
+    for column in ("measure", "seconds", "rows/s", "ingest ÷ this", "peak RSS (MB)"):
         table.add_column(column)
     for label, key, ratio in (
         ("DuckDB read_csv → memory table", "read_csv_memory", result["ratio_vs_memory"]),
@@ -45,21 +45,62 @@ def bench_ingest(
         ("loadwise ingest (full)", "ingest", 1.0),
     ):
         m = result[key]
-        table.add_row(label, f"{m['seconds']:.3f}", f"{m['rows_per_s']:,.0f}", f"{ratio:.2f}")
+        rss = f"{m['peak_rss_mb']:,.0f} (start {m['rss_start_mb']:,.0f})"
+        table.add_row(label, f"{m['seconds']:.3f}", f"{m['rows_per_s']:,.0f}", f"{ratio:.2f}", rss)
     if result["azure"]:
         a = result["azure"]
         table.add_row(
-            f"ingest real Azure ({a['rows']:,} rows)", f"{a['seconds']:.3f}", f"{a['rows_per_s']:,.0f}", ""
+            f"ingest real Azure ({a['rows']:,} rows)",
+            f"{a['seconds']:.3f}",
+            f"{a['rows_per_s']:,.0f}",
+            "",
+            "",
         )
     Console().print(table)
+    typer.echo(
+        "load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in result["load_average"])
+    )
 
 
 @app.command("replay")
-def bench_replay(as_json: JsonOnlyOpt = False) -> None:
-    """Simulator throughput (requests replayed per second) next to a same-run baseline."""
+def bench_replay(
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            "--trace", exists=True, dir_okay=False, help="trace file to replay (any warehouse format)"
+        ),
+    ] = None,
+    profile: Annotated[str, typer.Option("--profile", help="latency profile")] = "v100-llama2-7b-paper",
+    instances: Annotated[int, typer.Option("--instances", min=1, help="instances in the cluster")] = 4,
+    router: Annotated[str, typer.Option("--router", help="registered router")] = "round_robin",
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="replays per mode (best wall)")] = 1,
+    as_json: JsonOnlyOpt = False,
+) -> None:
+    """Simulator throughput (requests replayed per second) next to a same-run baseline: the event
+    loop (decode stretches) against the step-by-step replay of the same trace, and their ratio."""
     from training.routing.bench import run_replay_benchmark
+    from training.routing.registry import router_names
+    from training.simulator.profiles import PROFILE_NAMES
+    from warehouse.errors import WarehouseError
 
-    _print_figures(run_replay_benchmark(), "replay benchmark", as_json)
+    if profile not in PROFILE_NAMES:
+        raise typer.BadParameter(
+            f"unknown profile {profile!r}; one of {', '.join(PROFILE_NAMES)}", param_hint="--profile"
+        )
+    if router not in router_names(include_configured=True):
+        names = ", ".join(router_names())
+        raise typer.BadParameter(f"unknown router {router!r}; one of {names}", param_hint="--router")
+    try:
+        result = run_replay_benchmark(
+            num_instances=instances,
+            profile=profile,
+            trace=None if trace is None else str(trace),
+            router=router,
+            repeats=repeats,
+        )
+    except (ValueError, KeyError, FileNotFoundError, WarehouseError) as exc:
+        raise fail(" ".join(str(exc).strip("'\"").split())) from None
+    _print_figures(result, "replay benchmark", as_json)
 
 
 @app.command("env")
@@ -74,7 +115,64 @@ def bench_env(
 
     check_finite(hold_headroom, "--hold-headroom")
     result = run_env_benchmark(num_requests=requests, hold_kv_headroom=hold_headroom, repeats=repeats)
-    _print_figures(result.model_dump(), "RL environment benchmark", as_json)
+    figures = result.model_dump()
+    if hold_headroom is not None:  # held requests: router calls with Hold next to ticking (same run)
+        from training.routing.bench_engine import run_hold_benchmark
+
+        hold = run_hold_benchmark(num_requests=requests, hold_kv_headroom=hold_headroom)
+        figures.update({f"replay_{k}": v for k, v in hold.items()})
+    _print_figures(figures, "RL environment benchmark", as_json)
+
+
+@app.command("fork")
+def bench_fork(
+    trace: Annotated[
+        Path | None,
+        typer.Option("--trace", exists=True, dir_okay=False, help="trace file (default: the Vidur trace)"),
+    ] = None,
+    profile: Annotated[str, typer.Option("--profile", help="latency profile")] = "a100-llama2-7b",
+    forks: Annotated[int, typer.Option("--forks", min=1, help="forks per timed batch")] = 200,
+    as_json: JsonOnlyOpt = False,
+) -> None:
+    """Cost of forking a replay mid-way (lookahead rollouts), in microseconds per instance, at 4 and 8
+    instances, next to copy.deepcopy of the same state and to one routing decision (ratios)."""
+    from training.routing.bench_engine import run_fork_benchmark
+    from training.simulator.profiles import PROFILE_NAMES
+
+    if profile not in PROFILE_NAMES:
+        raise typer.BadParameter(
+            f"unknown profile {profile!r}; one of {', '.join(PROFILE_NAMES)}", param_hint="--profile"
+        )
+    try:
+        result = run_fork_benchmark(None if trace is None else str(trace), profile, forks=forks)
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc).strip("'\"")) from None
+    if as_json:
+        echo_json(json_safe(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"fork benchmark: {result['requests']:,} requests on {result['profile']}, round robin"
+    )
+    columns = (
+        ("instances", "instances", "{}"),
+        ("decision", "decision", "{:,}"),
+        ("running / inst.", "running_per_instance", "{:.1f}"),
+        ("fork µs", "fork_us", "{:,.0f}"),
+        ("fork µs / inst.", "fork_us_per_instance", "{:,.0f}"),
+        ("deepcopy µs", "deepcopy_us", "{:,.0f}"),
+        ("deepcopy ÷ fork", "deepcopy_over_fork", "{:,.0f}"),
+        ("fork ÷ decision", "fork_over_decision", "{:.1f}"),
+        ("identical", "identical", "{}"),
+    )
+    for label, _, _ in columns:
+        table.add_column(label, justify="right")
+    for row in result["points"]:
+        table.add_row(*(fmt.format(row[key]) for _, key, fmt in columns))
+    Console().print(table)
+    typer.echo("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in result["load_average"]))
 
 
 @app.command("router")
