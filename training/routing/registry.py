@@ -206,6 +206,16 @@ def _load_builtins() -> None:
             mirrors="paper's workload-guided RL router (Jain et al., arXiv 2408.13510)",
             required_options=("policy_dir",),
         )
+    if "lookahead" not in _REGISTRY:  # slow, teacher-only: needs the replay state (issue 17)
+        register_lazy(
+            "lookahead",
+            "training.routing.lookahead:make_router",
+            description="lookahead teacher: forks the replay per candidate, rollouts under a base "
+            "router with sampled futures; run with lookahead.simulate_with_lookahead",
+            needs_predictions=True,
+            needs_latency_model=True,
+            required_options=("lookahead",),
+        )
 
 
 def _entries() -> list[RouterEntry]:
