@@ -2,7 +2,8 @@
 same-run baseline (a ratio).
 
 Who calls this: the ``loadwise`` app (``flows/cli/__init__.py``) adds ``app`` as the ``bench`` group;
-``make bench`` runs the first three. The measurements live with what they measure
+``make bench`` runs ingest, replay (also on Vidur's trace), env and fork. The measurements live with
+what they measure
 (``warehouse/bench.py``, ``training/routing/bench.py``, ``training/routing/bench_engine.py``,
 ``training/rl/bench.py``, ``flows/router_latency_bench.py``, ``training/length/bench.py``); these
 commands only run and print them. Only typer is imported at module level.
