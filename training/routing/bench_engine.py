@@ -144,11 +144,15 @@ def _same(a: SimResult, b: SimResult) -> bool:
     ) and (a.num_iterations, a.sim_time_s) == (b.num_iterations, b.sim_time_s)
 
 
-class _Counted:
-    """Counts router calls; with ``tick``, answers a ``Hold`` as a plain DELAY (ticking, as before)."""
+class CountingRouter:
+    """Counts a router's calls (``calls``); with ``tick``, answers a ``Hold`` as a plain DELAY, so the
+    replay offers every held request at every tick as it did before ``Hold``. Used by the hold
+    benchmark below and by the tests that compare the two (tests/training/simulator/test_engine_hold.py,
+    tests/training/routing/test_admission.py)."""
 
     def __init__(self, inner: Router, tick: bool) -> None:
         self.inner, self.tick, self.calls, self.name = inner, tick, 0, inner.name
+        self.needs_request_stats = getattr(inner, "needs_request_stats", False)
 
     def reset(self, num_instances: int, seed: int) -> None:
         self.inner.reset(num_instances, seed)
@@ -180,7 +184,7 @@ def run_hold_benchmark(
             config.instance.block_size,
             hold_kv_headroom,
         )
-        router = _Counted(inner, tick=mode == "ticking")
+        router = CountingRouter(inner, tick=mode == "ticking")
         t0 = time.perf_counter()
         results.append(simulate(trace, router, config, latency, OraclePredictor(), seed=seed))
         out[f"{mode}_wall_s"] = time.perf_counter() - t0

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import training.routing.admission  # noqa: F401  (registers the +hold routers)
 from training.length.baselines import OraclePredictor
 from training.routing.admission_rule import can_start, room_needed
+from training.routing.bench_engine import CountingRouter
 from training.routing.registry import RouterContext, get_router
 from training.simulator import ClusterConfig, InstanceConfig, LinearLatencyModel, RouterQueueOrder, simulate
 from training.simulator.interface import DELAY, ClusterView, Hold, RequestView
@@ -27,23 +28,6 @@ from training.simulator.result import SimResult
 
 BLOCK = 16
 KV_BLOCKS = 128  # 2048 tokens per instance: a few requests fill it
-
-
-class Counted:
-    """Counts the router calls; with ``tick`` a ``Hold`` answer becomes a plain DELAY."""
-
-    def __init__(self, inner, tick: bool) -> None:
-        self.inner, self.tick, self.calls = inner, tick, 0
-        self.name = inner.name
-        self.needs_request_stats = getattr(inner, "needs_request_stats", False)
-
-    def reset(self, num_instances: int, seed: int) -> None:
-        self.inner.reset(num_instances, seed)
-
-    def route(self, request: RequestView, cluster: ClusterView) -> int:
-        self.calls += 1
-        choice = self.inner.route(request, cluster)
-        return DELAY if self.tick and isinstance(choice, Hold) else choice
 
 
 class PerRequestRule:
@@ -105,7 +89,7 @@ def assert_same(a: SimResult, b: SimResult) -> None:
 
 
 def both(make, requests, cfg, fast_forward=True) -> tuple[SimResult, SimResult, int, int]:
-    woken, ticked = Counted(make(), tick=False), Counted(make(), tick=True)
+    woken, ticked = CountingRouter(make(), tick=False), CountingRouter(make(), tick=True)
     lin = LinearLatencyModel()
     a = simulate(requests, woken, cfg, lin, OraclePredictor(), seed=1, fast_forward=fast_forward)
     b = simulate(requests, ticked, cfg, lin, OraclePredictor(), seed=1, fast_forward=fast_forward)
