@@ -17,6 +17,10 @@ with a final ``set_model(Class())`` line. No project class is pickled, so nothin
 
 **Aliases, not stages.** Every new version gets ``challenger``; ``champion`` moves only through
 ``promote`` / ``promote_if_better`` / ``rollback``, each under ``champion_lock`` (see below).
+``champion`` is the production setting's. A **setting alias** (``SETTING_ALIASES``, e.g.
+``paper-main``) is a champion scoped to one named setting: the same gate moves it, with the same lock,
+compare-and-set and rollback history, and its gate evidence is recorded under its own tags
+(``gate_tags``), so one version can be judged for ``champion`` and for ``paper-main`` apart.
 
 **Compare-and-set.** A gate compares a challenger with the champion *of that moment*; minutes later
 another run may have moved it. ``promote(..., expected=V)`` moves ``champion`` only if it is still
@@ -90,6 +94,48 @@ GATE_PASSED_TAG = "loadwise.gate.passed"
 """On a version: ``true`` / ``false``, the gate's verdict (absent: no gate ran for it)."""
 GATE_AGAINST_TAG = "loadwise.gate.champion"
 """On a version: the champion version the gate compared it with (``none``: there was none)."""
+SETTING_ALIASES: Mapping[str, str] = {
+    "paper-main": "the paper's main setting: the `main` 5-task mix, 4 x v100-llama2-7b-paper, 20 req/s",
+}
+"""Gated aliases besides ``champion``, each the champion of one named setting (``llm-router@paper-main``).
+What makes a version eligible for one (its setting) is the model's gate's business
+(``flows.models.router.ROUTER_SCOPES``); here they are aliases that only ``promote`` moves."""
+GATED_ALIASES = frozenset({CHAMPION, *SETTING_ALIASES})
+
+
+@dataclass(frozen=True)
+class GateTags:
+    """The version tags holding a gate's evidence for one gated alias, and the model tag holding the
+    alias's history (``champion``'s are the historical names, so older stores read unchanged)."""
+
+    decision: str
+    passed: str
+    against: str
+    history: str
+
+
+def gate_tags(alias: str = CHAMPION) -> GateTags:
+    """The tags of gated ``alias`` (``champion`` or a ``SETTING_ALIASES`` key): ``champion``'s are
+    ``GATE_TAG`` / ``GATE_PASSED_TAG`` / ``GATE_AGAINST_TAG`` / ``HISTORY_TAG``; a setting alias's are
+    the same names under ``loadwise.scope.<alias>.``. Raises ``RegistryError`` for any other alias."""
+    check_gated_alias(alias)
+    if alias == CHAMPION:
+        return GateTags(GATE_TAG, GATE_PASSED_TAG, GATE_AGAINST_TAG, HISTORY_TAG)
+    scope = f"{TAG_PREFIX}scope.{alias}."
+    strip = len(TAG_PREFIX)
+    return GateTags(
+        scope + GATE_TAG[strip:], scope + GATE_PASSED_TAG[strip:], scope + GATE_AGAINST_TAG[strip:],
+        scope + HISTORY_TAG[strip:],
+    )  # fmt: skip
+
+
+def check_gated_alias(alias: str) -> None:
+    """``RegistryError`` unless ``alias`` is one the gate moves (``GATED_ALIASES``)."""
+    if alias not in GATED_ALIASES:
+        known = ", ".join(sorted(GATED_ALIASES))
+        raise RegistryError(f"{alias!r} is not a gated alias (known: {known})")
+
+
 FORCED_TAG = "loadwise.forced"
 """On a version promoted by hand against (or without) the gate's verdict: JSON ``{by, at, why, gate}``."""
 IDENTITY_TAG = "loadwise.identity"
@@ -388,10 +434,13 @@ class NoRegistryError(RegistryError):
 class ChampionMovedError(RegistryError):
     """``promote(..., expected=V)`` refused: the champion is no longer ``V`` (another run moved it)."""
 
-    def __init__(self, name: str, version: str, expected: str | None, current: str | None) -> None:
+    def __init__(
+        self, name: str, version: str, expected: str | None, current: str | None, alias: str = CHAMPION
+    ) -> None:
         self.expected, self.current = expected, current
+        what = "champion" if alias == CHAMPION else f"{alias} champion"
         super().__init__(
-            f"not promoted: {name} v{version} was compared with champion {_v(expected)}, but the champion "
+            f"not promoted: {name} v{version} was compared with {what} {_v(expected)}, but the {what} "
             f"is now {_v(current)} (another run moved it since the comparison); compare again"
         )
 
@@ -793,16 +842,20 @@ class ModelRegistry:
         *,
         passed: bool | None = None,
         against: str | None = None,
+        alias: str = CHAMPION,
     ) -> None:
         """Keep the gate's one-line decision on the version (``loadwise promote`` shows it), its verdict
-        (``passed``) and the champion it compared with (``against``; ``None``: there was none), and,
-        when given, its full comparison as ``reports/gate.md`` in the version's run."""
-        self.client.set_model_version_tag(name, version, GATE_TAG, reason[:5000])
+        (``passed``) and the holder of ``alias`` it compared with (``against``; ``None``: there was
+        none), under ``alias``'s tags (``gate_tags``), and, when given, its full comparison as
+        ``reports/gate.md`` (``reports/gate-<alias>.md`` for a setting alias) in the version's run."""
+        tags = gate_tags(alias)
+        self.client.set_model_version_tag(name, version, tags.decision, reason[:5000])
         if passed is not None:
-            self.client.set_model_version_tag(name, version, GATE_PASSED_TAG, "true" if passed else "false")
-            self.client.set_model_version_tag(name, version, GATE_AGAINST_TAG, against or "none")
+            self.client.set_model_version_tag(name, version, tags.passed, "true" if passed else "false")
+            self.client.set_model_version_tag(name, version, tags.against, against or "none")
         if report_markdown is not None:
-            self.client.log_text(self.get(name, version).run_id, report_markdown, "reports/gate.md")
+            where = "reports/gate.md" if alias == CHAMPION else f"reports/gate-{alias}.md"
+            self.client.log_text(self.get(name, version).run_id, report_markdown, where)
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         """Set version tags (e.g. why the nightly flow chose it); aliases move only as documented."""
@@ -820,54 +873,63 @@ class ModelRegistry:
         self.client.set_model_version_tag(name, version, FORCED_TAG, json.dumps(record)[:5000])
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        """Point ``alias`` at ``version``; ``champion`` moves only through ``promote`` (its lock)."""
-        if alias == CHAMPION:
-            raise RegistryError("champion moves only through promote (its compare-and-set and history)")
+        """Point ``alias`` at ``version``; the gated aliases (``champion``, ``SETTING_ALIASES``) move
+        only through ``promote`` (its lock)."""
+        if alias in GATED_ALIASES:
+            raise RegistryError(f"{alias} moves only through promote (its compare-and-set and history)")
         self.get(name, version)  # a clear error for an unknown version
         self.client.set_registered_model_alias(name, alias, version)
 
     def promote(
-        self, name: str, version: str, *, expected: str | _AnyChampion | None = ANY_CHAMPION
+        self,
+        name: str,
+        version: str,
+        *,
+        expected: str | _AnyChampion | None = ANY_CHAMPION,
+        alias: str = CHAMPION,
     ) -> RegisteredVersion:
-        """Move ``champion`` to ``version``; remembered for rollback.
+        """Move gated ``alias`` (``champion``, or a ``SETTING_ALIASES`` one) to ``version``; remembered
+        for rollback in that alias's history.
 
-        ``expected``: the champion version the caller's comparison was made against (``None``: there
-        was none). Checked and moved under ``champion_lock``; when the champion is no longer
-        ``expected``, nothing moves and ``ChampionMovedError`` says why. Without it (by hand, after
-        the caller's own checks under the lock) the move is unconditional.
+        ``expected``: the version holding ``alias`` that the caller's comparison was made against
+        (``None``: there was none). Checked and moved under ``champion_lock``; when the alias no
+        longer points at ``expected``, nothing moves and ``ChampionMovedError`` says why. Without it
+        (by hand, after the caller's own checks under the lock) the move is unconditional.
         """
+        history_tag = gate_tags(alias).history
         with self.champion_lock():
             self.get(name, version)  # a clear error for an unknown version
             if not isinstance(expected, _AnyChampion):
-                current = self._champion(name)
+                current = self._champion(name, alias)
                 if current != expected:
-                    raise ChampionMovedError(name, version, expected, current)
-            self.client.set_registered_model_alias(name, CHAMPION, version)
-            history = self.champion_history(name)
+                    raise ChampionMovedError(name, version, expected, current, alias)
+            self.client.set_registered_model_alias(name, alias, version)
+            history = self.champion_history(name, alias)
             if not history or history[-1] != version:
                 history.append(version)
-            self.client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[-50:]))
+            self.client.set_registered_model_tag(name, history_tag, ",".join(history[-50:]))
         return self.get(name, version)
 
-    def champion_history(self, name: str) -> list[str]:
-        """Versions that held ``champion``, oldest first (the registered model's history tag)."""
+    def champion_history(self, name: str, alias: str = CHAMPION) -> list[str]:
+        """Versions that held gated ``alias``, oldest first (the registered model's history tag)."""
         tags = self.client.get_registered_model(name).tags or {}
-        return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+        return [v for v in tags.get(gate_tags(alias).history, "").split(",") if v]
 
-    def rollback(self, name: str) -> tuple[str, str]:
-        """Move ``champion`` back to the version that held it before; returns ``(from, to)``.
+    def rollback(self, name: str, alias: str = CHAMPION) -> tuple[str, str]:
+        """Move gated ``alias`` back to the version that held it before; returns ``(from, to)``.
 
         Not gated (it restores a version that served before), but under ``champion_lock``."""
+        history_tag = gate_tags(alias).history
         with self.champion_lock():
-            current = self.find(name, CHAMPION)
+            current = self.find(name, alias)
             if current is None:
-                raise RegistryError(f"model {name!r} has no champion to roll back")
-            history = [v for v in self.champion_history(name) if v != current.version]
+                raise RegistryError(f"model {name!r} has no {alias} to roll back")
+            history = [v for v in self.champion_history(name, alias) if v != current.version]
             if not history:
-                raise RegistryError(f"model {name!r}: champion v{current.version} has no previous champion")
+                raise RegistryError(f"model {name!r}: {alias} v{current.version} has no previous {alias}")
             target = history[-1]
-            self.client.set_registered_model_alias(name, CHAMPION, target)
-            self.client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+            self.client.set_registered_model_alias(name, alias, target)
+            self.client.set_registered_model_tag(name, history_tag, ",".join(history))
         return current.version, target
 
     def promote_if_better(
@@ -891,8 +953,8 @@ class ModelRegistry:
                 self.promote(name, version, expected=before)
             return PromotionDecision(passed, reason, version if passed else before)
 
-    def _champion(self, name: str) -> str | None:
-        champ = self.find(name, CHAMPION)
+    def _champion(self, name: str, alias: str = CHAMPION) -> str | None:
+        champ = self.find(name, alias)
         return champ.version if champ else None
 
     # -- load -------------------------------------------------------------------------------

@@ -211,12 +211,15 @@ def train_router_policy(config: RouterTrainConfig, out_dir: str) -> TrainedRoute
     retry_delay_seconds=2,
     retry_condition_fn=retry_on_io,
 )
-def find_router_champion(config: RouterTrainConfig, tracking_uri: str | None) -> RouterChampion | None:
-    """The current ``llm-router`` champion and whether it serves ``config``'s setting (I/O: retried)."""
+def find_router_champion(
+    config: RouterTrainConfig, tracking_uri: str | None, alias: str = "champion"
+) -> RouterChampion | None:
+    """The version holding gated ``alias`` of ``llm-router`` and whether it serves ``config``'s setting
+    (I/O: retried)."""
     from flows.models.router import find_router_champion as find
     from flows.registry import ModelRegistry
 
-    return find(ModelRegistry(tracking_uri), config)
+    return find(ModelRegistry(tracking_uri), config, alias)
 
 
 @task(
@@ -280,9 +283,10 @@ def register_router(
     champion: str | None = None,
     refusal: str | None = None,
     reports: dict[str, str] | None = None,
+    alias: str = "champion",
 ) -> Published:
     """Register a router candidate (an RL policy or a tuned rule) as a new ``llm-router`` version (alias
-    ``challenger``); with ``gate`` the statistical gate decides the move
+    ``challenger``); with ``gate`` the statistical gate decides the move of gated ``alias``
     (``flows.models.router.register_candidate``)."""
     from flows.models.router import register_candidate
     from flows.registry import ModelRegistry
@@ -296,6 +300,7 @@ def register_router(
         champion=champion,
         refusal=refusal,
         reports=reports,
+        alias=alias,
     )
 
 

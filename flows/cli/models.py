@@ -41,6 +41,14 @@ from flows.cli.ui import ui_hint
 
 app = typer.Typer()
 
+AliasOpt = Annotated[
+    str,
+    typer.Option(
+        "--alias",
+        help="the gated alias: champion (the production setting's) or a setting alias, e.g. paper-main",
+    ),
+]
+
 PREDICTOR_HEADLINE = (
     "acc",
     "acc_tabular",
@@ -168,12 +176,13 @@ def train_router_cmd(
     ] = None,
     eval_seeds: Annotated[str, typer.Option(help="comma-separated held-out replay seeds")] = "0,1,2",
     predictor: PredictorOpt = None,
+    alias: AliasOpt = "champion",
     as_json: JsonOpt = False,
     flow: Annotated[bool, typer.Option("--flow", help="run as the Prefect flow train-router")] = False,
 ) -> None:
     """Train the RL router on the training pool, evaluate it against every baseline on held-out
     replays, register llm-router (default setting, the paper's: 4 x V100 Llama-2-7B, 20 req/s,
-    5-task mix)."""
+    5-task mix). --alias paper-main gates it for llm-router@paper-main (that setting's champion)."""
     from pydantic import ValidationError
 
     from flows.config_files import error_line, read_config_file
@@ -181,6 +190,7 @@ def train_router_cmd(
     from training.rl.config import RouterTrainConfig
 
     seeds = parse_seeds(eval_seeds, "--eval-seeds")
+    check_alias(alias)
     flags = {"variant": variant, "algo": algo, "total_timesteps": timesteps, "seed": seed,
              "episode_requests": requests, "workload": workload, "profile": profile,
              "num_instances": instances, "rate_rps": rate,
@@ -199,12 +209,14 @@ def train_router_cmd(
         if flow:
             from flows.models import train_router_flow
 
-            result = train_router_flow(config, seeds, registry.tracking_uri)
+            result = train_router_flow(config, seeds, registry.tracking_uri, alias)
             summary = result["evaluation"]
         else:
             from flows.models import train_and_register_router
 
-            published, report = train_and_register_router(config, registry, tuple(seeds), not as_json)
+            published, report = train_and_register_router(
+                config, registry, tuple(seeds), not as_json, alias=alias
+            )
             result = published.to_dict()
             summary = report.summary()
             result["evaluation"] = summary
@@ -286,6 +298,7 @@ def promote_cmd(
     reason: Annotated[
         str | None, typer.Option("--reason", help="why a forced promotion overrides the gate (recorded)")
     ] = None,
+    alias: AliasOpt = "champion",
 ) -> None:
     """Move the champion alias to VERSION by hand, if the model's gate agrees (--force overrides it).
 
@@ -293,6 +306,7 @@ def promote_cmd(
     against the current champion; for llm-router the statistical gate's comparison recorded on the
     version (valid only while the champion it compared with still serves). A forced promotion is
     recorded on the version (loadwise.forced: who, when, why, the verdict it overrode).
+    With --alias paper-main: the same for llm-router's champion of that setting.
     """
     from flows.models import promote_by_hand
     from flows.registry import ModelRegistry, RegistryError
@@ -303,14 +317,15 @@ def promote_cmd(
     if not version.isdigit():
         typer.echo(f"error: VERSION must be a version number, got {version!r}", err=True)
         raise typer.Exit(2)
+    check_alias(alias)
     registry = ModelRegistry(create=False)
     try:
-        done = promote_by_hand(registry, name, version, force=force, why=(reason or "").strip())
+        done = promote_by_hand(registry, name, version, force=force, why=(reason or "").strip(), alias=alias)
     except RegistryError as exc:
         raise fail(str(exc)) from None
     verdict = done.verdict
     if done.before is not None and done.before.version == version:
-        typer.echo(f"{name}: v{version} already is the champion; nothing moved")
+        typer.echo(f"{name}: v{version} already is the {alias}; nothing moved")
         return
     typer.echo(f"gate on {name} v{version}: {'passes' if verdict.passed else 'refuses'}: {verdict.reason}")
     if not done.moved:
@@ -318,22 +333,35 @@ def promote_cmd(
             f"not promoted: the gate refuses {name} v{version}; pass --force --reason TEXT to "
             "override it (recorded on the version)"
         )
-    _show_move(name, done.before, done.after)
+    _show_move(name, done.before, done.after, alias)
     if done.forced:
         typer.echo(f"forced: recorded on v{version} (loadwise.forced)")
 
 
 @app.command("rollback")
-def rollback_cmd(name: Annotated[str, typer.Argument(help="registered model name")]) -> None:
-    """Move the champion alias back to the version that held it before."""
+def rollback_cmd(
+    name: Annotated[str, typer.Argument(help="registered model name")], alias: AliasOpt = "champion"
+) -> None:
+    """Move the champion alias (or the setting alias given) back to the version that held it before."""
     from flows.registry import ModelRegistry, RegistryError
 
+    check_alias(alias)
     registry = ModelRegistry(create=False)
     try:
-        old, new = registry.rollback(name)
-        _show_move(name, registry.get(name, old), registry.get(name, new))
+        old, new = registry.rollback(name, alias)
+        _show_move(name, registry.get(name, old), registry.get(name, new), alias)
     except RegistryError as exc:
         raise fail(str(exc)) from None
+
+
+def check_alias(alias: str) -> None:
+    """Exit 2 (a usage error) unless ``alias`` is a gated alias (``flows.registry.GATED_ALIASES``)."""
+    from flows.registry import GATED_ALIASES
+
+    if alias not in GATED_ALIASES:
+        known = ", ".join(sorted(GATED_ALIASES))
+        typer.echo(f"error: --alias must be one of {known}, got {alias!r}", err=True)
+        raise typer.Exit(2)
 
 
 def _checked_registry() -> Any:
@@ -391,11 +419,11 @@ def _print_result(result: dict[str, Any], tracking_uri: str, headline: tuple[str
     console.print(f"all {len(metrics)} metrics, config and report: {ui_hint(tracking_uri)}")
 
 
-def _show_move(name: str, before: Any, after: Any) -> None:
+def _show_move(name: str, before: Any, after: Any, alias: str = "champion") -> None:
     def fmt(v: Any) -> str:
         if v is None:
             return "none"
         shown = ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items()) if k in HEADLINE)
         return f"v{v.version} ({shown or 'no headline metrics'})"
 
-    typer.echo(f"{name}: champion {fmt(before)} -> {fmt(after)}")
+    typer.echo(f"{name}: {alias} {fmt(before)} -> {fmt(after)}")

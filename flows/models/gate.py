@@ -41,13 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 from flows.registry import (
     CHAMPION,
-    GATE_AGAINST_TAG,
-    GATE_PASSED_TAG,
-    GATE_TAG,
     ChampionMovedError,
     ModelRegistry,
     PromotionDecision,
     RegisteredVersion,
+    gate_tags,
     metric_verdict,
 )
 
@@ -99,8 +97,10 @@ class Verdict:
     champion: str | None
 
 
-def gate_verdict(registry: ModelRegistry, name: str, version: str) -> Verdict:
+def gate_verdict(registry: ModelRegistry, name: str, version: str, alias: str = CHAMPION) -> Verdict:
     """Whether ``version`` of ``name`` may replace the current champion, and why (reads only).
+    ``alias``: the gated alias judged (``champion``, or for ``llm-router`` a setting alias such as
+    ``paper-main``, whose evidence is recorded under its own tags, ``flows.registry.gate_tags``).
 
     Who calls this: every path that moves ``champion`` (``promote_through_gate``, ``gate_router``
     via its recorded evidence, ``promote_by_hand``), under ``ModelRegistry.champion_lock`` so that
@@ -109,11 +109,14 @@ def gate_verdict(registry: ModelRegistry, name: str, version: str) -> Verdict:
     (``loadwise.gate.passed`` and the champion it compared with), valid only while that champion
     still serves. A model with no gate, or a router version without evidence, is refused.
     """
+    tags = gate_tags(alias)
+    if alias != CHAMPION and name != LLM_ROUTER:
+        return Verdict(False, f"setting aliases such as {alias!r} are gated for {LLM_ROUTER} only", None)
     cand = registry.get(name, version)
-    champ = registry.find(name, CHAMPION)
+    champ = registry.find(name, alias)
     current = champ.version if champ else None
     if current == version:
-        return Verdict(False, f"{name} v{version} already is the champion", current)
+        return Verdict(False, f"{name} v{version} already is the {alias}", current)
     gate = METRIC_GATES.get(name)
     if gate is not None:
         passed, reason = metric_verdict(cand, champ, gate.metric, gate.higher_is_better, scope=gate.scope)
@@ -125,14 +128,15 @@ def gate_verdict(registry: ModelRegistry, name: str, version: str) -> Verdict:
         return Verdict(passed, reason, current)
     if name != LLM_ROUTER:
         return Verdict(False, f"no gate is defined for model {name!r}", current)
-    verdict, against = cand.tags.get(GATE_PASSED_TAG), cand.tags.get(GATE_AGAINST_TAG)
-    recorded = cand.tags.get(GATE_TAG)
+    verdict, against = cand.tags.get(tags.passed), cand.tags.get(tags.against)
+    recorded = cand.tags.get(tags.decision)
+    what = "champion" if alias == CHAMPION else f"{alias} champion"
     if verdict is None:
-        what = f" (its recorded decision: {recorded})" if recorded else ""
+        said = f" (its recorded decision: {recorded})" if recorded else ""
         return Verdict(
             False,
-            f"no gate evidence for {name} v{version}: no evaluation against the champion and the best "
-            f"baseline is recorded on it{what}",
+            f"no gate evidence for {name} v{version}: no evaluation against the {what} and the best "
+            f"baseline is recorded on it{said}",
             current,
         )
     if verdict != "true":
@@ -141,11 +145,11 @@ def gate_verdict(registry: ModelRegistry, name: str, version: str) -> Verdict:
     if compared != current:
         return Verdict(
             False,
-            f"the gate passed v{version} against champion {v_(compared)}, but the champion is now "
+            f"the gate passed v{version} against {what} {v_(compared)}, but the {what} is now "
             f"{v_(current)}: that evidence no longer applies (evaluate again)",
             current,
         )
-    return Verdict(True, f"the gate passed v{version} against champion {v_(compared)}: {recorded}", current)
+    return Verdict(True, f"the gate passed v{version} against {what} {v_(compared)}: {recorded}", current)
 
 
 def routing_verdict(
@@ -211,32 +215,35 @@ def promote_through_gate(registry: ModelRegistry, name: str, version: str) -> Pr
 
 
 def gate_router(
-    registry: ModelRegistry, version: str, gate: GateResult, expected: str | None
+    registry: ModelRegistry, version: str, gate: GateResult, expected: str | None, alias: str = CHAMPION
 ) -> PromotionDecision:
     """Record the statistical gate's result (``eval.gate.GateResult``) on router ``version`` and, when
-    it passed, move ``champion`` to it if the champion is still ``expected`` (the one the evaluation
-    replayed; ``None``: there was none). Who calls this: ``register_router`` (``train-router``) and the
-    nightly ``promote-router`` step. Refused when the champion moved since: the reason says so."""
+    it passed, move gated ``alias`` (``champion``; a setting alias such as ``paper-main``) to it if
+    the alias still points at ``expected`` (the version the evaluation replayed; ``None``: there was
+    none). Who calls this: ``register_router`` (``train-router``) and the nightly ``promote-router``
+    step. Refused when the alias moved since: the reason says so."""
     if version == expected:  # an unchanged model reused as the challenger: nothing to decide
-        return PromotionDecision(False, f"{LLM_ROUTER} v{version} already is the champion", expected)
+        return PromotionDecision(False, f"{LLM_ROUTER} v{version} already is the {alias}", expected)
     registry.record_gate(
-        LLM_ROUTER, version, gate.reason, gate.to_markdown(), passed=bool(gate.passed), against=expected
-    )
+        LLM_ROUTER, version, gate.reason, gate.to_markdown(), passed=bool(gate.passed), against=expected,
+        alias=alias,
+    )  # fmt: skip
     if not gate.passed:
         return PromotionDecision(False, gate.reason, expected)
     with registry.champion_lock():
-        verdict = gate_verdict(registry, LLM_ROUTER, version)  # the evidence just recorded
+        verdict = gate_verdict(registry, LLM_ROUTER, version, alias)  # the evidence just recorded
         if verdict.champion == version:  # a retried step whose first attempt moved it
             return PromotionDecision(True, gate.reason, version)
         if not verdict.passed:
-            champion = registry.find(LLM_ROUTER, CHAMPION)
-            moved = ChampionMovedError(LLM_ROUTER, version, expected, champion.version if champion else None)
-            registry.record_gate(LLM_ROUTER, version, str(moved), passed=True, against=expected)
+            holder = registry.find(LLM_ROUTER, alias)
+            now = holder.version if holder else None
+            moved = ChampionMovedError(LLM_ROUTER, version, expected, now, alias)
+            registry.record_gate(LLM_ROUTER, version, str(moved), passed=True, against=expected, alias=alias)
             return PromotionDecision(False, str(moved), moved.current)
         try:
-            registry.promote(LLM_ROUTER, version, expected=expected)
+            registry.promote(LLM_ROUTER, version, expected=expected, alias=alias)
         except ChampionMovedError as exc:  # only where the lock is per process (a tracking server)
-            registry.record_gate(LLM_ROUTER, version, str(exc), passed=True, against=expected)
+            registry.record_gate(LLM_ROUTER, version, str(exc), passed=True, against=expected, alias=alias)
             return PromotionDecision(False, str(exc), exc.current)
     return PromotionDecision(True, gate.reason, version)
 
@@ -364,19 +371,26 @@ class HandPromotion:
 
 
 def promote_by_hand(
-    registry: ModelRegistry, name: str, version: str, *, force: bool = False, why: str = ""
+    registry: ModelRegistry,
+    name: str,
+    version: str,
+    *,
+    force: bool = False,
+    why: str = "",
+    alias: str = CHAMPION,
 ) -> HandPromotion:
-    """``loadwise promote NAME VERSION``: the gate's verdict; the move when it passed, or when
-    ``force`` overrides a refusal (then recorded on the version: who, when, ``why``, the verdict).
-    Verdict and move run under one lock (compare-and-set against the champion judged)."""
+    """``loadwise promote NAME VERSION [--alias A]``: the gate's verdict for gated ``alias``; the move
+    when it passed, or when ``force`` overrides a refusal (then recorded on the version: who, when,
+    ``why``, the verdict). Verdict and move run under one lock (compare-and-set against the version
+    judged)."""
     with registry.champion_lock():
-        before = registry.find(name, CHAMPION)
-        verdict = gate_verdict(registry, name, version)
+        before = registry.find(name, alias)
+        verdict = gate_verdict(registry, name, version, alias)
         if before is not None and before.version == version:
             return HandPromotion(before, before, verdict, moved=False, forced=False)
         if not verdict.passed and not force:
             return HandPromotion(before, None, verdict, moved=False, forced=False)
-        after = registry.promote(name, version, expected=verdict.champion)
+        after = registry.promote(name, version, expected=verdict.champion, alias=alias)
         if not verdict.passed:
             registry.record_forced(name, version, why, verdict.reason)
             after = registry.get(name, version)

@@ -15,11 +15,11 @@ from typing import Any
 from flows.models.gate import promote_through_gate, v_
 from flows.registry import (
     CHAMPION,
-    GATE_PASSED_TAG,
     ModelPackage,
     ModelRegistry,
     PromotionDecision,
     RegisteredVersion,
+    gate_tags,
 )
 
 
@@ -49,18 +49,20 @@ def publish(
     pkg: ModelPackage,
     report_md: str,
     decide: Callable[[RegisteredVersion], PromotionDecision] | None,
+    alias: str = CHAMPION,
 ) -> Published:
-    """Register ``pkg`` (alias ``challenger``) and let ``decide`` gate the new version; without it
-    the caller decides (the nightly flow's statistical gate). An identical model already registered
-    (same data, config, requirements and code) is reported, not registered again nor re-gated (unless
-    no gate ever recorded a verdict on it: a retried registration)."""
+    """Register ``pkg`` (alias ``challenger``) and let ``decide`` gate the new version for gated
+    ``alias`` (``champion``, or a setting alias); without it the caller decides (the nightly flow's
+    statistical gate). An identical model already registered (same data, config, requirements and
+    code) is reported, not registered again nor re-gated (unless no gate ever recorded a verdict for
+    ``alias`` on it: a retried registration, or one judged so far for another alias)."""
     version = registry.publish(pkg)
-    champion = registry.find(pkg.name, CHAMPION)
+    champion = registry.find(pkg.name, alias)
     current = champion.version if champion else None
-    if version.reused and decide is not None and GATE_PASSED_TAG not in version.tags:
+    if version.reused and decide is not None and gate_tags(alias).passed not in version.tags:
         decision = decide(version)  # registered by an attempt that failed before its gate (a retry)
     elif version.reused:
-        state = "is the champion" if current == version.version else f"champion stays {v_(current)}"
+        state = f"is the {alias}" if current == version.version else f"{alias} stays {v_(current)}"
         why = (
             f"unchanged: identical to {pkg.name} v{version.version} (same data fingerprint, config and "
             f"code), not registered again; v{version.version} {state}"

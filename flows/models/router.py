@@ -85,6 +85,20 @@ ROUTER_SETTING_KEYS = ("workload", "where", "profile", "num_instances", "chunked
 count, chunked prefill): a policy of another setting is not a comparable champion (here and in the
 nightly flow, which replays a comparable champion on its own windows)."""
 
+ROUTER_SCOPES: Mapping[str, Mapping[str, object]] = {
+    "paper-main": {
+        "workload": "main",
+        "profile": "v100-llama2-7b-paper",
+        "num_instances": 4,
+        "rate_rps": 20.0,
+        "chunked_prefill_tokens": None,
+    },
+}
+"""The setting each setting alias (``flows.registry.SETTING_ALIASES``) is the champion of: the
+``RouterTrainConfig`` values a version must have been trained with to be gated for it
+(``scope_refusal``). ``paper-main``: the paper's main setting (docs/evaluation.md), where
+``loadwise compare --routers all,llm-router@paper-main --workload main`` judges it."""
+
 _TRAINING = threading.Lock()
 """One training per process at a time: stable-baselines3 seeds torch's and numpy's global RNGs, so
 two trainings in threads of one process would interleave draws and lose bit-for-bit reproducibility
@@ -131,6 +145,8 @@ class RouterChampion:
     """Its ``loadwise.data_fingerprint`` tag: a candidate with the same one is the champion."""
     candidates: str | None = None
     """Its ``CANDIDATES_TAG``: the key of the nightly candidates it was chosen from."""
+    alias: str = CHAMPION
+    """The gated alias it holds (``champion`` or a setting alias)."""
 
     @property
     def refusal(self) -> str | None:
@@ -138,14 +154,14 @@ class RouterChampion:
         if self.comparable:
             return None
         return (
-            f"not promoted: the champion v{self.version} serves another setting ({self.setting}); "
+            f"not promoted: the {self.alias} v{self.version} serves another setting ({self.setting}); "
             "replace it by hand (loadwise promote --force) after review"
         )
 
     @property
     def description(self) -> str:
         """The champion's line in evaluation reports."""
-        return f"{LLM_ROUTER} v{self.version} (champion, {self.policy})"
+        return f"{LLM_ROUTER} v{self.version} ({self.alias}, {self.policy})"
 
 
 def router_setting(config: Mapping[str, object]) -> dict[str, object]:
@@ -153,12 +169,44 @@ def router_setting(config: Mapping[str, object]) -> dict[str, object]:
     return {k: config.get(k) for k in ROUTER_SETTING_KEYS}
 
 
-def find_router_champion(registry: ModelRegistry, cfg: RouterTrainConfig) -> RouterChampion | None:
-    """The current ``llm-router`` champion compared with setting ``cfg`` (``None``: there is none).
-    A store error raises: it must not read as "no champion"."""
+def scope_refusal(alias: str, config: Mapping[str, object]) -> str | None:
+    """Why a router trained with ``config`` may not hold setting alias ``alias`` (its
+    ``ROUTER_SCOPES`` values differ), else ``None``; ``champion`` has no declared scope (the nightly
+    keeps it to one setting through ``RouterChampion.refusal``). An alias without a scope: a
+    ``ValueError`` (a registry constant out of step with this table)."""
+    if alias == CHAMPION:
+        return None
+    if alias not in ROUTER_SCOPES:
+        raise ValueError(f"setting alias {alias!r} has no scope in ROUTER_SCOPES")
+    differ = {k: config.get(k) for k, v in ROUTER_SCOPES[alias].items() if config.get(k) != v}
+    if not differ:
+        return None
+    return (
+        f"not promoted: {LLM_ROUTER}@{alias} is the champion of {dict(ROUTER_SCOPES[alias])}; this version "
+        f"was trained with {differ}"
+    )
+
+
+def check_scope(alias: str, cfg: RouterTrainConfig) -> None:
+    """Before any training: ``RegistryError`` for an alias the gate does not move, ``ValueError`` for
+    a setting alias whose scope ``cfg`` is outside (``scope_refusal``)."""
+    from flows.registry import check_gated_alias
+
+    check_gated_alias(alias)
+    outside = scope_refusal(alias, cfg.model_dump(mode="json"))
+    if outside is not None:
+        raise ValueError(outside.removeprefix("not promoted: "))
+
+
+def find_router_champion(
+    registry: ModelRegistry, cfg: RouterTrainConfig, alias: str = CHAMPION
+) -> RouterChampion | None:
+    """The version holding gated ``alias`` (``champion``, or a setting alias such as ``paper-main``)
+    compared with setting ``cfg`` (``None``: there is none). A store error raises: it must not read
+    as "no champion"."""
     from flows.registry import _config
 
-    found = registry.find(LLM_ROUTER, CHAMPION)
+    found = registry.find(LLM_ROUTER, alias)
     if found is None:
         return None
     theirs = router_setting(_config(found))
@@ -171,6 +219,7 @@ def find_router_champion(registry: ModelRegistry, cfg: RouterTrainConfig) -> Rou
         policy=found.tags.get(POLICY_TAG, "rl"),
         fingerprint=found.tags.get(f"{TAG_PREFIX}data_fingerprint"),
         candidates=found.tags.get(CANDIDATES_TAG),
+        alias=alias,
     )
 
 
@@ -474,12 +523,14 @@ def register_router(
     data_fingerprint: str | None = None,
     champion: str | None = None,
     refusal: str | None = None,
+    alias: str = CHAMPION,
 ) -> Published:
     """Register a trained router policy as a new ``llm-router`` version (``register_candidate``)."""
     candidate = rl_candidate(trained, learned, data_fingerprint, report)
     return register_candidate(
-        candidate, report, registry, exclude=exclude, gate=gate, champion=champion, refusal=refusal
-    )
+        candidate, report, registry, exclude=exclude, gate=gate, champion=champion, refusal=refusal,
+        alias=alias,
+    )  # fmt: skip
 
 
 def register_candidate(
@@ -492,6 +543,7 @@ def register_candidate(
     champion: str | None = None,
     refusal: str | None = None,
     reports: Mapping[str, str] | None = None,
+    alias: str = CHAMPION,
 ) -> Published:
     """Register ``candidate`` as a new ``llm-router`` version; with ``gate``, run the statistical gate
     (``eval.gate.promotion_gate``) on ``report``: the candidate (``candidate.name`` in it) against
@@ -499,7 +551,8 @@ def register_candidate(
     (``exclude``: not baselines); the move is a compare-and-set against ``champion`` (the version
     replayed, or seen when there was nothing comparable to replay). ``refusal``: a reason the gate
     must refuse whatever the figures say (``RouterChampion.refusal``). ``reports``: more files for
-    the version's run (the nightly's candidates table).
+    the version's run (the nightly's candidates table). ``alias``: the gated alias judged and moved
+    (``champion``; a setting alias such as ``paper-main``, whose holder ``champion`` then is).
 
     Every kind is the same pyfunc (``policy_serving.RouterPolicyModel`` over ``policy_dir``): the
     signature is a float64 tensor ``(-1, C)`` of snapshot rows, whose column names the MLmodel's
@@ -544,10 +597,10 @@ def register_candidate(
         result = promotion_gate(report, learned, in_report, exclude=exclude)
         if refusal is not None:
             result = result.model_copy(update={"passed": False, "reason": f"{refusal}; {result.reason}"})
-        return gate_router(registry, version.version, result, champion)
+        return gate_router(registry, version.version, result, champion, alias)
 
     decider: Callable[[RegisteredVersion], PromotionDecision] | None = decide if gate else None
-    return publish(registry, pkg, report_md, decider)
+    return publish(registry, pkg, report_md, decider, alias)
 
 
 def train_and_register_router(
@@ -555,16 +608,20 @@ def train_and_register_router(
     registry: ModelRegistry | None = None,
     seeds: tuple[int, ...] = (0, 1, 2),
     progress: bool = True,
+    alias: str = CHAMPION,
 ) -> tuple[Published, EvalReport]:
     """The ``loadwise train-router`` job: probe the registry, train, evaluate against every baseline
-    and the comparable champion (replayed on the same windows), register, gate. The training and its
-    evaluation (``eval/``) are written under ``default_router_dir``."""
+    and the comparable holder of gated ``alias`` (replayed on the same windows), register, gate for
+    ``alias``. A setting alias (``--alias paper-main``) is checked before any training: a config
+    outside its scope (``scope_refusal``) is a ``ValueError``. The training and its evaluation
+    (``eval/``) are written under ``default_router_dir``."""
     registry = registry or ModelRegistry()
     registry.check()
     cfg = router_config(config)
+    check_scope(alias, cfg)
     out = default_router_dir(cfg)
     trained = train_router_policy(cfg, out, progress=progress)
-    champion = find_router_champion(registry, cfg)
+    champion = find_router_champion(registry, cfg, alias)
     with tempfile.TemporaryDirectory(prefix="loadwise-champion-") as tmp:
         champion_dir = None
         if champion is not None and champion.comparable:
@@ -578,5 +635,6 @@ def train_and_register_router(
         registry,
         champion=champion.version if champion else None,
         refusal=champion.refusal if champion else None,
+        alias=alias,
     )
     return published, report

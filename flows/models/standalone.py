@@ -19,8 +19,8 @@ from prefect import flow
 from flows import tasks
 from flows.models.gate import IMPACT_ESTIMATOR, LENGTH_PREDICTOR, LLM_ROUTER
 from flows.models.predictor import predictor_config
-from flows.models.router import default_router_dir, rl_candidate, router_config
-from flows.registry import ModelRegistry
+from flows.models.router import check_scope, default_router_dir, rl_candidate, router_config
+from flows.registry import CHAMPION, ModelRegistry
 
 
 @flow(name="retrain-length-predictor", log_prints=True)
@@ -47,15 +47,20 @@ def refit_impact_estimator(
 
 @flow(name="train-router", log_prints=True)
 def train_router_flow(
-    config: dict[str, Any] | None = None, seeds: list[int] | None = None, tracking_uri: str | None = None
+    config: dict[str, Any] | None = None,
+    seeds: list[int] | None = None,
+    tracking_uri: str | None = None,
+    alias: str = CHAMPION,
 ) -> dict[str, Any]:
-    """Train the RL router, evaluate it against every baseline and the champion of the same setting,
-    register ``llm-router``, gate."""
+    """Train the RL router, evaluate it against every baseline and the holder of gated ``alias``
+    (``champion``, or a setting alias such as ``paper-main``) of the same setting, register
+    ``llm-router``, gate for ``alias`` (a config outside the alias's scope: ``ValueError`` first)."""
     ModelRegistry(tracking_uri).check()  # a bad store fails now, not after training
     cfg = router_config(config)
+    check_scope(alias, cfg)
     out = default_router_dir(cfg)
     trained = tasks.train_router_policy(cfg, str(out))
-    champion = tasks.find_router_champion(cfg, tracking_uri)
+    champion = tasks.find_router_champion(cfg, tracking_uri, alias)
     with tempfile.TemporaryDirectory(prefix="loadwise-champion-") as tmp:
         champion_dir = None
         if champion is not None and champion.comparable:
@@ -67,6 +72,7 @@ def train_router_flow(
         tracking_uri,
         champion=champion.version if champion else None,
         refusal=champion.refusal if champion else None,
+        alias=alias,
     )
     result = tasks.publish_model_report(LLM_ROUTER, published)
     result["evaluation"] = report.summary()
