@@ -244,8 +244,8 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         self._request = rv
         self._now = cv.now_s
         self._finished = self._placed - int(np.add.reduce(st.in_system))
-        self._obs = encode_observation(st.snapshot, self.obs_spec)
         self._mask = action_mask(st.snapshot, self.obs_spec)
+        self._obs = encode_observation(st.snapshot, self.obs_spec, self._mask)
 
     def _skip_holds(self, rv: RequestView, cv: ClusterView) -> tuple[RequestView, ClusterView]:
         """Under admission control (``spec.hold_kv_headroom``) a decision where no instance can start

@@ -31,7 +31,7 @@ import numpy as np
 from training.impact.penalty import DEFAULT_ALPHA
 from training.rl.policy_serving import ObsSpec, RouterSnapshot, length_bucket_probs
 from training.routing.estimates import decode_step_s, prefill_s
-from training.simulator.interface import ClusterView, InstanceView, RequestView
+from training.simulator.interface import BatchStats, ClusterView, InstanceView, RequestStats, RequestView
 from training.simulator.latency import LatencyModel
 
 
@@ -78,6 +78,14 @@ def _nan_min(a: float, b: float) -> float:
     return a if a <= b else b
 
 
+def _index(entries: tuple[Any, ...], entry: Any) -> int:
+    """Position of the first entry equal to ``entry`` (identity first, as ``tuple.index``), or -1."""
+    try:
+        return entries.index(entry)
+    except ValueError:
+        return -1
+
+
 class SnapshotBuilder:
     """Builds snapshots for one cluster shape and latency model.
 
@@ -93,7 +101,13 @@ class SnapshotBuilder:
       ``num_running`` entries). A part equal to the cached one (a tuple comparison) is reused, one
       that extends it (a request appended to a FCFS queue) converts only the new entries, others
       convert whole; the entries to convert, of all instances, become one float64 array reduced with
-      vectorised numpy (one ``bincount`` for every histogram).
+      vectorised numpy (one ``bincount`` for every histogram);
+    - stats that are the simulator's ``RequestStats`` (the env's and the learned router's replays)
+      skip the tuples (``_fast_stats``): the queue is kept in arrival order, so a new queue is the
+      cached one less some requests at the front plus some at the back, applied as a delta
+      (``_queue_part``); the running batch comes as ``BatchStats`` arrays per composition, whose
+      counts and minima are derived once per composition and whose progress is four array
+      operations per decision (``_batch_part``) (issue 16, third pass).
 
     The caches are keyed by value (and by identity of frozen views), so a snapshot is the same
     function of ``(request, cluster)`` as without them: ``tests/training/rl/test_observation.py``
@@ -140,6 +154,24 @@ class SnapshotBuilder:
         ]
         """Per instance: its last view, and the bucket counts, pending weight and earliest-completion
         estimate it gave (``_instance_stats``)."""
+        self._bcache: list[tuple[BatchStats | None, tuple[Any, ...]]] = [
+            (None, ()) for _ in range(spec.num_instances)
+        ]
+        """Per instance: the last running batch's ``BatchStats`` and what ``_batch`` derived of it."""
+        self._blast: list[tuple[BatchStats | None, int, _Part]] = [
+            (None, 0, self._empty) for _ in range(spec.num_instances)
+        ]
+        """Per instance: the last (batch, tick) ``_batch_part`` saw and the ``_Part`` it gave."""
+        self._qfast: list[tuple[tuple[Any, ...] | None, _Part]] = [
+            (None, self._empty) for _ in range(spec.num_instances)
+        ]
+        """Per instance: the last ``RequestStats.queue`` tuple and its ``_Part``."""
+        self._qrem: list[np.ndarray] = [np.zeros(0) for _ in range(spec.num_instances)]
+        """Per instance: ``max(pred - generated, 1)`` of each entry of its cached queue (``_queue_part``)."""
+        self._hsum: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray]] = [
+            (None, None, self._empty.hist) for _ in range(spec.num_instances)
+        ]
+        """Per instance: the queue's and the batch's counts last summed, and their float64 sum."""
         self._terms: list[tuple[InstanceView | None, tuple[Any, ...]]] = [
             (None, ()) for _ in range(spec.num_instances)
         ]
@@ -190,6 +222,59 @@ class SnapshotBuilder:
                 out[i] = got
                 cache[j] = (part, got)
         return out
+
+    def _batch_part(self, k: int, s: RequestStats) -> _Part:
+        """``_Part`` of instance ``k``'s running batch from the simulator's arrays: what depends only
+        on the batch's composition (bucket counts, ``max(pred, 1)``, the minima of ``pred - generated``
+        at tick 0) once per ``BatchStats`` object (``_batch``), then per call the progress in four
+        array operations and the minima shifted by the tick. The same values as ``_convert`` of the
+        entries: elementwise the same IEEE operations, and ``pred - (base + tick)`` equals
+        ``(pred - base) - tick`` because the replay's predictions are multiples of 1/1024 token and
+        token counts are integers (every difference is exact), so the minimum commutes with the shift.
+        The last result is kept per instance: a view that changed only in its queue (a request routed
+        there) has the same batch at the same tick."""
+        b = s.batch
+        t = s.tick
+        lb, lt, lp = self._blast[k]
+        if lb is b and lt == t:
+            return lp
+        seen, got = self._bcache[k]
+        if seen is not b:
+            got = self._batch(b)
+            self._bcache[k] = (b, got)
+        hist, pmax, dec_f, r0_dec, r0_pre, decoding = got
+        if pmax is None:  # an empty batch
+            part = self._empty
+        else:
+            progress = np.minimum((b.base + t * dec_f) / pmax, 1.0)
+            min_dec = r0_dec - t if decoding else math.inf
+            if min_dec < 1.0:
+                min_dec = 1.0
+            min_all = min_dec if min_dec <= r0_pre else (r0_pre if r0_pre >= 1.0 else 1.0)
+            part = _Part(hist, progress, min_all, min_dec, decoding)
+        self._blast[k] = (b, t, part)
+        return part
+
+    def _batch(self, b: BatchStats) -> tuple[Any, ...]:
+        """What ``_batch_part`` needs of one batch composition: (bucket counts (cells,) int64,
+        ``max(pred, 1)``, ``decoding`` as float64, the minimum of ``pred - base`` over the decoding and
+        over the prefilling requests (inf when none), whether any decodes); ``pmax`` None for an empty
+        batch. Raises ``ValueError`` on a NaN (the replay's predictions are finite)."""
+        n = len(b)
+        if n == 0:
+            return (self._empty.hist, None, None, math.inf, math.inf, False)
+        dec = b.decoding
+        idx = self._pedges.searchsorted(b.prompt, side="right") * self._bd
+        idx += self._dedges.searchsorted(b.pred, side="right")
+        idx += dec * (self._cells // 2)
+        hist = np.bincount(idx, minlength=self._cells)
+        rem = b.pred - b.base
+        n_dec = int(np.count_nonzero(dec))
+        r0_dec = float(_MIN(rem[dec])) if n_dec else math.inf
+        r0_pre = float(_MIN(rem[~dec])) if n_dec < n else math.inf
+        if r0_dec != r0_dec or r0_pre != r0_pre:
+            raise ValueError("NaN predicted or generated tokens in the simulator's batch stats")
+        return (hist, np.maximum(b.pred, 1.0), dec.astype(np.float64), r0_dec, r0_pre, n_dec > 0)
 
     def _convert_all(self, parts: list[tuple[Any, ...]]) -> list[_Part]:
         """``_Part`` of each (non-empty) run of entries: runs of at most ``small_part`` entries in plain
@@ -275,35 +360,144 @@ class SnapshotBuilder:
         float64, the pending weight (m,) and the earliest-completion estimate (m floats).
 
         An instance whose view is the very object of the previous call (the replay hands out the
-        same frozen view while the instance has not changed) keeps its previous values."""
+        same frozen view while the instance has not changed) keeps its previous values; one whose
+        stats are the simulator's ``RequestStats`` goes through ``_fast_stats``, others through
+        ``_parts`` (tuples of entries)."""
         last = self._last
-        changed = [(k, v) for k, v in enumerate(views) if v is not last[k][0]]
+        changed = []
+        for k, v in enumerate(views):
+            if v is last[k][0]:
+                continue
+            s = v.request_stats
+            if isinstance(s, RequestStats):
+                last[k] = (v, *self._fast_stats(k, v, s))
+            else:
+                changed.append((k, v))
         if changed:
             parts = self._parts(changed)
             for i, (k, v) in enumerate(changed):
-                head, tail = parts[2 * i], parts[2 * i + 1]
-                hist = head.hist + tail.hist
-                c = len(head.progress) + len(tail.progress)
-                if c == 0:
-                    last[k] = (v, hist, 0.0, 0.0)
-                    continue
-                if len(head.progress) and len(tail.progress):
-                    progress = np.concatenate((head.progress, tail.progress))
-                else:
-                    progress = head.progress if len(head.progress) else tail.progress
-                # one pairwise sum over the instance's requests in their order, as the reference
-                weight = float(c - self.progress_relief * _SUM(progress))
-                nrun = min(v.num_running, self.max_batch) or 1
-                step = decode_step_s(self.lm, nrun, float(v.kv_used_blocks * self.block_size))
-                if head.decoding or tail.decoding:
-                    earliest = _nan_min(head.min_remaining_decoding, tail.min_remaining_decoding) * step
-                else:
-                    first = _nan_min(head.min_remaining, tail.min_remaining)
-                    earliest = prefill_s(self.lm, v.outstanding_prompt_tokens) + first * step
-                last[k] = (v, hist, weight, earliest)
+                last[k] = (v, *self._stats_of(v, parts[2 * i], parts[2 * i + 1], None))
         hists = np.array([e[1] for e in last], dtype=np.float64)
         weights = np.array([e[2] for e in last], dtype=np.float64)
         return hists, weights, [e[3] for e in last]
+
+    def _stats_of(
+        self, v: InstanceView, head: _Part, tail: _Part, hist: np.ndarray | None
+    ) -> tuple[np.ndarray, float, float]:
+        """(bucket counts, pending weight, earliest-completion estimate) of ``v`` from its queue's
+        ``head`` and its running batch's ``tail`` (``hist``: their summed counts, when known)."""
+        if hist is None:
+            hist = head.hist + tail.hist
+        c = len(head.progress) + len(tail.progress)
+        if c == 0:
+            return hist, 0.0, 0.0
+        if len(head.progress) and len(tail.progress):
+            progress = np.concatenate((head.progress, tail.progress))
+        else:
+            progress = head.progress if len(head.progress) else tail.progress
+        # one pairwise sum over the instance's requests in their order, as the reference
+        weight = float(c - self.progress_relief * _SUM(progress))
+        nrun = min(v.num_running, self.max_batch) or 1
+        step = decode_step_s(self.lm, nrun, float(v.kv_used_blocks * self.block_size))
+        if head.decoding or tail.decoding:
+            earliest = _nan_min(head.min_remaining_decoding, tail.min_remaining_decoding) * step
+        else:
+            first = _nan_min(head.min_remaining, tail.min_remaining)
+            earliest = prefill_s(self.lm, v.outstanding_prompt_tokens) + first * step
+        return hist, weight, earliest
+
+    def _fast_stats(self, k: int, v: InstanceView, s: RequestStats) -> tuple[np.ndarray, float, float]:
+        """``_stats_of`` for the simulator's ``RequestStats``: the queue part cached per queue tuple
+        (by identity, then by value, extended when requests were appended: ``_queue_part``), the
+        batch part from the arrays (``_batch_part``), their summed counts cached per pair."""
+        q = s.queue
+        seen, head = self._qfast[k]
+        if q is not seen:
+            head = self._queue_part(k, q)
+            self._qfast[k] = (q, head)
+        tail = self._batch_part(k, s)
+        hq, hb, hist = self._hsum[k]
+        if hq is not head.hist or hb is not tail.hist:
+            hist = (head.hist + tail.hist).astype(np.float64)
+            self._hsum[k] = (head.hist, tail.hist, hist)
+        return self._stats_of(v, head, tail, hist)
+
+    def _queue_part(self, k: int, q: tuple[Any, ...]) -> _Part:
+        """``_Part`` of instance ``k``'s queue entries ``q`` (the simulator keeps its waiting requests
+        in arrival order, so from one call to the next requests leave at the front, when admitted,
+        and join at the back, when routed). Cached by value in slot ``2 k`` of ``_cache`` with the
+        entries' ``max(pred - generated, 1)`` in ``_qrem``: a ``q`` equal to the cached entries is
+        reused; one that is the cached entries less ``d`` at the front plus some at the back (compared
+        by value, so an equal entry matched in place of another gives the same values) converts only
+        the entries that changed and slices the rest; others convert whole. The same values as one
+        conversion of ``q``: counts are sums of integers, progress and remaining tokens are per entry,
+        and the minimum is taken over the whole remaining array."""
+        j = 2 * k
+        seen, got = self._cache[j]
+        if q is seen or q == seen:
+            return got
+        rem = self._qrem[k]
+        part: _Part | None = None
+        if q and seen:
+            d = _index(seen, q[0])
+            kept = len(seen) - d
+            if d >= 0 and kept <= len(q) and q[:kept] == seen[d:]:
+                part, rem = self._queue_delta(got, rem, seen[:d], q[kept:], d)
+        if part is None:
+            part, rem = self._queue_whole(q)
+        self._cache[j] = (q, part)
+        self._qrem[k] = rem
+        return part
+
+    def _queue_delta(
+        self, got: _Part, rem: np.ndarray, dropped: tuple[Any, ...], added: tuple[Any, ...], d: int
+    ) -> tuple[_Part | None, np.ndarray]:
+        """``got`` (with its remaining tokens ``rem``) less the ``d`` entries ``dropped`` at the front,
+        plus the entries ``added`` at the back; (None, rem) when an entry has a NaN or decodes."""
+        hist = got.hist
+        progress, rem = got.progress[d:], rem[d:]
+        if dropped:
+            out = self._queue_small(dropped)
+            if out is None:
+                return None, rem
+            hist = hist - out[0]
+        if added:
+            out = self._queue_small(added)
+            if out is None:
+                return None, rem
+            hist = hist + out[0]
+            progress = np.concatenate((progress, out[1]))
+            rem = np.concatenate((rem, out[2]))
+        if not len(rem):
+            return self._empty, rem
+        return _Part(hist, progress, float(_MIN(rem)), math.inf, False), rem
+
+    def _queue_small(self, part: tuple[Any, ...]) -> tuple[np.ndarray, list[float], list[float]] | None:
+        """Counts (cells,) int64, progress and ``max(pred - generated, 1)`` per entry of a few queue
+        entries, in Python floats (``_convert_small``'s operations); None on a NaN or a decoding
+        entry (the caller converts the whole queue)."""
+        pe, de, bd = self._pedges_t, self._dedges_t, self._bd
+        hist = [0] * self._cells
+        progress, rem = [], []
+        for p, q, g, dec in part:
+            q = float(q)
+            g = float(g)
+            r = q - g
+            if r != r or dec > 0.5:
+                return None
+            rem.append(r if r >= 1.0 else 1.0)
+            hist[bisect_right(pe, float(p)) * bd + bisect_right(de, q)] += 1
+            x = g / (q if q > 1.0 else 1.0)
+            progress.append(x if x < 1.0 else 1.0)
+        return np.array(hist, dtype=np.int64), progress, rem
+
+    def _queue_whole(self, q: tuple[Any, ...]) -> tuple[_Part, np.ndarray]:
+        """``_Part`` of the queue entries ``q`` in one conversion, and their remaining tokens."""
+        if not q:
+            return self._empty, np.zeros(0)
+        (got,) = self._convert([q])
+        arr = np.fromiter(chain.from_iterable(q), np.float64, 4 * len(q)).reshape(len(q), 4)
+        return got, np.maximum(arr[:, 1] - arr[:, 2], 1.0)
 
     def _view_terms(self, v: InstanceView) -> tuple[Any, ...]:
         """What the latency estimates of ``v`` need that does not depend on the request (cached per

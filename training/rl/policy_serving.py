@@ -376,8 +376,11 @@ def _squash_scales(m: int, cells: int) -> np.ndarray:
     return out
 
 
-def encode_observation(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
+def encode_observation(snap: RouterSnapshot, spec: ObsSpec, mask: np.ndarray | None = None) -> np.ndarray:
     """THE observation encoder (env and serving): snapshot -> float32 vector of ``spec.obs_dim``.
+
+    ``mask``: ``action_mask(snap, spec)`` when the caller has it already (the env computes it for
+    ``action_masks``), else computed here; the same vector either way.
 
     Layout and scales are in the module docstring; every entry is in [0, ``OBS_HIGH``]. Called once
     per routing decision, so it writes into one preallocated vector and squashes every input (all
@@ -392,7 +395,7 @@ def encode_observation(snap: RouterSnapshot, spec: ObsSpec) -> np.ndarray:
     n_act, bp, bd, nk = spec.n_actions, spec.n_prompt_buckets, spec.n_decode_buckets, spec.n_length_buckets
     cells, nf = bp * bd, len(_SQUASHED_FIELDS)
     out = np.zeros(spec.obs_dim)
-    out[:n_act] = action_mask(snap, spec)
+    out[:n_act] = action_mask(snap, spec) if mask is None else mask
     # request: bucket one-hots, squashed sizes, queue and wait fractions, length-bucket probabilities
     r = n_act
     out[r + bisect_right(spec.prompt_edges, snap.prompt_tokens)] = 1.0

@@ -35,6 +35,7 @@ from operator import attrgetter, itemgetter
 import numpy as np
 
 from training.simulator.config import InstanceConfig, QueuePolicy
+from training.simulator.interface import BatchStats, RequestStats
 from training.simulator.latency import IterationObserver, LatencyModel
 from training.simulator.request import RequestStatus
 from training.simulator.state import ReqState
@@ -188,6 +189,15 @@ class Instance:
         self._qstats: tuple[tuple[int, float, int, bool], ...] | None = None
         """``request_stats`` of the queue (waiting, then preempted), kept until the queue changes
         (``_push_waiting``, ``_pop_waiting``, ``_preempt`` drop it): queued requests do not progress."""
+        self._wq: tuple[tuple[int, float, int, bool], ...] | None = None
+        """The waiting requests' ``request_stats`` entries in arrival (routing) order, kept from the
+        first ``request_stats`` call on (None before: a replay without stats never pays for it):
+        a routed request's entry is appended, an admitted one's removed, so between two calls the
+        tuple changes by a few entries at its ends (``SnapshotBuilder`` updates what it derived)."""
+        self._bstats: BatchStats | None = None
+        """The running batch's ``BatchStats``, kept until its composition changes (a request joins or
+        leaves it, starts decoding, or gets tokens other than by a batch decode step: ``_admit``,
+        ``_preempt``, ``_add_decode``, ``_drop_decode``, ``_rebuild`` drop it)."""
         self.decs: list[ReqState] = []  # explicit iterations only
         self.pres: list[tuple[ReqState, int]] = []
         self.stretch: Stretch | None = None
@@ -340,6 +350,7 @@ class Instance:
         decoding batch at the current tick."""
         tick = self.tick
         r.anchor = tick
+        self._bstats = None
         c = r.computed
         self._ndec += 1
         self._csum += c
@@ -356,6 +367,7 @@ class Instance:
         """``r`` (flushed) leaves the decoding batch; its heap entries go stale (its status or order
         no longer match them)."""
         tick = self.tick
+        self._bstats = None
         c = r.computed
         self._ndec -= 1
         self._csum -= c
@@ -421,6 +433,7 @@ class Instance:
     def _rebuild(self) -> None:
         """Batch aggregates from the requests' explicit counts (after a request-by-request iteration)."""
         tick = self.tick
+        self._bstats = None
         self._ndec = 0
         self._csum = 0
         self._hist = [0] * self.block_size
@@ -489,6 +502,8 @@ class Instance:
         r.qstat = (r.prompt, r.pred, r.generated, False)
         heapq.heappush(self.waiting, (key, r.seq, r))
         self._qstats = None
+        if self._wq is not None:
+            self._wq += (r.qstat,)
         self.wait_prompt_sum += r.target
         self.wait_decode_sum += max(r.pred - r.generated, 0.0)
 
@@ -504,6 +519,14 @@ class Instance:
             self.preempted.popleft()
         else:
             heapq.heappop(self.waiting)
+            wq = self._wq
+            if wq is not None:
+                e = r.qstat
+                if wq[0] is e:
+                    self._wq = wq[1:]
+                else:  # a queue policy other than FCFS admits out of arrival order
+                    i = next(i for i, x in enumerate(wq) if x is e)
+                    self._wq = wq[:i] + wq[i + 1 :]
         self._qstats = None
         if self.waiting or self.preempted:
             self.wait_prompt_sum -= r.target
@@ -577,6 +600,7 @@ class Instance:
 
     def _preempt(self, now: float) -> ReqState:
         victim = self._run.pop()
+        self._bstats = None
         if victim.status is _PREFILLING:
             self.run_prefilling -= 1
             self.run_prefill_left -= victim.target - victim.computed
@@ -790,6 +814,7 @@ class Instance:
                 r.first_sched_s = now
             running.append(r)
             pref.append(r)
+            self._bstats = None
             pres.append((r, need))
             budget -= need
             prefill_tokens += need
@@ -1080,24 +1105,50 @@ class Instance:
             self.wait_decode_sum + self.run_decode_left,
         )
 
-    def request_stats(self) -> tuple[tuple[int, float, int, bool], ...]:
+    def request_stats(self) -> RequestStats:
         """``(prompt tokens, predicted output tokens, generated tokens, decoding)`` per request on
-        this instance (waiting, preempted, running), at the last iteration boundary. O(requests):
-        built only when ``ClusterConfig.request_stats`` is set (the RL env's observation). The queue's
-        entries are kept (``_qstats``) until the queue changes, the same tuple objects each time (a
-        consumer comparing them, ``SnapshotBuilder``, compares by identity first); only the running
-        batch's are rebuilt."""
+        this instance (waiting in arrival order, preempted, running in admission order), at the last
+        iteration boundary, as a ``RequestStats``. Built only when ``ClusterConfig.request_stats`` is
+        set (the RL env's observation). The queue's entries are kept (``_qstats``, from ``_wq``)
+        until the queue changes, the same tuple objects each time (a consumer comparing them,
+        ``SnapshotBuilder``, compares by identity first); the running batch's arrays (``_bstats``)
+        until its composition changes, so a call between changes is O(1) and one after a change
+        O(batch) (``_batch_stats``)."""
         q = self._qstats
         if q is None:
-            q = tuple(map(_QSTAT, map(_THIRD, self.waiting)))
+            q = self._wq
+            if q is None:
+                q = self._wq = tuple(map(_QSTAT, map(_THIRD, sorted(self.waiting, key=_SEQ))))
             if self.preempted:
                 q += tuple([(r.prompt, r.pred, r.generated, False) for r in self.preempted])
             self._qstats = q
-        return q + tuple([(r.prompt, r.pred, r.generated, r.status is _DECODING) for r in self.running])
+        b = self._bstats
+        if b is None:
+            b = self._bstats = self._batch_stats()
+        return RequestStats(q, b, self.tick)
+
+    def _batch_stats(self) -> BatchStats:
+        """The running batch as ``BatchStats`` at the current composition: a decoding request's
+        generated tokens at tick 0 are ``generated - anchor`` (it generates one per tick from its
+        anchor on, ``_flush``; in an explicit iteration its anchor is the tick, so the same), a
+        prefilling request's are its ``generated``."""
+        rows = [
+            (r.prompt, r.pred, r.generated - r.anchor, True)
+            if r.status is _DECODING
+            else (r.prompt, r.pred, r.generated, False)
+            for r in self._run
+        ]
+        if not rows:
+            return _EMPTY_BATCH
+        a = np.array(rows, dtype=np.float64).T.copy()
+        return BatchStats(a[0], a[1], a[2], a[3] > 0.5)
 
 
-_QSTAT, _THIRD = attrgetter("qstat"), itemgetter(2)
-"""A waiting request's ``request_stats`` entry (``ReqState.qstat``); a heap entry's request."""
+_EMPTY_BATCH = BatchStats(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
+"""An empty running batch's ``BatchStats`` (shared: immutable)."""
+_QSTAT, _SEQ, _THIRD = attrgetter("qstat"), itemgetter(1), itemgetter(2)
+"""A waiting request's ``request_stats`` entry (``ReqState.qstat``); a heap entry's routing sequence
+number and request."""
 
 
 def _by_order(r: ReqState) -> int:

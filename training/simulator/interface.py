@@ -21,9 +21,9 @@ the oracle predictor, see true lengths, and reports label them as such.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, overload, runtime_checkable
 
 import numpy as np
 
@@ -95,6 +95,113 @@ class RequestView:
         return self.now_s - self.arrival_s
 
 
+StatsEntry = tuple[int, float, int, bool]
+"""One request's ``(prompt_tokens, predicted_output_tokens, generated_tokens, decoding)``."""
+
+
+class BatchStats:
+    """The running batch of one instance as arrays, for one batch composition (issue 16).
+
+    Made by the simulator (``Instance.request_stats``) when the batch's members, their phases or
+    their token counts change other than by decoding; shared, unchanged, by every view until then.
+    Between two such changes every decoding request generates one token per decode iteration, so
+    request ``i`` has generated ``base[i] + tick * decoding[i]`` tokens at the instance's decode tick
+    ``tick`` (``RequestStats.tick``). Arrays of shape (n,), read-only, in batch (admission) order:
+
+    - ``prompt``: prompt tokens (float64);
+    - ``pred``: predicted output tokens (float64; the replay's predictions are multiples of 1/1024
+      token, so ``pred - generated`` is exact);
+    - ``base``: generated tokens at tick 0 (float64; may be negative for a decoding request);
+    - ``decoding``: the request is decoding (bool), else prefilling.
+
+    A consumer may cache what it derives from the object by identity (``SnapshotBuilder`` does).
+    """
+
+    __slots__ = ("base", "decoding", "pred", "prompt")
+
+    def __init__(self, prompt: np.ndarray, pred: np.ndarray, base: np.ndarray, decoding: np.ndarray) -> None:
+        for a in (prompt, pred, base, decoding):
+            a.flags.writeable = False
+        self.prompt = prompt
+        self.pred = pred
+        self.base = base
+        self.decoding = decoding
+
+    def __len__(self) -> int:
+        return len(self.prompt)
+
+
+class RequestStats(Sequence[StatsEntry]):
+    """``InstanceView.request_stats``: the per-request stats of one instance (waiting, preempted, then
+    running), as a read-only sequence of ``StatsEntry`` tuples, kept by the simulator in two parts:
+
+    - ``queue``: the waiting then preempted requests' entries, a tuple kept (the same object) until
+      the queue changes;
+    - ``batch`` and ``tick``: the running batch (``BatchStats``) and the instance's decode tick, so
+      that a consumer can derive the batch's progress with a few array operations and cache the rest
+      per ``batch`` object instead of reading one tuple per request.
+
+    Indexing, iteration, ``len`` and ``==`` behave as on the tuple of entries (built on first use and
+    cached; ints for token counts, as before issue 16). Who makes it: ``Instance.request_stats``;
+    who reads it: ``training.rl.observation.SnapshotBuilder`` (through the arrays) and tests.
+    """
+
+    __slots__ = ("_entries", "batch", "queue", "tick")
+
+    def __init__(self, queue: tuple[StatsEntry, ...], batch: BatchStats, tick: int) -> None:
+        self.queue = queue
+        self.batch = batch
+        self.tick = tick
+        self._entries: tuple[StatsEntry, ...] | None = None
+
+    def generated(self) -> np.ndarray:
+        """Generated tokens of the running batch's requests now (float64, batch order)."""
+        b = self.batch
+        return b.base + self.tick * b.decoding
+
+    @property
+    def entries(self) -> tuple[StatsEntry, ...]:
+        """All entries as one tuple (queue, then running batch)."""
+        e = self._entries
+        if e is None:
+            b = self.batch
+            run = zip(
+                map(int, b.prompt.tolist()),
+                b.pred.tolist(),
+                map(int, self.generated().tolist()),
+                b.decoding.tolist(),
+                strict=True,
+            )
+            e = self._entries = self.queue + tuple(run)
+        return e
+
+    def __len__(self) -> int:
+        return len(self.queue) + len(self.batch)
+
+    @overload
+    def __getitem__(self, i: int) -> StatsEntry: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[StatsEntry, ...]: ...
+    def __getitem__(self, i: int | slice) -> StatsEntry | tuple[StatsEntry, ...]:
+        return self.entries[i]
+
+    def __iter__(self) -> Iterator[StatsEntry]:
+        return iter(self.entries)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RequestStats):
+            return self.entries == other.entries
+        if isinstance(other, tuple):
+            return self.entries == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.entries)
+
+    def __repr__(self) -> str:
+        return f"RequestStats({self.entries!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceView:
     """One instance as a router sees it at decision time.
@@ -117,7 +224,10 @@ class InstanceView:
         request_stats: only when the replay's ``ClusterConfig.request_stats`` is set (the RL env):
             one ``(prompt_tokens, predicted_output_tokens, generated_tokens, decoding)`` tuple per
             request on the instance (waiting, preempted, then running), what a proxying router knows
-            from its own bookkeeping and the tokens it streamed back. ``None`` otherwise.
+            from its own bookkeeping and the tokens it streamed back. ``None`` otherwise. The
+            simulator gives a ``RequestStats`` (a sequence of those tuples that also exposes the
+            running batch as arrays); views built elsewhere (tests, a serving router) may give a
+            plain tuple of tuples.
     """
 
     index: int
@@ -131,7 +241,7 @@ class InstanceView:
     num_decode_requests: int
     cached_prefix_blocks: int = 0
     accepting: bool = True
-    request_stats: tuple[tuple[int, float, int, bool], ...] | None = None
+    request_stats: RequestStats | tuple[StatsEntry, ...] | None = None
 
     @property
     def kv_usage(self) -> float:

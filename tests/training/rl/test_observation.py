@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,9 +30,9 @@ from training.rl.policy_serving import (
 from training.routing.estimates import decode_step_s, prefill_s
 from training.routing.latency_aware import MinMin
 from training.routing.registry import RouterContext
-from training.simulator.config import ClusterConfig
+from training.simulator.config import ClusterConfig, QueuePolicy
 from training.simulator.engine import replay
-from training.simulator.interface import DELAY, ClusterView, InstanceView, RequestView
+from training.simulator.interface import DELAY, ClusterView, InstanceView, RequestStats, RequestView
 from training.simulator.latency import LatencyModel
 from training.simulator.profiles import PAPER_PROFILE, default_instance_config, load_latency_model
 from training.workloads.synthetic import conversation_trace
@@ -219,6 +220,42 @@ def test_every_decision_of_an_overloaded_replay_matches_the_reference():
         pass
     assert decisions == 600
     assert preempted > 0  # the queue part held preempted requests (generated > 0) at some decisions
+
+
+@pytest.mark.parametrize("policy", [QueuePolicy.FCFS, QueuePolicy.LWL])
+def test_the_simulators_request_stats_give_the_snapshot_of_their_entries(policy):
+    """The builder reads the simulator's ``RequestStats`` through its arrays and its arrival-ordered
+    queue (``_queue_part``: requests leaving at the front, joining at the back; LWL admits out of
+    arrival order, a small KV cache preempts): at every decision of a replay it gives the reference's
+    snapshot, and the same as a second builder fed the very same entries as plain tuples (the
+    generic path)."""
+    lm = load_latency_model(PAPER_PROFILE)
+    icfg = dataclasses.replace(default_instance_config(PAPER_PROFILE), queue_policy=policy, kv_blocks=900)
+    cluster = ClusterConfig(num_instances=3, instance=icfg, request_stats=True)
+    spec = ObsSpec(num_instances=3)
+    fast, plain = _builder(spec, lm), _builder(spec, lm)
+    gen = replay(conversation_trace(500, 14.0, 5), cluster, lm, OraclePredictor())
+    decisions = fast_views = 0
+    result = None
+    try:
+        rv, cv = next(gen)
+        while True:
+            assert_same(fast, lm, rv, cv)
+            fast_views += sum(isinstance(v.request_stats, RequestStats) for v in cv.instances)
+            tuples = tuple(dataclasses.replace(v, request_stats=tuple(v.request_stats)) for v in cv.instances)
+            a = fast.build(rv, cv)
+            b = plain.build(rv, dataclasses.replace(cv, instances=tuples))
+            for name in ("instances", "prefill_hist", "decode_hist"):
+                np.testing.assert_array_equal(getattr(a.snapshot, name), getattr(b.snapshot, name))
+            np.testing.assert_array_equal(a.pending_weight, b.pending_weight)
+            decisions += 1
+            rv, cv = gen.send(decisions % 3 if cv.instances[decisions % 3].accepting else DELAY)
+    except StopIteration as done:
+        result = done.value
+    assert result is not None
+    assert int(np.sum(result.preemptions)) > 0
+    assert decisions >= 500
+    assert fast_views == 3 * decisions
 
 
 # ---------------------------------------------------------------------- Hypothesis: view sequences
