@@ -43,6 +43,7 @@ RL_ORDER = (
     "policy_serving",
     "rewards",
     "observation",
+    "kernel",
     "env",
     "config",
     "algos",

@@ -15,9 +15,10 @@ agent. The env answers with the chosen instance or DELAY. Jain et al. (arXiv 240
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -32,8 +33,21 @@ from training.simulator.interface import DELAY, ClusterView, RequestView
 from training.simulator.result import SimResult
 from training.workloads.episodes import EpisodeSampler
 
+if TYPE_CHECKING:
+    from training.rl.kernel import CompiledObserver
+
 ROUTER_ENV_ID = "loadwise/Router-v0"
 ENV_IDS = (ROUTER_ENV_ID,)
+KERNEL_ENV_VAR = "LOADWISE_RL_KERNEL"
+"""Set to ``0`` to run every env on the pure-Python observation path (``RouterEnv(compiled=None)``)."""
+
+
+def use_kernel(compiled: bool | None = None) -> bool:
+    """Whether a ``RouterEnv`` builds its observations with the compiled kernel (``training.rl.kernel``):
+    ``compiled`` when given, else unless the environment variable ``LOADWISE_RL_KERNEL`` is ``0``."""
+    if compiled is not None:
+        return compiled
+    return os.environ.get(KERNEL_ENV_VAR, "1").strip() != "0"
 
 
 class RouterEnv(gym.Env[np.ndarray, np.int64]):
@@ -80,6 +94,12 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
     never truncated. An episode = ``sampler.sample(seed)`` with a seed drawn from ``self.np_random``.
     ``reset(options={"requests": [...]})`` replays a given trace instead.
 
+    ## Observation path
+    ``compiled`` (default: ``use_kernel``, on unless ``LOADWISE_RL_KERNEL=0``): snapshot, mask and
+    observation come from one numba kernel (``training.rl.kernel.CompiledObserver``, issue 16), bit-equal
+    to the pure-Python ``SnapshotBuilder`` + ``action_mask`` + ``encode_observation`` (its twin, used when
+    ``compiled=False`` or the latency model is not the linear one; ``observation_path`` says which).
+
     ## Version history
     - v0: initial version (issue 5). ``gymnasium.make`` with no argument (the default training
       run's sampler, reward and spec) since issue 19; the dynamics are unchanged.
@@ -92,6 +112,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         sampler: EpisodeSampler,
         reward: RewardConfig | None = None,
         spec: ObsSpec | None = None,
+        compiled: bool | None = None,
     ) -> None:
         self.sampler = sampler
         self.cluster = replace(sampler.cluster, request_stats=True)
@@ -109,6 +130,21 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
             alpha=self.reward_config.mixing_alpha,
             progress_relief=effective_relief(self.reward_config),
         )
+        self._compiled: CompiledObserver | None = None
+        if use_kernel(compiled):
+            from training.rl import kernel  # numba: imported only by envs that use it
+
+            if kernel.supports(sampler.latency_model):
+                self._compiled = kernel.CompiledObserver(
+                    self.obs_spec,
+                    sampler.latency_model,
+                    block_size=icfg.block_size,
+                    max_batch_size=icfg.max_batch_size,
+                    alpha=self.reward_config.mixing_alpha,
+                    progress_relief=effective_relief(self.reward_config),
+                )
+        self.observation_path = "python" if self._compiled is None else "compiled"
+        """Which observation path this env runs (``compiled``: ``training.rl.kernel``)."""
         self.tick_s = self.cluster.decision_interval_s
         self._hold = (
             None
@@ -239,13 +275,16 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
 
     # ------------------------------------------------------------------ internals
     def _observe(self, rv: RequestView, cv: ClusterView) -> None:
-        st = self.builder.build(rv, cv)
+        if self._compiled is not None:
+            st, self._mask, self._obs = self._compiled.observe(rv, cv)
+        else:
+            st = self.builder.build(rv, cv)
+            self._mask = action_mask(st.snapshot, self.obs_spec)
+            self._obs = encode_observation(st.snapshot, self.obs_spec, self._mask)
         self._state = st
         self._request = rv
         self._now = cv.now_s
         self._finished = self._placed - int(np.add.reduce(st.in_system))
-        self._mask = action_mask(st.snapshot, self.obs_spec)
-        self._obs = encode_observation(st.snapshot, self.obs_spec, self._mask)
 
     def _skip_holds(self, rv: RequestView, cv: ClusterView) -> tuple[RequestView, ClusterView]:
         """Under admission control (``spec.hold_kv_headroom``) a decision where no instance can start
