@@ -10,7 +10,9 @@ content hash and scans it for what DuckDB's line scan would misread (``warehouse
 A known hash is a duplicate: the file is skipped, ``duplicates_skipped`` counts the rows it held
 when first ingested. Otherwise, for the line formats (Azure, BurstGPT, Vidur, Mooncake) the file
 itself is the raw layer: its lines are read from it (numbered, with the reader's ``parse_error``)
-straight into the format's staging macro, nothing of them is copied to disk; for the other formats
+straight into the format's staging macro (a CSV trace file that DuckDB's CSV reader splits as the
+line reader would is split on every core instead: ``_stage_fast``), nothing of them is copied to
+disk; for the other formats
 the records go into ``raw.<format>``. The format's staging casts and checks each row against the
 plausible ranges (``warehouse/sql/staging.sql``), rejected rows go to ``raw.quarantine`` with the
 reason and the source line's text, and the rest are appended to the narrow tables under the
@@ -310,15 +312,22 @@ def _open_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, re
     # The table of the Python reader's lines is written in line order (ORDER BY): the staging macro's
     # time_backwards running max reads it in that order. The view's lines come in file order already.
     kind, order = ("VIEW", "") if item.scan.duckdb_safe else ("TABLE", " ORDER BY line")
+    con.execute(
+        f"CREATE OR REPLACE TEMP {kind} _lines AS SELECT {file_id}::INTEGER AS file_id, n AS line, text, "
+        f"parse_error, {_line_constants(item)} FROM ({source}){order}"
+    )
+
+
+def _line_constants(item: _Planned) -> str:
+    """SQL: the file's constants that a line format's staging macro reads on every line
+    (``field_pos, n_fields, task``)."""
     field_pos, n_fields = _field_pos(item.detected)
     positions = "NULL" if field_pos is None else "[" + ", ".join(map(str, field_pos)) + "]"
     task = task_from_filename(item.path)
-    con.execute(
-        f"CREATE OR REPLACE TEMP {kind} _lines AS "
-        f"SELECT {file_id}::INTEGER AS file_id, n AS line, text, parse_error, "
-        f"{positions}::INTEGER[] AS field_pos, "
-        f"{'NULL' if n_fields is None else n_fields}::INTEGER AS n_fields, "
-        f"{'NULL' if task is None else _q(task)}::VARCHAR AS task FROM ({source}){order}"
+    fields = "NULL" if n_fields is None else str(n_fields)
+    return (
+        f"{positions}::INTEGER[] AS field_pos, {fields}::INTEGER AS n_fields, "
+        f"{'NULL' if task is None else _q(task)}::VARCHAR AS task"
     )
 
 
@@ -546,7 +555,7 @@ def plan(paths: Sequence[Path], fmt: str = "auto", source: str | None = None) ->
     for path in paths:
         try:
             det = detect(path, fmt)
-            scan = scan_file(path, text=det.container != "parquet")
+            scan = scan_file(path, text=det.container != "parquet", csv=det.format in CSV_FIELDS)
         except WarehouseError as exc:
             out.append(_skipped(path, fmt if fmt != "auto" else "unknown", source, _reason(path, exc)))
             continue
@@ -787,11 +796,16 @@ def add_time_backwards(con: duckdb.DuckDBPyConnection) -> None:
     ``reject_reason``, ``order_key``: a line format's ``staging.stg_<format>_rows``) that go back in
     time; called once per line-format file by ``_stage_lines`` (and by the tests)."""
     if con.execute(_NOT_PROVED_FORWARD).fetchall()[0][0]:
+        if _temporary(con, "_staged", "VIEW"):  # the fast path's rows, numbered by a view: made a table
+            con.execute("CREATE OR REPLACE TEMP TABLE _staged_rows AS SELECT * FROM _staged")
+            con.execute("DROP VIEW _staged")
+            con.execute("ALTER TABLE _staged_rows RENAME TO _staged")
         con.execute(_TIME_BACKWARDS)
 
 
 def _stage_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -> FileReport:
-    """Stage a line-format file from ``_lines`` (``_open_lines``); append its narrow rows.
+    """Stage a line-format file (a CSV trace file by DuckDB's parallel reader when ``_stage_fast``
+    can, else from ``_lines``, ``_open_lines``); append its narrow rows.
 
     The staged rows leave out the line text and the columns the format's staging macro leaves NULL
     (``LINE_FORMAT_NULL_COLUMNS``): the text is not carried through the ``time_backwards`` window nor
@@ -803,10 +817,11 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -
     """
     det, path = item.detected, item.path
     columns = _NARROW_STAGED_COLUMNS if det.format in NARROW_FORMATS else _LINE_STAGED_COLUMNS
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT {columns}, order_key "
-        f"FROM staging.stg_{det.format}_rows('_lines')"
-    )
+    if not _stage_fast(con, item, file_id, columns):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT {columns}, order_key "
+            f"FROM staging.stg_{det.format}_rows('_lines')"
+        )
     add_time_backwards(con)
     rows_read, ingested, start = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE reject_reason IS NULL), "
@@ -837,6 +852,109 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -
     return _finish(con, item, file_id, rows_read, ingested)
 
 
+def _fast_csv(item: _Planned) -> bool:
+    """Whether a file may take the fast path (``_stage_fast``): a CSV line format whose lines DuckDB's
+    scan reads as they are (``FileScan.duckdb_safe``) and that all end the same way (DuckDB's CSV
+    reader refuses, or reads nothing of, a file that mixes ``\\n`` and ``\\r\\n``), and no line ends with a
+    comma (the reader drops empty fields after the last column: ``FileScan.trailing_comma``)."""
+    det, scan = item.detected, item.scan
+    return (
+        det.format in CSV_FIELDS
+        and det.container == "csv"
+        and scan.duckdb_safe
+        and scan.one_line_ending
+        and not scan.trailing_comma
+    )
+
+
+def _csv_fields(item: _Planned, file_id: int) -> str:
+    """A SELECT of the file's data lines split by DuckDB's parallel CSV reader, for the format's
+    ``staging.stg_<format>_fields`` macro: ``file_id, file_task, f1, f2, ...`` (the header's columns
+    at ``field_pos``, as text: no type detection, no quoting, an empty field is '' as in
+    ``string_split``). Lines without exactly ``n_fields`` fields are left out (``ignore_errors``);
+    blank lines too (DuckDB skips them): ``_stage_fast`` counts and numbers what is left out."""
+    field_pos, n_fields = _field_pos(item.detected)
+    if field_pos is None or n_fields is None:  # pragma: no cover - _fast_csv: a CSV line format
+        raise WarehouseError(f"{item.path}: not a CSV line format")
+    names = [f"c{i}" for i in range(1, n_fields + 1)]
+    columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in names) + "}"
+    fields = ", ".join(f"c{p} AS f{i}" for i, p in enumerate(field_pos, start=1))
+    task = task_from_filename(item.path)
+    return (
+        f"SELECT {file_id}::INTEGER AS file_id, {_q(task)}::VARCHAR AS file_task, {fields} "
+        f"FROM read_csv({_q(str(item.path))}, columns={columns}, delim=',', quote='', escape='', "
+        "header=true, skip=0, comment='', auto_detect=false, strict_mode=true, ignore_errors=true, "
+        f"null_padding=false, force_not_null=[{', '.join(_q(n) for n in names)}])"
+    )
+
+
+def _stage_fast(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, columns: str) -> bool:
+    """Stage a CSV line-format file as ``_staged`` with DuckDB's parallel CSV reader; False (nothing
+    staged) when the file must take the line-by-line path (``staging.stg_<format>_rows('_lines')``).
+
+    The line path numbers the lines with ``row_number() OVER ()`` in one thread, and the split,
+    casts and checks run in that thread too. Here DuckDB's CSV reader splits the lines on every
+    core and the format's ``_fields`` macro casts and checks them (the same macros as the line
+    path), into the temporary table ``_fast``, which keeps the rows in file order (insertion order
+    is preserved), so a row's ``rowid`` is its rank among the lines the reader kept. The reader
+    keeps exactly the lines with ``n_fields`` fields; it skips blank lines and lines with another
+    field count, silently. Nothing may be lost, so the rows are counted:
+
+    - every data line kept (the file's line count, from the content-hash pass, less the header):
+      line = ``rowid + 2``, and ``_staged`` is a view over ``_fast``;
+    - else the lines are numbered once by the line path's scan (``_lines``: one thread, only for
+      such files), the lines with another comma count are staged by the line path's macro (their
+      reasons: ``empty_line``, ``field_count: ...``), the kept rows get the numbers of the other
+      lines in order (a positional join), and both go into the table ``_staged``, by line. If the
+      kept rows are not exactly the lines with ``n_fields`` fields, the fast path gives up.
+
+    A DuckDB error in the reader (a file it cannot split, e.g. mixed line endings) gives up too.
+    """
+    if (
+        not _fast_csv(item)
+        or not con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    ):
+        return False  # (without insertion order, rowid would not be the file order)
+    fmt = item.detected.format
+    staged = columns.removeprefix("file_id, line, ") + ", order_key"
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _fields AS {_csv_fields(item, file_id)}")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _fast AS SELECT {staged} FROM staging.stg_{fmt}_fields('_fields')"
+        )
+    except duckdb.Error:
+        _drop_temporaries(con, ("_fast", "_fields"))
+        return False
+    kept = int(con.execute("SELECT count(*) FROM _fast").fetchall()[0][0])
+    if kept == item.scan.line_count - 1:
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW _staged AS SELECT {file_id}::INTEGER AS file_id, "
+            f"rowid + 2 AS line, {staged} FROM _fast"
+        )
+        return True
+    _, n_fields = _field_pos(item.detected)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _numbered AS SELECT line, ok, CASE WHEN NOT ok THEN text END AS text "
+        f"FROM (SELECT line, text, length(text) - length(replace(text, ',', '')) = {n_fields} - 1 AS ok "
+        "FROM _lines WHERE line > 1)"
+    )
+    if int(con.execute("SELECT count(*) FILTER (WHERE ok) FROM _numbered").fetchall()[0][0]) != kept:
+        _drop_temporaries(con, ("_numbered", "_fast", "_fields"))
+        return False
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW _exc_lines AS SELECT {file_id}::INTEGER AS file_id, line, text, "
+        f"NULL::VARCHAR AS parse_error, {_line_constants(item)} FROM _numbered WHERE NOT ok"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT * FROM ("
+        f"SELECT {file_id}::INTEGER AS file_id, n.line, f.* FROM _fast AS f "
+        "POSITIONAL JOIN (SELECT line FROM _numbered WHERE ok) AS n "
+        f"UNION ALL BY NAME SELECT {staged} , file_id, line FROM staging.stg_{fmt}_rows('_exc_lines')"
+        ") ORDER BY line"
+    )
+    return True
+
+
 def _finish(
     con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, rows_read: int, ingested: int
 ) -> FileReport:
@@ -853,13 +971,27 @@ def _finish(
     )  # fmt: skip
 
 
-def _drop_temporaries(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("DROP TABLE IF EXISTS _staged")
-    for kind in ("VIEW", "TABLE"):
-        found = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = '_lines'"
-            if kind == "TABLE"
-            else "SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = '_lines'"
-        ).fetchall()[0][0]
-        if found:
-            con.execute(f"DROP {kind} _lines")
+_TEMPORARIES = ("_staged", "_exc_lines", "_numbered", "_fast", "_fields", "_lines")  # dependents first
+
+
+def _temporary(con: duckdb.DuckDBPyConnection, name: str, kind: str) -> bool:
+    """Whether the connection has a temporary ``kind`` (``TABLE`` or ``VIEW``) called ``name``."""
+    sql = (
+        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?"
+        if kind == "TABLE"
+        else "SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = ?"
+    )
+    return bool(con.execute(sql, [name]).fetchall()[0][0])
+
+
+def _drop_temporaries(con: duckdb.DuckDBPyConnection, names: Sequence[str] = _TEMPORARIES) -> None:
+    """Drop the load's temporary tables and views ``names`` (each may be either, or absent), in order."""
+    found = dict(
+        con.execute(
+            "SELECT view_name, 'VIEW' FROM duckdb_views() WHERE temporary "
+            "UNION ALL SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE temporary"
+        ).fetchall()
+    )
+    for name in names:
+        if name in found:
+            con.execute(f"DROP {found[name]} {name}")

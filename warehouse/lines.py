@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from warehouse.errors import UnreadableFileError
 MAX_LINE_BYTES = 64 << 20  # longer lines are quarantined (line_too_long) without their text
 FAST_LINE_BYTES = 1 << 20  # DuckDB's max_line_size is 2 MiB: files with longer lines take read_lines
 BOM = b"\xef\xbb\xbf"
+# A line that ends with a comma (a compiled search is ~1.5x faster than ``bytes.__contains__`` here).
+_COMMA_LF, _COMMA_CRLF = re.compile(rb",\n"), re.compile(rb",\r\n")
 LINES_SCHEMA = pa.schema(
     [pa.field("n", pa.int64()), pa.field("text", pa.string()), pa.field("parse_error", pa.string())]
 )
@@ -52,7 +55,11 @@ class FileScan:
     """What one pass over a file's bytes found: its SHA-256 and the features DuckDB's scan misreads.
 
     ``bare_cr``: a ``\\r`` not followed by ``\\n``; ``nul``: a NUL byte; ``not_utf8``: bytes that do
-    not decode as UTF-8; ``long_line``: a line over ``FAST_LINE_BYTES``. ``lines``: ``\\n`` count.
+    not decode as UTF-8; ``long_line``: a line over ``FAST_LINE_BYTES``. ``lines``: ``\\n`` count;
+    ``cr``: ``\\r`` count (exact while ``bare_cr`` is False: then every ``\\r`` starts a ``\\r\\n``);
+    ``ends_newline``: the last byte is ``\\n``; ``trailing_comma`` (scanned as CSV only): a line ends
+    with ``,`` (DuckDB's CSV reader drops empty fields after the last column: ``1,2,3,,`` is read as
+    3 fields; exact when ``one_line_ending``).
     """
 
     content_hash: str
@@ -62,15 +69,31 @@ class FileScan:
     nul: bool = False
     not_utf8: bool = False
     long_line: bool = False
+    cr: int = 0
+    ends_newline: bool = False
+    trailing_comma: bool = False
 
     @property
     def duckdb_safe(self) -> bool:
         """True when DuckDB's line scan reads the file exactly as ``read_lines`` would."""
         return not (self.bare_cr or self.nul or self.not_utf8 or self.long_line)
 
+    @property
+    def line_count(self) -> int:
+        """Lines in the file as every reader numbers them: ``\\n`` count, plus an unterminated last line."""
+        return self.lines + (0 if self.ends_newline or not self.size_bytes else 1)
 
-def scan_file(path: Path, *, text: bool = True, chunk: int = 1 << 20) -> FileScan:
+    @property
+    def one_line_ending(self) -> bool:
+        """True when every line ends the same way: all ``\\n`` or all ``\\r\\n`` (no bare ``\\r``)."""
+        return not self.bare_cr and self.cr in (0, self.lines)
+
+
+def scan_file(path: Path, *, text: bool = True, csv: bool = False, chunk: int = 1 << 20) -> FileScan:
     """Hash ``path`` and, for a text file (``text``), scan it (see ``FileScan``); one read of the file.
+
+    ``csv``: also look for a line that ends with a comma (``FileScan.trailing_comma``; the CSV
+    trace formats' fast path needs it, ~0.03 s per 36 MB).
 
     Cost on top of the hash: a few C-speed passes per 1 MiB block (``count``, ``find``, ``isascii``;
     a UTF-8 decode only for blocks that are not ASCII): ~5 ms per 10 MB. Raises
@@ -80,7 +103,9 @@ def scan_file(path: Path, *, text: bool = True, chunk: int = 1 << 20) -> FileSca
     # cross a block border need measuring when blocks are at most FAST_LINE_BYTES.
     chunk = min(chunk, FAST_LINE_BYTES)
     digest = hashlib.sha256()
-    size = lines = 0
+    size = lines = cr = 0
+    last = tail = b""
+    trailing_comma = False
     bare_cr = nul = not_utf8 = long_line = False
     decoder = codecs.getincrementaldecoder("utf-8")()
     since_newline = 0  # bytes of the current line seen so far (it started in an earlier block)
@@ -95,6 +120,7 @@ def scan_file(path: Path, *, text: bool = True, chunk: int = 1 << 20) -> FileSca
                     hashing.result()
                 hashing = pool.submit(digest.update, block)
                 size += len(block)
+                last = block[-1:]
                 if not text:
                     continue
                 lines += block.count(b"\n")
@@ -104,9 +130,18 @@ def scan_file(path: Path, *, text: bool = True, chunk: int = 1 << 20) -> FileSca
                     # a '\r' at the block's end is decided by the next block's first byte
                     ends_cr = block.endswith(b"\r")
                     # (the counts only when the block has a '\r': a memchr instead of two counts)
-                    if b"\r" in block and block.count(b"\r") - block.count(b"\r\n") - ends_cr > 0:
-                        bare_cr = True
+                    if b"\r" in block:
+                        block_cr = block.count(b"\r")
+                        cr += block_cr
+                        if block_cr - block.count(b"\r\n") - ends_cr > 0:
+                            bare_cr = True
                     prev_cr = ends_cr
+                if csv and not trailing_comma:
+                    # one search per block (~0.7 ms per MB): ",\r\n" in a block holding a '\r', else ",\n"
+                    # (exact when every line ends the same way; a file that mixes them is not read fast)
+                    ending = _COMMA_CRLF if b"\r" in block or b"\r" in tail else _COMMA_LF
+                    trailing_comma = bool(ending.search(tail + block[:2]) or ending.search(block))
+                    tail = (tail + block[:2])[-2:] if len(block) < 2 else block[-2:]
                 if not nul and b"\x00" in block:
                     nul = True
                 if not not_utf8 and not block.isascii():
@@ -131,13 +166,16 @@ def scan_file(path: Path, *, text: bool = True, chunk: int = 1 << 20) -> FileSca
                 hashing.result()
             if text:
                 bare_cr = bare_cr or prev_cr
+                trailing_comma = trailing_comma or (csv and last == b",")
                 try:
                     decoder.decode(b"", final=True)
                 except UnicodeDecodeError:
                     not_utf8 = True
     except OSError as exc:
         raise UnreadableFileError(f"{path}: cannot read ({exc.strerror})") from exc
-    return FileScan(digest.hexdigest(), size, lines, bare_cr, nul, not_utf8, long_line)
+    return FileScan(
+        digest.hexdigest(), size, lines, bare_cr, nul, not_utf8, long_line, cr, last == b"\n", trailing_comma
+    )
 
 
 def _split(handle: BinaryIO, chunk: int = 1 << 20) -> Iterator[tuple[bytes | None, int]]:

@@ -149,6 +149,26 @@ SELECT file_id, line, NULL::INTEGER AS record_index, text AS raw_text,
        ts AS order_key
 FROM chk;
 
+-- The fast path of a CSV line format (warehouse.ingest._stage_fast): DuckDB's parallel CSV reader
+-- splits the lines (no quoting, like string_split above) into the fields f1, f2, ... (the header's
+-- columns at field_pos), with the file's constants file_id and file_task. It passes only the lines
+-- that have exactly n_fields fields (the load takes this path only for files where no line ends
+-- with a comma, which the reader would drop), those lines have no parse_error, are never blank, so
+-- the reject reason is the rest of the CASE above, from the same casts and range macros. Columns:
+-- what the load stages (the _rows macro's, less line and the columns it leaves NULL), in the same
+-- order for every CSV format. No line number: the load numbers the rows afterwards.
+CREATE OR REPLACE MACRO staging.stg_azure_fields(fields) AS TABLE
+WITH c AS (
+    SELECT r.file_id, r.file_task, staging.try_timestamp(r.f1) AS ts,
+           staging.to_int(r.f2) AS pt, staging.to_int(r.f3) AS ot
+    FROM query_table(fields) AS r
+)
+SELECT file_id, coalesce(staging.ts_reason(ts), staging.token_reason(pt, ot, false)) AS reject_reason,
+       epoch_us(ts) / 1e6 AS arrival_abs_s, ts AS arrival_ts, pt AS prompt_tokens, ot AS output_tokens,
+       coalesce(file_task, 'unknown') AS task, NULL::VARCHAR AS model, NULL::BIGINT[] AS prefix_hash_ids,
+       'ok' AS status, ts AS order_key
+FROM c;
+
 CREATE OR REPLACE MACRO staging.stg_azure_lines(lines) AS TABLE
 SELECT * EXCLUDE (order_key) REPLACE (
     coalesce(reject_reason, CASE WHEN order_key < max(CASE WHEN reject_reason IS NULL THEN order_key END)
@@ -195,6 +215,20 @@ SELECT file_id, line, NULL::INTEGER AS record_index, text AS raw_text,
        t AS order_key
 FROM chk;
 
+CREATE OR REPLACE MACRO staging.stg_burstgpt_fields(fields) AS TABLE
+WITH c AS (
+    SELECT r.file_id, staging.try_double(r.f1) AS t, nullif(trim(r.f2), '') AS model,
+           staging.to_int(r.f3) AS pt, staging.to_int(r.f4) AS ot, lower(trim(r.f6)) AS log_type
+    FROM query_table(fields) AS r
+)
+SELECT file_id, coalesce(staging.clock_reason(t), staging.token_reason(pt, ot, true)) AS reject_reason,
+       t AS arrival_abs_s, NULL::TIMESTAMP AS arrival_ts, pt AS prompt_tokens, ot AS output_tokens,
+       CASE log_type WHEN 'conversation log' THEN 'conv' WHEN 'api log' THEN 'api'
+                     WHEN '' THEN 'unknown' ELSE coalesce(log_type, 'unknown') END AS task,
+       model, NULL::BIGINT[] AS prefix_hash_ids, CASE WHEN ot = 0 THEN 'failed' ELSE 'ok' END AS status,
+       t AS order_key
+FROM c;
+
 CREATE OR REPLACE MACRO staging.stg_burstgpt_lines(lines) AS TABLE
 SELECT * EXCLUDE (order_key) REPLACE (
     coalesce(reject_reason, CASE WHEN order_key < max(CASE WHEN reject_reason IS NULL THEN order_key END)
@@ -234,6 +268,18 @@ SELECT file_id, line, NULL::INTEGER AS record_index, text AS raw_text,
        'ok' AS status, NULL::INTEGER AS sample_index, NULL::VARCHAR AS split,
        t AS order_key
 FROM chk;
+
+CREATE OR REPLACE MACRO staging.stg_vidur_fields(fields) AS TABLE
+WITH c AS (
+    SELECT r.file_id, r.file_task, staging.try_double(r.f1) AS t,
+           staging.to_int(r.f2) AS pt, staging.to_int(r.f3) AS ot
+    FROM query_table(fields) AS r
+)
+SELECT file_id, coalesce(staging.clock_reason(t), staging.token_reason(pt, ot, false)) AS reject_reason,
+       t AS arrival_abs_s, NULL::TIMESTAMP AS arrival_ts, pt AS prompt_tokens, ot AS output_tokens,
+       coalesce(file_task, 'unknown') AS task, NULL::VARCHAR AS model, NULL::BIGINT[] AS prefix_hash_ids,
+       'ok' AS status, t AS order_key
+FROM c;
 
 CREATE OR REPLACE MACRO staging.stg_vidur_lines(lines) AS TABLE
 SELECT * EXCLUDE (order_key) REPLACE (
