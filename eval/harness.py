@@ -174,11 +174,20 @@ class ReplayJob:
 
 
 def replay_job(job: ReplayJob) -> dict[str, Any]:
-    """One replay; returns only what the report needs (picklable, small)."""
+    """One replay; returns only what the report needs (picklable, small).
+
+    A router with a ``simulate(requests, cluster, latency_model, predictor, seed=...)`` method (the
+    ``lookahead`` teacher, which needs the replay state, not only the views) is replayed by it; it
+    returns a ``SimResult`` or an object whose ``result`` is one."""
     from training.simulator import simulate
 
     router = get_router(job.router, job.ctx)
-    res = simulate(job.requests, router, job.cluster, job.latency_model, job.predictor, seed=job.seed)
+    own = getattr(router, "simulate", None)
+    if callable(own):  # a router that drives the replay itself (the lookahead teacher)
+        ran = own(job.requests, job.cluster, job.latency_model, job.predictor, seed=job.seed)
+        res = getattr(ran, "result", ran)
+    else:
+        res = simulate(job.requests, router, job.cluster, job.latency_model, job.predictor, seed=job.seed)
     out: dict[str, Any] = {
         "e2e_s": np.asarray(res.e2e_s),
         "ttft_s": np.asarray(res.ttft_s),
@@ -190,6 +199,17 @@ def replay_job(job: ReplayJob) -> dict[str, Any]:
     }
     if job.keep_series:
         out["instance_series"] = res.instance_series
+    return out
+
+
+def _with_default_options(names: Sequence[str], options: dict[str, object] | None) -> dict[str, object]:
+    """``options`` plus the ``lookahead`` teacher's default settings when it is asked for by name
+    without any (``training.routing.lookahead.COMPARE_PARAMS``; ``--routers all`` never names it)."""
+    out = dict(options or {})
+    if "lookahead" in names:
+        from training.routing.lookahead import COMPARE_PARAMS, LOOKAHEAD_OPTION
+
+        out.setdefault(LOOKAHEAD_OPTION, COMPARE_PARAMS)
     return out
 
 
@@ -247,7 +267,7 @@ def run_evaluation(
         length_threshold_tokens=split_threshold_tokens(predictor, workload.train),
         block_size=int(getattr(inst, "block_size", 16)),
         max_batch_size=int(getattr(inst, "max_batch_size", 256)),
-        options=dict(context_options or {}),
+        options=_with_default_options(names, context_options),
     )
     traces = {s: workload.sample(s) for s in seeds}
     fixed = {s: FixedPredictor.fix(predictor, traces[s]) for s in seeds}

@@ -25,21 +25,29 @@ at each decision, and returns the ``SimResult``). What the teacher reads of a re
 ``Known`` record built by the driver from the router's view and the request's prompt fields only
 (``known_request``); the true output lengths and arrivals of the trace never reach it
 (tests/training/routing/test_lookahead.py). The registry entry ``lookahead`` needs
-``RouterContext.options["lookahead"]`` (so ``--routers all`` and the contract suite leave it out);
-its router's ``simulate`` runs this driver.
+``RouterContext.options["lookahead"]`` (so ``--routers all`` and the contract suite leave it out;
+``eval.harness`` gives it ``COMPARE_PARAMS`` when ``compare`` names it); its router's ``simulate``
+runs this driver.
 
-Who calls this: evaluation scripts measuring the teacher's headroom (docs/rl_router.md "Lookahead
-teacher"); later, the distillation's data generation. Cost: candidates x samples full rollouts per
-decision (1-2 s per decision on the paper's main setting with 4 instances and 4 samples, against
-28 ms for a whole greedy replay of 300 requests: docs/rl_router.md "Lookahead teacher").
+The cheap teacher (``stop_at_horizon``): each rollout stops at ``now + horizon_s`` and the requests in
+play are scored by ``backlog_e2e`` (finished: E2E; unfinished: elapsed time plus a list-scheduling
+estimate of the remaining time of their sampled remaining tokens on their instance).
+
+Who calls this: evaluation scripts measuring the teacher's headroom (``eval.lookahead_headroom``,
+docs/rl_router.md "Lookahead teacher"); the distillation's data generation (``training.rl.distill``).
+Cost: candidates x samples rollouts per decision: at 535 requests in the system (paper main setting,
+2000 requests, 4 samples) ~3.2 s per decision drained, ~0.24 s stopped at a 1 s horizon
+(BENCHMARKS.md "Lookahead teacher decisions/s").
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,6 +57,7 @@ from training.simulator.engine import ReplayState
 from training.simulator.interface import (
     DELAY,
     ClusterView,
+    Hold,
     LengthPrediction,
     LengthPredictor,
     RequestView,
@@ -56,8 +65,14 @@ from training.simulator.interface import (
     predict_lengths,
 )
 from training.simulator.latency import LatencyModel
-from training.simulator.request import Request
+from training.simulator.request import Request, RequestStatus
 from training.simulator.result import SimResult
+
+STOP_ID = "~lookahead-stop"
+"""Request id of the marker arrival that pauses a cheap rollout at its horizon (never scored)."""
+_FINISHED = int(RequestStatus.FINISHED)
+_PREEMPTED = int(RequestStatus.PREEMPTED)
+_RUNNING = (int(RequestStatus.PREFILLING), int(RequestStatus.DECODING))
 
 LOOKAHEAD_OPTION = "lookahead"
 """``RouterContext.options`` key holding a ``LookaheadParams`` (or a dict of its fields)."""
@@ -75,10 +90,16 @@ class LookaheadParams:
         tail_quantile: quantile of the in-play requests' E2E used as the tail term.
         seed: root seed of the samples (decision ``k``, sample ``j`` use ``[seed, k, j]``).
         base: registered router played in the rollouts (and answering when no choice is left).
-        admission: also try ``DELAY`` at each decision (use a ``+hold`` base).
+        admission: also try ``DELAY`` at each decision (use a ``+hold`` base). When the base answers
+            the decision with a ``Hold``, that ``Hold`` is the delay candidate, so the replay offers
+            the held request again only when some instance has the base's room (the teacher then
+            picks *when* to admit among the moments the base's rule would consider).
         log_uniform: draw a length log-uniformly within its bucket (the first bucket stays uniform)
             instead of uniformly: closer to the skewed lengths inside the registered predictor's wide
             time buckets (uniform overestimates each bucket's mean by about 20 %).
+        stop_at_horizon: the cheap teacher: stop each rollout at ``now + horizon_s`` and score the
+            requests in play by ``backlog_e2e`` (finished: their E2E; unfinished: elapsed time plus a
+            list-scheduling estimate of their remaining time) instead of draining it to the end.
     """
 
     samples: int = 4
@@ -90,6 +111,7 @@ class LookaheadParams:
     base: str = "workload_impact_greedy"
     admission: bool = False
     log_uniform: bool = False
+    stop_at_horizon: bool = False
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.max_arrivals < 0:
@@ -98,6 +120,11 @@ class LookaheadParams:
             raise ValueError(f"horizon_s must be finite and >= 0, got {self.horizon_s}")
         if not 0 <= self.tail_quantile <= 1 or self.tail_weight < 0:
             raise ValueError(f"tail_quantile must be in [0, 1] and tail_weight >= 0, got {self}")
+
+
+COMPARE_PARAMS = LookaheadParams(samples=8, horizon_s=1.0, stop_at_horizon=True)
+"""The settings ``loadwise compare --routers ...,lookahead`` uses (the cheap teacher; the seed is the
+replay's): ``eval.harness`` puts them in ``RouterContext.options`` when none are given."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +162,7 @@ def known_request(req: Request, rv: RequestView) -> Known:
     )
 
 
-class _WithSampled:
+class SampledLengths:
     """The replay's predictor, answering for sampled future requests with the prediction of the seen
     request each copies (so a fork can be given them; ``FixedPredictor`` knows only the trace)."""
 
@@ -194,6 +221,50 @@ def _sample_length(
     return max(floor, min(out, max_out))
 
 
+def _sample_lengths(
+    ks: Sequence[Known],
+    generated: np.ndarray,
+    rng: np.random.Generator,
+    max_out: np.ndarray,
+    log_uniform: bool = False,
+) -> np.ndarray:
+    """``_sample_length`` for many requests at once (the cheap teacher's draws; same distribution,
+    another use of the random stream): one length per ``ks[i]``, longer than ``generated[i]`` and at
+    most ``max_out[i]``. Who calls this: ``LookaheadTeacher`` with ``stop_at_horizon``. O(n x buckets)."""
+    n = len(ks)
+    floor = np.asarray(generated, dtype=np.int64) + 1
+    out = np.empty(n, dtype=np.int64)
+    u_bucket, u_within = rng.random(n), rng.random(n)
+    has = np.array([k.probs is not None and k.edges is not None for k in ks], dtype=bool)
+    if (~has).any():  # no buckets: 1 + Exp(mean = predicted - generated) more tokens
+        expected = np.array([k.expected for k in ks])[~has]
+        mean = np.maximum(1.0, expected - (floor[~has] - 1))
+        out[~has] = floor[~has] + (-np.log1p(-u_within[~has]) * mean).astype(np.int64)
+    if has.any():
+        rows = np.flatnonzero(has)
+        edges = np.asarray(ks[int(rows[0])].edges, dtype=np.float64)
+        lows = np.concatenate(([0.0], edges))
+        highs = np.concatenate((edges, [2.0 * max(edges[-1], 1.0)]))
+        probs = np.array([ks[int(i)].probs for i in rows], dtype=np.float64)
+        f = floor[rows]
+        probs = np.where(highs[None, :] >= f[:, None], probs, 0.0)
+        total = probs.sum(axis=1)
+        ok = total > 0
+        cum = np.cumsum(probs, axis=1) / np.where(ok, total, 1.0)[:, None]
+        b = np.minimum((u_bucket[rows, None] >= cum).sum(axis=1), len(highs) - 1)
+        lo = np.maximum(np.floor(lows[b]).astype(np.int64) + 1, f)
+        hi = np.maximum(np.floor(highs[b]).astype(np.int64), lo)
+        u = u_within[rows]
+        draw = lo + (u * (hi - lo + 1)).astype(np.int64)
+        if log_uniform:
+            logs = np.exp(np.log(lo) + u * (np.log(hi + 1) - np.log(lo))).astype(np.int64)
+            draw = np.where(b > 0, logs, draw)
+        # every bucket is below what it has generated: it ends soon
+        soon = f + (-np.log1p(-u) * 16.0).astype(np.int64)
+        out[rows] = np.where(ok, draw, soon)
+    return np.maximum(floor, np.minimum(out, np.asarray(max_out, dtype=np.int64)))
+
+
 @dataclass
 class LookaheadTeacher:
     """Picks each decision by rollouts; see the module docstring. One per replay (it keeps what it
@@ -202,11 +273,13 @@ class LookaheadTeacher:
 
     params: LookaheadParams
     ctx: RouterContext
-    predictor: _WithSampled
+    predictor: SampledLengths
     seen: dict[str, Known] = field(default_factory=dict)
     decisions: int = 0
     rollouts: int = 0
     wall_s: float = 0.0
+    fork_s: float = 0.0
+    """Wall seconds spent in ``ReplayState.fork`` (forks/s = rollouts / fork_s)."""
 
     def observe(self, k: Known) -> None:
         self.seen.setdefault(k.request_id, k)
@@ -250,17 +323,44 @@ class LookaheadTeacher:
             )
         return out
 
+    def _future_fast(self, now: float, rng: np.random.Generator, cap_tokens: int) -> list[Request]:
+        """``_future`` with vectorized draws (the cheap teacher): the same model of the arrivals."""
+        p = self.params
+        seen = list(self.seen.values())
+        if len(seen) < 2 or p.horizon_s <= 0 or p.max_arrivals == 0 or now <= seen[0].arrival_s:
+            return []
+        rate = len(seen) / (now - seen[0].arrival_s)
+        gaps = rng.exponential(1.0 / rate, p.max_arrivals)
+        times = now + np.cumsum(gaps)
+        m = int(np.searchsorted(times, now + p.horizon_s, side="left"))
+        if m == 0:
+            return []
+        src = [seen[int(i)] for i in rng.integers(len(seen), size=m)]
+        caps = np.array([max(1, cap_tokens - k.prompt_tokens + 1) for k in src])
+        lengths = _sample_lengths(src, np.zeros(m, dtype=np.int64), rng, caps, p.log_uniform)
+        out = []
+        for j, (k, t, length) in enumerate(zip(src, times[:m].tolist(), lengths.tolist(), strict=True)):
+            rid = f"~lookahead{j}"
+            self.predictor.sampled[rid] = k
+            out.append(
+                Request(rid, t, k.prompt_tokens, length, k.task, k.prefix_hash_ids, k.prompt_text, k.row_id)
+            )
+        return out
+
     def decide(self, state: ReplayState, rv: RequestView, cv: ClusterView) -> int:
         """The teacher's answer to the pending decision of ``state`` (which this call does not drive)."""
         t0 = time.perf_counter()
         p = self.params
         k = self.decisions
         self.decisions += 1
-        candidates = list(cv.accepting) + ([DELAY] if p.admission else [])
+        candidates: list[int] = list(cv.accepting)
+        if p.admission:  # DELAY, as the base's Hold when it answers one (the replay then skips offers)
+            base = self._base(p.seed + k).route(rv, cv)
+            candidates.append(base if isinstance(base, Hold) else DELAY)
         if len(candidates) <= 1:
             choice = candidates[0] if candidates else self._base(p.seed + k).route(rv, cv)
             self.wall_s += time.perf_counter() - t0
-            return int(choice)
+            return choice if isinstance(choice, Hold) else int(choice)
         icfg = state.config.instance
         cap_tokens = icfg.total_kv_blocks * icfg.block_size
 
@@ -269,8 +369,18 @@ class LookaheadTeacher:
 
         unfinished = state.unfinished()
         scores = np.zeros(len(candidates))
+        if p.stop_at_horizon:
+            ks = [self.seen[rid] for rid, _ in unfinished]
+            done = np.array([g for _, g in unfinished], dtype=np.int64)
+            caps = np.array([max_out(x.prompt_tokens) for x in ks], dtype=np.int64)
         for j in range(p.samples):
             rng = np.random.default_rng([p.seed, k, j])
+            if p.stop_at_horizon:
+                drawn = _sample_lengths(ks, done, rng, caps, p.log_uniform).tolist()
+                lengths = {rid: d for (rid, _), d in zip(unfinished, drawn, strict=True)}
+                future = self._future_fast(state.now_s, rng, cap_tokens)
+                scores += self._horizon_scores(state, candidates, unfinished, lengths, future, k, j)
+                continue
             lengths = {
                 rid: _sample_length(
                     self.seen[rid], g, rng, max_out(self.seen[rid].prompt_tokens), p.log_uniform
@@ -280,20 +390,181 @@ class LookaheadTeacher:
             future = self._future(state.now_s, rng, max_out)
             in_play = {rid for rid, _ in unfinished} | {r.request_id for r in future}
             for c, action in enumerate(candidates):
+                t_fork = time.perf_counter()
                 fork = state.fork(future=future, lengths=lengths)
+                self.fork_s += time.perf_counter() - t_fork
                 fork.decide(action)
                 res = fork.run(self._base(p.seed + 7919 * k + j).route)
                 self.rollouts += 1
                 scores[c] += _score(res, in_play, p)
         choice = candidates[int(np.argmin(scores))]  # ties: the first candidate (lowest index)
         self.wall_s += time.perf_counter() - t0
-        return int(choice)
+        return choice
+
+    def _horizon_scores(
+        self,
+        state: ReplayState,
+        candidates: list[int],
+        unfinished: list[tuple[str, int]],
+        lengths: dict[str, int],
+        future: list[Request],
+        k: int,
+        j: int,
+    ) -> np.ndarray:
+        """One sample's score of each candidate, rollouts stopped at ``now + horizon_s`` (the cheap
+        teacher): each fork plays the candidate, then the base router until the stop time, and the
+        requests in play are scored by ``backlog_e2e``. A marker arrival at the stop time (never
+        scored) makes every rollout pause there, even when no other decision comes."""
+        p = self.params
+        latency_model = self.ctx.latency_model
+        if latency_model is None:
+            raise ValueError("the cheap teacher (stop_at_horizon) needs RouterContext.latency_model")
+        stop = state.now_s + p.horizon_s
+        src = next(iter(self.seen.values()))
+        self.predictor.sampled[STOP_ID] = src
+        marker = Request(STOP_ID, stop, 1, 1, src.task)
+        ids = [rid for rid, _ in unfinished] + [r.request_id for r in future]
+        known = [self.seen[rid] for rid, _ in unfinished]
+        arrival = [x.arrival_s for x in known] + [r.arrival_s for r in future]
+        prompt = [x.prompt_tokens for x in known] + [r.prompt_tokens for r in future]
+        out_tokens = [lengths[rid] for rid, _ in unfinished] + [r.output_tokens for r in future]
+        scores = np.zeros(len(candidates))
+        t_fork = time.perf_counter()
+        sample = state.fork(future=[*future, marker], lengths=lengths)  # this sample's world, forked
+        self.fork_s += time.perf_counter() - t_fork  # once per candidate below (a plain copy is cheap)
+        for c, action in enumerate(candidates):
+            t_fork = time.perf_counter()
+            fork = sample.fork()
+            self.fork_s += time.perf_counter() - t_fork
+            fork.decide(action)
+            route = self._base(p.seed + 7919 * k + j).route
+            while (decision := fork.next_decision()) is not None:
+                rv, cv = decision
+                if rv.now_s >= stop:
+                    break
+                fork.decide(route(rv, cv))
+            self.rollouts += 1
+            e2e = backlog_e2e(
+                fork.progress(ids),
+                fork.now_s,
+                arrival,
+                prompt,
+                out_tokens,
+                state.config,
+                latency_model,
+            )
+            scores[c] = _score_e2e(e2e, p)
+        return scores
+
+
+def backlog_e2e(
+    progress: Sequence[tuple[float, int, int, int]],
+    now_s: float,
+    arrival_s: Sequence[float],
+    prompt_tokens: Sequence[int],
+    output_tokens: Sequence[int],
+    config: ClusterConfig,
+    latency_model: LatencyModel,
+) -> np.ndarray:
+    """Estimated E2E (s) of each request of a rollout stopped at ``now_s`` (the cheap teacher's score).
+
+    ``progress``: ``ReplayState.progress`` of the requests; ``output_tokens``: the rollout's *sampled*
+    lengths (never the trace's). A finished request counts its E2E. An unfinished one counts its
+    elapsed time plus an estimate of its remaining time, on the instance it is on, with no more
+    arrivals (what a drained rollout of the same sampled future models): per instance, the running
+    batch keeps its requests, the queue (preempted first, then arrival order) and then the requests
+    held at the router (each on the instance whose first slot frees first) are list-scheduled onto
+    ``c`` batch slots, ``c`` = what fits the KV cache at the requests' mean footprint (prompt plus
+    half their output; at most ``max_batch_size``, at least the running batch). A request needs its
+    remaining tokens in decode iterations (one more for a prefill); an iteration lasts the latency
+    model's decode iteration with ``min(c, requests on the instance)`` requests, and every prefill
+    started before a request ends adds its prefill time. Cost: O(requests x log c), no allocation per token.
+    Who calls this: ``LookaheadTeacher`` (``stop_at_horizon``)."""
+    icfg = config.instance
+    cap_tokens = icfg.total_kv_blocks * icfg.block_size
+    n = len(progress)
+    e2e = np.empty(n)
+    gen = [0] * n
+    running: list[list[int]] = [[] for _ in range(config.num_instances)]
+    queued: list[list[int]] = [[] for _ in range(config.num_instances)]
+    held: list[int] = []
+    for i, (finish, status, inst, generated) in enumerate(progress):
+        if status == _FINISHED:
+            e2e[i] = finish - arrival_s[i]
+            continue
+        gen[i] = generated
+        e2e[i] = max(0.0, now_s - arrival_s[i])
+        if inst < 0:
+            held.append(i)
+        elif status in _RUNNING:
+            running[inst].append(i)
+        else:
+            queued[inst].append(i)
+    open_ = [i for i in range(n) if progress[i][1] != _FINISHED]
+    if not open_:
+        return e2e
+    base_s = latency_model.iteration_time(0, 0.0, 0, 0)
+
+    def prefill_s(tokens: int) -> float:
+        return max(0.0, latency_model.iteration_time(tokens, float(tokens) ** 2, 0, 0) - base_s)
+
+    def footprint(idx: list[int]) -> float:
+        return sum(prompt_tokens[i] + (gen[i] + output_tokens[i]) / 2 for i in idx) / len(idx)
+
+    overall = footprint(open_)
+    slots: list[list[int]] = []
+    feet: list[float] = []
+    starts: list[list[int]] = []
+    prefills: list[list[float]] = []
+    placed: list[list[tuple[int, int]]] = []  # (request, finish iteration)
+
+    def tau(k: int, extra: int = 0) -> float:  # one decode iteration of instance k, in seconds
+        b = max(1, min(len(slots[k]), len(placed[k]) + extra))
+        return latency_model.iteration_time(0, 0.0, b, int(b * feet[k]))
+
+    for k in range(config.num_instances):
+        mine = running[k] + queued[k]
+        foot = footprint(mine) if mine else overall
+        feet.append(foot)
+        c = max(1, min(icfg.max_batch_size, int(cap_tokens // max(foot, 1.0))), len(running[k]))
+        heap = [max(1, output_tokens[i] - gen[i]) for i in running[k]]
+        placed.append(list(zip(running[k], heap, strict=True)))
+        heap += [0] * (c - len(heap))
+        heapq.heapify(heap)
+        slots.append(heap)
+        starts.append([])
+        prefills.append([])
+        queued[k].sort(key=lambda i: (progress[i][1] != _PREEMPTED, arrival_s[i]))
+
+    def put(k: int, i: int) -> None:
+        start = heapq.heappop(slots[k])
+        end = start + 1 + max(1, output_tokens[i] - gen[i])
+        heapq.heappush(slots[k], end)
+        starts[k].append(start)
+        prefills[k].append(prefill_s(prompt_tokens[i] + gen[i]))
+        placed[k].append((i, end))
+
+    for k in range(config.num_instances):
+        for i in queued[k]:
+            put(k, i)
+    for i in sorted(held, key=lambda i: arrival_s[i]):
+        put(min(range(config.num_instances), key=lambda k: slots[k][0] * tau(k, 1)), i)
+    for k in range(config.num_instances):
+        cum = np.concatenate(([0.0], np.cumsum(prefills[k])))
+        t_k = tau(k)
+        for i, end in placed[k]:
+            e2e[i] += end * t_k + cum[bisect.bisect_left(starts[k], end)]
+    return e2e
 
 
 def _score(res: SimResult, in_play: set[str], p: LookaheadParams) -> float:
     """Mean E2E (s) of the requests in play plus ``tail_weight`` x their ``tail_quantile`` E2E."""
     mask = np.fromiter((rid in in_play for rid in res.request_ids), dtype=bool, count=len(res.request_ids))
-    e2e = np.asarray(res.e2e_s)[mask]
+    return _score_e2e(np.asarray(res.e2e_s)[mask], p)
+
+
+def _score_e2e(e2e: np.ndarray, p: LookaheadParams) -> float:
+    """Mean of ``e2e`` (s) plus ``tail_weight`` x its ``tail_quantile``; 0 when empty."""
     if e2e.size == 0:
         return 0.0
     return float(e2e.mean() + p.tail_weight * np.quantile(e2e, p.tail_quantile))
@@ -311,6 +582,8 @@ class LookaheadRun:
     decisions: int
     rollouts: int
     teacher_wall_s: float
+    fork_wall_s: float = 0.0
+    """Wall seconds of the teacher spent in ``ReplayState.fork`` (forks/s = rollouts / fork_wall_s)."""
 
 
 def simulate_with_lookahead(
@@ -331,7 +604,7 @@ def simulate_with_lookahead(
     distillation data generation; the ``lookahead`` registry entry's ``simulate``. Seeded by
     ``params.seed``: the same inputs give the same choices."""
     params = params or LookaheadParams()
-    wrapped = _WithSampled(predictor)
+    wrapped = SampledLengths(predictor)
     by_id = {r.request_id: r for r in requests}
     teacher = LookaheadTeacher(params, ctx, wrapped)
     state = ReplayState(requests, config, latency_model, wrapped, fast_forward, router_name="lookahead")
@@ -345,7 +618,9 @@ def simulate_with_lookahead(
         choices.append(choice)
         times.append(state.now_s)
         state.decide(choice)
-    return LookaheadRun(state.result, choices, times, teacher.decisions, teacher.rollouts, teacher.wall_s)
+    return LookaheadRun(
+        state.result, choices, times, teacher.decisions, teacher.rollouts, teacher.wall_s, teacher.fork_s
+    )
 
 
 class LookaheadRouter:
@@ -374,8 +649,12 @@ class LookaheadRouter:
         config: ClusterConfig,
         latency_model: LatencyModel,
         predictor: LengthPredictor,
+        seed: int | None = None,
     ) -> LookaheadRun:
-        return simulate_with_lookahead(requests, config, latency_model, predictor, self.ctx, self.params)
+        """Replay ``requests`` with the teacher (``simulate_with_lookahead``); ``seed`` (the replay's,
+        as ``eval.harness.replay_job`` passes it) replaces ``params.seed`` when given."""
+        params = self.params if seed is None else replace(self.params, seed=seed)
+        return simulate_with_lookahead(requests, config, latency_model, predictor, self.ctx, params)
 
 
 def make_router(ctx: RouterContext) -> LookaheadRouter:

@@ -337,6 +337,24 @@ class ReplayState:
                 out.append((self.requests[s.idx].request_id, s.generated))
         return out
 
+    def progress(self, request_ids: Sequence[str]) -> list[tuple[float, int, int, int]]:
+        """Where each of ``request_ids`` is now: ``(finish_s, status, instance, generated)``, with
+        ``finish_s`` NaN while unfinished, ``status`` a ``RequestStatus`` value (-1: not arrived yet),
+        ``instance`` -1 at the router. No output lengths: what a router streaming the tokens knows.
+        Who calls this: the lookahead teacher, scoring a rollout stopped at its horizon. Reads only
+        (the generated counts are written back as ``unfinished()`` does); O(instances + ids)."""
+        for inst in self._instances:
+            inst.refresh_requests()
+        out: list[tuple[float, int, int, int]] = []
+        states, index = self._states, self._index
+        for rid in request_ids:
+            s = states[index[rid]]
+            if s is None:
+                out.append((float("nan"), -1, -1, 0))
+            else:
+                out.append((s.finish_s, int(s.status), s.instance, s.generated))
+        return out
+
     # ------------------------------------------------------------------ fork
     def fork(
         self, future: Sequence[Request] | None = None, lengths: Mapping[str, int] | None = None

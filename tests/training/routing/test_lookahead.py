@@ -61,6 +61,8 @@ def config(n: int = 3) -> ClusterConfig:
 
 CTX = RouterContext(num_instances=3, latency_model=LIN)
 PARAMS = LookaheadParams(samples=2, horizon_s=1.0, seed=5)
+CHEAP = replace(PARAMS, stop_at_horizon=True, horizon_s=4.0)
+BOTH = pytest.mark.parametrize("params", [PARAMS, CHEAP], ids=["drain", "stop_at_horizon"])
 
 
 def teach(reqs: list[Request], params: LookaheadParams = PARAMS, cfg: ClusterConfig | None = None):
@@ -85,44 +87,51 @@ def other_truth(reqs: list[Request], cut_s: float) -> list[Request]:
     return seen + later
 
 
-def test_the_teacher_never_reads_true_lengths_or_the_true_future(monkeypatch):
+@BOTH
+def test_the_teacher_never_reads_true_lengths_or_the_true_future(monkeypatch, params: LookaheadParams):
     """Two traces identical up to ``cut_s`` as a router knows them (same arrivals, prompts, tasks, same
     tokens streamed so far) but with other true lengths of the unfinished requests and another future:
     the teacher decides identically up to ``cut_s``. A teacher whose forks keep the truth does not
-    (the same check with ``fork`` ignoring its ``future`` / ``lengths``), so the check can fail."""
+    (the same check with ``fork`` ignoring its ``future`` / ``lengths``; for the cheap teacher, whose
+    score needs its sampled arrivals in the fork, ignoring ``lengths``), so the check can fail."""
     reqs = trace(40, 0)
-    cut_s = reqs[25].arrival_s + 1e-6
-    a, b = teach(reqs), teach(other_truth(reqs, cut_s))
+    a = teach(reqs, params)
+    # a router sees a request finish: the traces agree as a router knows them only until the first one
+    cut_s = min(reqs[25].arrival_s + 1e-6, float(np.min(a.result.finish_s)))
+    b = teach(other_truth(reqs, cut_s), params)
 
-    def before(run) -> list[int]:  # type: ignore[no-untyped-def]
+    def before(run) -> list[int]:
         return [c for c, t in zip(run.choices, run.decision_s, strict=True) if t < cut_s]
 
-    assert len(before(a)) >= 26
+    assert len(before(a)) >= 15
     assert before(a) == before(b)[: len(before(a))]
     assert len(before(a)) == len(before(b))
 
     real_fork = ReplayState.fork
 
-    def fork_with_the_truth(self, future=None, lengths=None):  # type: ignore[no-untyped-def]
-        return real_fork(self)
+    def fork_with_the_truth(self, future=None, lengths=None):
+        return real_fork(self, future=future) if params.stop_at_horizon else real_fork(self)
 
     monkeypatch.setattr(ReplayState, "fork", fork_with_the_truth)
-    assert before(teach(reqs)) != before(teach(other_truth(reqs, cut_s)))
+    assert before(teach(reqs, params)) != before(teach(other_truth(reqs, cut_s), params))
 
 
-def test_the_teacher_is_seeded_and_reproducible():
+@BOTH
+def test_the_teacher_is_seeded_and_reproducible(params: LookaheadParams):
     reqs = trace(40, 1)
-    a, b = teach(reqs), teach(reqs)
+    a, b = teach(reqs, params), teach(reqs, params)
     assert a.choices == b.choices
     same(a.result, b.result)
     assert a.rollouts == b.rollouts > 0
+    assert teach(reqs, replace(params, seed=6)).choices != a.choices  # the seed matters
 
 
-def test_the_replay_equals_replaying_the_teachers_choices():
+@BOTH
+def test_the_replay_equals_replaying_the_teachers_choices(params: LookaheadParams):
     """The forks never touch the replay the teacher drives: replaying its recorded answers without
     any fork gives the same result, bit for bit."""
     reqs = trace(40, 2)
-    run = teach(reqs)
+    run = teach(reqs, params)
     state = ReplayState(reqs, config(), LIN, BucketsByTask())
     answers = iter(run.choices)
     while state.next_decision() is not None:
@@ -132,9 +141,10 @@ def test_the_replay_equals_replaying_the_teachers_choices():
     run.result.check_invariants()
 
 
-def test_admission_mode_tries_delay_and_finishes():
+@BOTH
+def test_admission_mode_tries_delay_and_finishes(params: LookaheadParams):
     reqs = trace(15, 3, gap_s=0.01)
-    params = replace(PARAMS, admission=True, base="workload_impact_greedy+hold", samples=1, horizon_s=0.3)
+    params = replace(params, admission=True, base="workload_impact_greedy+hold", samples=1, horizon_s=1.0)
     run = teach(reqs, params, ClusterConfig(num_instances=3, instance=InstanceConfig(kv_blocks=60)))
     run.result.check_invariants()
     assert run.result.num_requests == 15
@@ -180,3 +190,89 @@ def test_sampled_lengths_exceed_what_was_streamed_and_fit(log_uniform):
     assert min(streamed) >= 101
     assert max(streamed) <= 256
     assert all(_sample_length(k, 100, rng, 120, log_uniform) <= 120 for _ in range(50))
+
+
+def test_progress_reports_what_the_replay_gives_and_changes_nothing():
+    """``ReplayState.progress`` mid-replay: finished requests carry the finish time the result gives,
+    unfinished ones NaN, requests not arrived yet -1; calling it at every decision leaves the replay
+    bit-identical to one that never calls it."""
+    from training.simulator.request import RequestStatus
+
+    reqs = trace(40, 7, gap_s=0.3)
+    router = get_router("workload_impact_greedy", CTX)
+    router.reset(3, 0)
+    plain = ReplayState(reqs, config(), LIN, BucketsByTask()).run(router.route)
+    router.reset(3, 0)
+    state = ReplayState(reqs, config(), LIN, BucketsByTask())
+    ids = [r.request_id for r in reqs]
+    seen: list[list[tuple[float, int, int, int]]] = []
+    while (decision := state.next_decision()) is not None:
+        seen.append(state.progress(ids))
+        state.decide(router.route(*decision))
+    same(plain, state.result)
+    fin = int(RequestStatus.FINISHED)
+    mid = next(x for x in seen if any(p[1] == fin for p in x) and any(p[1] == -1 for p in x))
+    for i, (finish, status, inst, generated) in enumerate(mid):
+        if status == fin:
+            assert finish == plain.finish_s[i]
+            assert inst == plain.instance[i]
+            assert generated == plain.output_tokens[i]
+        else:
+            assert np.isnan(finish)
+            assert generated < reqs[i].output_tokens
+
+
+def test_backlog_estimate_by_hand():
+    """``backlog_e2e`` on one instance of the linear model (0.02 s + 3.3e-5 s per decode context
+    token... here per-sequence 0.01 s, prefill 0.001 s per token), KV for two requests at a time:
+    two running requests with 10 and 30 tokens left hold the slots; the queued one starts when the
+    first ends (iteration 10), prefills and decodes 5 tokens; a finished request counts its E2E; a
+    request held at the router goes to the slot that frees first."""
+    from training.routing.lookahead import backlog_e2e
+    from training.simulator.request import RequestStatus as S
+
+    lm = LinearLatencyModel(
+        base_s=0.02,
+        grad1_s_per_prefill_token=0.001,
+        grad2_s_per_decode_context_token=0.0,
+        per_decode_seq_s=0.01,
+    )
+    cfg = ClusterConfig(num_instances=1, instance=InstanceConfig(kv_blocks=25, block_size=16))  # 400 tokens
+    progress = [
+        (7.0, int(S.FINISHED), 0, 50),
+        (float("nan"), int(S.DECODING), 0, 40),
+        (float("nan"), int(S.DECODING), 0, 10),
+        (float("nan"), int(S.WAITING_AT_INSTANCE), 0, 0),
+        (float("nan"), int(S.QUEUED_AT_ROUTER), -1, 0),
+    ]
+    arrival = [1.0, 2.0, 3.0, 4.0, 5.0]
+    prompt = [100, 100, 100, 100, 100]
+    output = [50, 50, 40, 5, 20]
+    e2e = backlog_e2e(progress, 10.0, arrival, prompt, output, cfg, lm)
+    # footprint: mean of 100 + (gen + out) / 2 over the open ones = (145 + 125 + 102.5 + 110) / 4
+    # = 120.6 tokens -> 3 slots fit 400 tokens, but the batch is also at most len(running) = 2 or
+    # more: c = 3; tau = 0.02 + 3 * 0.01 = 0.05 s. Slots: 10, 30, 0 -> the queued one takes slot 0
+    # (start 0, ends 0 + 1 + 5 = 6), the held one then takes it too (start 6, ends 6 + 1 + 20 = 27).
+    tau = 0.05
+    pre = 0.001 * 100
+    assert e2e[0] == pytest.approx(6.0)
+    assert e2e[1] == pytest.approx(8.0 + 10 * tau + 2 * pre)  # both prefills start before iteration 10
+    assert e2e[2] == pytest.approx(7.0 + 30 * tau + 2 * pre)
+    assert e2e[3] == pytest.approx(6.0 + 6 * tau + pre)
+    assert e2e[4] == pytest.approx(5.0 + 27 * tau + 2 * pre)
+
+
+def test_compare_replays_the_teacher_through_its_simulate():
+    """``eval.harness.replay_job`` runs a router that has ``simulate`` through it (with the replay's
+    seed), and ``run_evaluation`` gives ``lookahead`` its default settings when asked by name."""
+    from eval.harness import ReplayJob, _with_default_options, replay_job
+    from training.routing.lookahead import COMPARE_PARAMS
+
+    assert _with_default_options(["round_robin"], None) == {}
+    assert _with_default_options(["lookahead"], {"x": 1}) == {"x": 1, LOOKAHEAD_OPTION: COMPARE_PARAMS}
+    reqs = trace(20, 8)
+    ctx = RouterContext(3, LIN, options={LOOKAHEAD_OPTION: CHEAP})
+    out = replay_job(ReplayJob("lookahead", 3, reqs, config(), LIN, BucketsByTask(), ctx, False))
+    direct = simulate_with_lookahead(reqs, config(), LIN, BucketsByTask(), ctx, replace(CHEAP, seed=3))
+    assert np.array_equal(out["e2e_s"], direct.result.e2e_s)
+    assert np.array_equal(out["instance"], direct.result.instance)
