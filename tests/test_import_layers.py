@@ -48,6 +48,7 @@ RL_ORDER = (
     "config",
     "algos",
     "train",
+    "distill",
     "router",
     "bench",
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -142,6 +142,13 @@ def fit_estimator_cmd(
 @app.command("train-router")
 def train_router_cmd(
     variant: Annotated[RewardVariant | None, typer.Option(help="reward variant (default: guided)")] = None,
+    method: Annotated[
+        Literal["rl", "distill"] | None,
+        typer.Option(
+            help="rl: stable-baselines3 on the reward; distill: imitate the lookahead teacher "
+            "(behaviour cloning + DAgger, issue 17) (default: rl)"
+        ),
+    ] = None,
     algo: Annotated[RlAlgo | None, typer.Option(help="learning algorithm (default: dqn)")] = None,
     timesteps: Annotated[
         int | None, typer.Option(min=1, help="environment steps (routing decisions) (default: 100000)")
@@ -191,7 +198,7 @@ def train_router_cmd(
 
     seeds = parse_seeds(eval_seeds, "--eval-seeds")
     check_alias(alias)
-    flags = {"variant": variant, "algo": algo, "total_timesteps": timesteps, "seed": seed,
+    flags = {"variant": variant, "method": method, "algo": algo, "total_timesteps": timesteps, "seed": seed,
              "episode_requests": requests, "workload": workload, "profile": profile,
              "num_instances": instances, "rate_rps": rate,
              "chunked_prefill_tokens": chunked_prefill, "hold_kv_headroom": hold_headroom}  # fmt: skip

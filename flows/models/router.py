@@ -113,20 +113,26 @@ def router_config(config: RouterTrainConfig | Mapping[str, Any] | None) -> Route
 
 
 def default_router_dir(cfg: RouterTrainConfig) -> Path:
-    """Where ``loadwise train-router`` writes a training: ``$LOADWISE_HOME/rl/<variant>-<algo>-seed<n>``."""
+    """Where ``loadwise train-router`` writes a training: ``$LOADWISE_HOME/rl/<variant>-<algo>-seed<n>``
+    (``distill-<variant>-...`` for ``method = "distill"``)."""
     from warehouse.settings import loadwise_home
 
-    return loadwise_home() / "rl" / f"{cfg.variant}-{cfg.algo}-seed{cfg.seed}"
+    method = "distill-" if cfg.method == "distill" else ""
+    return loadwise_home() / "rl" / f"{method}{cfg.variant}-{cfg.algo}-seed{cfg.seed}"
 
 
 def train_router_policy(cfg: RouterTrainConfig, out_dir: Path, progress: bool = True) -> TrainedRouter:
     """Train the RL router on windows of the setting's TRAINING pool (``train_router`` over an
-    ``episode_sampler``); writes under ``out_dir``. Trainings of one process take turns (``_TRAINING``)."""
-    from training.rl.train import train_router
+    ``episode_sampler``; ``cfg.method == "distill"``: ``distill_router``, issue 17); writes under
+    ``out_dir``. Trainings of one process take turns (``_TRAINING``)."""
     from training.workloads.episodes import episode_sampler
 
+    if cfg.method == "distill":
+        from training.rl.distill import distill_router as train
+    else:
+        from training.rl.train import train_router as train
     with _TRAINING:
-        return train_router(cfg, episode_sampler(cfg), Path(out_dir), progress=progress)
+        return train(cfg, episode_sampler(cfg), Path(out_dir), progress=progress)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ Modules, in import order (each imports only those before it; tests/test_import_l
 5. ``config``: ``RouterTrainConfig``.
 6. ``algos``: masked Double DQN (torch, stable-baselines3).
 7. ``train``: ``train_router`` -> ``TrainedRouter`` (imports ``algos`` and sb3 only when training).
-8. ``router``: ``LearnedRouter``, the exported policy behind the Router protocol (registered lazily
+8. ``distill``: ``distill_router`` -> ``TrainedRouter`` (the lookahead teacher imitated: behaviour
+   cloning, then DAgger; issue 17).
+9. ``router``: ``LearnedRouter``, the exported policy behind the Router protocol (registered lazily
    as ``rl``).
-9. ``bench``: ``run_env_benchmark`` (``loadwise bench env``).
+10. ``bench``: ``run_env_benchmark`` (``loadwise bench env``).
 
 Importing the package or ``env`` / ``router`` imports no torch and does not load the router
 registry's built-ins: the admission rule they share with the ``+hold`` routers is

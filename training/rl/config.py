@@ -20,6 +20,7 @@ from training.length.config import TIME_EDGES
 from training.length.stored import PredictorChoice
 from training.rl.policy_serving import ObsSpec
 from training.rl.rewards import RewardConfig, Variant
+from training.routing.lookahead import LookaheadParams
 from training.workloads.episodes import WAREHOUSE_WORKLOAD, EpisodeSampler, episode_sampler
 
 if TYPE_CHECKING:
@@ -29,12 +30,54 @@ MAX_SEED = 2**32 - 1
 """Largest training seed: stable-baselines3 seeds NumPy's legacy global RNG, which takes [0, 2**32)."""
 
 
+class DistillConfig(BaseModel):
+    """Settings of ``method = "distill"`` (issue 17): the lookahead teacher imitated by the student.
+
+    Units: requests, episodes (training-pool windows), DAgger rounds, gradient epochs. The run's
+    ``seed`` seeds everything (episode windows, the teacher's samples, the beta-mixture draws, torch);
+    ``training.rl.distill`` says what each field does."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    teacher: LookaheadParams = Field(
+        default=LookaheadParams(samples=4, horizon_s=5.0),
+        description="the teacher's settings (training.routing.lookahead.LookaheadParams; its seed is "
+        "replaced by one derived from the run's seed and the episode)",
+    )
+    rounds: int = Field(default=2, ge=0, description="DAgger rounds after the behaviour-cloning round")
+    episodes_per_round: int = Field(default=2, ge=1, description="training-pool windows labelled per round")
+    episode_requests: int | None = Field(
+        default=300,
+        ge=1,
+        description="requests per labelled window (teacher labels cost ~0.05-2 s each); None = the run's "
+        "episode_requests",
+    )
+    label_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="fraction of the decisions (with a choice) that the teacher labels; the others "
+        "only move the replay",
+    )
+    aware_beta: float = Field(
+        default=0.5, ge=0, le=1, description="variant 'aware': the teacher's constant share of the acting"
+    )
+    epochs: int = Field(default=100, ge=1, description="passes over the aggregated set after each round")
+    batch_size: int = Field(default=64, ge=1)
+    workers: int = Field(default=1, ge=1, le=2, description="processes labelling windows (at most 2)")
+
+
 class RouterTrainConfig(BaseModel):
     """One training run. Units: requests, req/s, seconds, environment steps (= routing decisions)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     variant: Variant = "guided"
+    method: Literal["rl", "distill"] = Field(
+        default="rl",
+        description="rl: stable-baselines3 on the variant's reward (training.rl.train); distill: "
+        "behaviour cloning of the lookahead teacher then DAgger rounds (training.rl.distill, issue 17)",
+    )
     algo: Literal["dqn", "maskable-ppo"] = "dqn"
     total_timesteps: int = Field(default=100_000, ge=1)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
@@ -95,6 +138,7 @@ class RouterTrainConfig(BaseModel):
     )
 
     reward: RewardConfig = RewardConfig()
+    distill: DistillConfig = DistillConfig()
 
     heuristic_prior: tuple[float, float] | None = Field(
         default=(0.5, 2.0),

@@ -133,7 +133,7 @@ def keeps_checkpoint(
     return tolerance_pct is None or p99_e2e_s <= reference_p99_e2e_s * (1.0 + tolerance_pct / 100.0)
 
 
-class _Tracker:
+class TrainingTracker:
     """Episode log, guided-discount schedule, periodic validation and best-policy export."""
 
     def __init__(
@@ -229,7 +229,10 @@ class _Tracker:
         self.val_env.close()
 
 
-def _make_model(cfg: RouterTrainConfig, env: Any) -> Any:
+def make_model(cfg: RouterTrainConfig, env: Any) -> Any:
+    """The stable-baselines3 model ``cfg.algo`` names (masked double DQN with the ``slots`` Q-network,
+    or MaskablePPO), seeded with ``cfg.seed`` (SB3 seeds torch at construction). Who calls this:
+    ``train_router`` and the distillation (``training.rl.distill``: the same student network)."""
     policy_kwargs: dict[str, Any]
     if cfg.algo == "dqn":
         from training.rl.algos import MaskedDoubleDQN, MaskedDQNPolicy
@@ -297,6 +300,11 @@ def train_router(
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
     from stable_baselines3.common.monitor import Monitor
 
+    if cfg.method != "rl":  # distill sits above this module: flows.models.router dispatches to it
+        raise ValueError(
+            f"train_router trains method 'rl'; method {cfg.method!r} is training.rl.distill.distill_router "
+            "(flows.models.router.train_router_policy picks it)"
+        )
     if episodes.cluster.num_instances != cfg.num_instances:
         raise ValueError(
             f"the sampler's cluster has {episodes.cluster.num_instances} instances, cfg.num_instances = "
@@ -311,8 +319,8 @@ def train_router(
 
     env = RouterEnv(episodes, cfg.reward, cfg.obs_spec())  # SB3 resets it with seed=cfg.seed
     monitored = Monitor(env)
-    model = _make_model(cfg, monitored)
-    tracker = _Tracker(cfg, episodes, out_dir, policy_dir)
+    model = make_model(cfg, monitored)
+    tracker = TrainingTracker(cfg, episodes, out_dir, policy_dir)
 
     class _EpisodeCallback(BaseCallback):
         def _on_step(self) -> bool:

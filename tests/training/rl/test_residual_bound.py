@@ -19,11 +19,11 @@ BOUND = 0.05
 def _model_and_obs(tiny_sampler, bound):
     import torch as th
 
-    from training.rl.train import _make_model
+    from training.rl.train import make_model
 
     cfg = RouterTrainConfig(residual_bound=bound, **TINY)
     env = RouterEnv(tiny_sampler, cfg.reward, cfg.obs_spec())
-    model = _make_model(cfg, env)
+    model = make_model(cfg, env)
     last = model.q_net.q_net[-1]
     with th.no_grad():  # a residual far larger than the bound, so the squashing is what is tested
         last.weight.mul_(1e4)

@@ -81,12 +81,12 @@ def test_numpy_export_matches_torch(tiny_sampler):
     import torch as th
 
     from training.rl.env import RouterEnv
-    from training.rl.train import _make_model
+    from training.rl.train import make_model
 
     for algo, arch in (("dqn", "slots"), ("dqn", "mlp"), ("maskable-ppo", "mlp")):
         cfg = RouterTrainConfig(algo=algo, architecture=arch, **TINY)
         env = RouterEnv(tiny_sampler, cfg.reward, cfg.obs_spec())
-        model = _make_model(cfg, env)
+        model = make_model(cfg, env)
         policy = export_policy(model, algo, env)
         obs = np.stack([env.reset(seed=s)[0] for s in range(4)])
         with th.no_grad():
