@@ -48,8 +48,8 @@ bench: venv  ## benchmarks; each prints its figure next to a same-run baseline
 	  $(BIN)/loadwise bench replay --trace ../shared/data/benchmarks/azure_conv_n4000_r20_s0_cap4096.csv \
 	    --profile a100-llama2-7b --repeats 3; \
 	else echo "skipping the Vidur-trace replay: ../shared/data/benchmarks not found"; fi
-	$(BIN)/loadwise bench env
-	$(BIN)/loadwise bench env --hold-headroom 0.1
+	$(BIN)/loadwise bench env --repeats 3
+	$(BIN)/loadwise bench env --hold-headroom 0.1 --repeats 3
 	$(BIN)/loadwise bench fork
 	$(BIN)/loadwise fidelity
 

@@ -17,8 +17,10 @@ per repeat:
 
 The two must be the same replay: ``identical_results`` compares their per-request E2E arrays exactly.
 A third pass replays the trace once more with the same choices and times, per decision the agent
-sees, the env's snapshot builder (``SnapshotBuilder.build``) and the encoder (``encode_observation``)
-apart (``snapshot_us``, ``encode_us``, wall): what of the env's overhead is the observation (issue 16).
+sees, the env's observation on its path (``observe_us``: the numba kernel unless
+``LOADWISE_RL_KERNEL=0``) and the pure-Python snapshot builder (``SnapshotBuilder.build``) and encoder
+(``encode_observation``) apart (``snapshot_us``, ``encode_us``, wall): what of the env's overhead is
+the observation (issue 16).
 Both modes are timed in wall and in CPU seconds of this process (``overhead_cpu``): on the shared
 2-core machine the wall ratio moves by up to ~2x from one minute to the next, the CPU one by ~10 %.
 Under admission control the env answers the held ticks itself (they never reach the agent) and
@@ -73,10 +75,19 @@ class EnvBenchResult(BaseModel):
     overhead_cpu: float = Field(
         description="the same ratio in CPU seconds of this process (steadier than wall on a shared machine)"
     )
-    snapshot_us: float = Field(
-        description="mean microseconds per decision in the env's SnapshotBuilder.build"
+    observation_path: str = Field(
+        description="the env's observation path: compiled (training.rl.kernel) or python"
     )
-    encode_us: float = Field(description="mean microseconds per decision in encode_observation")
+    observe_us: float = Field(
+        description="mean microseconds per decision of the env's observation on its path (RouterEnv."
+        "observation: snapshot, mask and observation)"
+    )
+    snapshot_us: float = Field(
+        description="mean microseconds per decision in the pure-Python SnapshotBuilder.build (the twin)"
+    )
+    encode_us: float = Field(
+        description="mean microseconds per decision in the pure-Python encode_observation"
+    )
     held_requests: int = Field(description="requests held at the router at least one decision tick")
     mean_router_wait_s: float = Field(description="mean simulated seconds a request waited at the router")
     mean_e2e_s: float = Field(description="mean simulated end-to-end latency, seconds (env episode)")
@@ -114,16 +125,17 @@ def _run_env(env: RouterEnv, trace: list[Request]) -> tuple[SimResult, int]:
     return env.last_result, steps
 
 
-def _time_observation(env: RouterEnv, trace: list[Request]) -> tuple[float, float, int]:
-    """Wall seconds spent in the env's snapshot builder and in the encoder over one replay of ``trace``
-    answered like ``_run_env`` (decisions the env would skip under admission control skipped too),
-    and the number of decisions timed. Uses ``env.builder`` and the env's cluster, latency model and
-    predictor; the timer costs ~0.1 us per call."""
+def _time_observation(env: RouterEnv, trace: list[Request]) -> tuple[float, float, float, int]:
+    """Wall seconds spent in the env's observation on its path (``RouterEnv.observation``), and in the
+    pure-Python snapshot builder and encoder apart, over one replay of ``trace`` answered like
+    ``_run_env`` (decisions the env would skip under admission control skipped too), and the number
+    of decisions timed. Uses the env's cluster, latency model and predictor; the timer costs ~0.1 us
+    per call."""
     m, spec = env.obs_spec.num_instances, env.obs_spec
     hold = None if spec.hold_kv_headroom is None else AdmissionMemo(spec.block_size, spec.hold_kv_headroom)
     gen = replay(trace, env.cluster, env.sampler.latency_model, env.sampler.predictor, router_name="bench")
     clock = time.perf_counter
-    build_s = encode_s = 0.0
+    observe_s = build_s = encode_s = 0.0
     pointer = n = 0
     try:
         rv, cv = next(gen)
@@ -133,12 +145,15 @@ def _time_observation(env: RouterEnv, trace: list[Request]) -> tuple[float, floa
                 rv, cv = gen.send(held)
                 continue
             t0 = clock()
-            snap = env.builder.build(rv, cv).snapshot
+            env.observation(rv, cv)
             t1 = clock()
-            encode_observation(snap, spec)
+            snap = env.builder.build(rv, cv).snapshot
             t2 = clock()
-            build_s += t1 - t0
-            encode_s += t2 - t1
+            encode_observation(snap, spec)
+            t3 = clock()
+            observe_s += t1 - t0
+            build_s += t2 - t1
+            encode_s += t3 - t2
             n += 1
             action = next_valid(action_mask(snap, spec), pointer)
             if action < m:
@@ -146,7 +161,7 @@ def _time_observation(env: RouterEnv, trace: list[Request]) -> tuple[float, floa
             rv, cv = gen.send(DELAY if action == m else action)
     except StopIteration:
         pass
-    return build_s, encode_s, n
+    return observe_s, build_s, encode_s, n
 
 
 def run_env_benchmark(
@@ -192,6 +207,7 @@ def run_env_benchmark(
             return round_robin
         return HoldForHeadroom(round_robin, cluster.instance.block_size, hold_kv_headroom)
 
+    _run_env(env, trace[: min(len(trace), 50)])  # untimed: loads (or compiles) the numba kernel once
     env_wall = replay_wall = env_cpu = replay_cpu = float("inf")
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -203,7 +219,7 @@ def run_env_benchmark(
         ref = simulate(trace, router, cluster, latency, predictor, seed=seed)
         replay_wall = min(replay_wall, time.perf_counter() - t0)
         replay_cpu = min(replay_cpu, time.process_time() - c0)
-    build_s, encode_s, timed = _time_observation(env, trace)
+    observe_s, build_s, encode_s, timed = _time_observation(env, trace)
     env.close()
 
     rel = np.abs(env_result.e2e_s - ref.e2e_s) / np.maximum(ref.e2e_s, 1e-12)
@@ -220,6 +236,8 @@ def run_env_benchmark(
         replay_requests_per_s=num_requests / replay_wall,
         overhead=env_wall / replay_wall,
         overhead_cpu=env_cpu / replay_cpu,
+        observation_path=env.observation_path,
+        observe_us=observe_s / timed * 1e6,
         snapshot_us=build_s / timed * 1e6,
         encode_us=encode_s / timed * 1e6,
         held_requests=int(np.count_nonzero(env_result.router_wait_s > 0)),

@@ -274,13 +274,19 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         super().close()
 
     # ------------------------------------------------------------------ internals
-    def _observe(self, rv: RequestView, cv: ClusterView) -> None:
+    def observation(self, rv: RequestView, cv: ClusterView) -> tuple[DecisionState, np.ndarray, np.ndarray]:
+        """The decision's state, action mask (bool, m + 1) and observation (float32) on this env's
+        path (``observation_path``: the kernel, else ``SnapshotBuilder`` + ``action_mask`` +
+        ``encode_observation``; the same values either way). Who calls this: ``_observe`` at every
+        decision, and ``loadwise bench env`` (``observe_us``). State: only the path's caches."""
         if self._compiled is not None:
-            st, self._mask, self._obs = self._compiled.observe(rv, cv)
-        else:
-            st = self.builder.build(rv, cv)
-            self._mask = action_mask(st.snapshot, self.obs_spec)
-            self._obs = encode_observation(st.snapshot, self.obs_spec, self._mask)
+            return self._compiled.observe(rv, cv)
+        st = self.builder.build(rv, cv)
+        mask = action_mask(st.snapshot, self.obs_spec)
+        return st, mask, encode_observation(st.snapshot, self.obs_spec, mask)
+
+    def _observe(self, rv: RequestView, cv: ClusterView) -> None:
+        st, self._mask, self._obs = self.observation(rv, cv)
         self._state = st
         self._request = rv
         self._now = cv.now_s

@@ -30,10 +30,12 @@ def test_figures_are_positive_and_consistent(result):
         "replay_requests_per_s",
         "overhead",
         "overhead_cpu",
+        "observe_us",
         "snapshot_us",
         "encode_us",
     ):
         assert getattr(result, name) > 0, name
+    assert result.observation_path == "compiled"  # the bench's linear paper profile takes the kernel
     assert result.mean_e2e_s > 0
     assert result.env_decisions_per_s == pytest.approx(result.decisions / result.env_wall_s)
     assert result.overhead == pytest.approx(result.env_wall_s / result.replay_wall_s)
