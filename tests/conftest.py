@@ -19,6 +19,16 @@ import pytest  # noqa: E402
 from warehouse.settings import shared_data_dir  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with ``$LOADWISE_HOME`` at a folder of its own (not created), so what a
+    developer's ``make run`` left in the project's ``.loadwise`` (a registered predictor champion, a
+    warehouse) never changes a result: e.g. ``loadwise compare`` would otherwise route with that
+    predictor instead of the task mean. Tests that need a home set their own on top (``wh``,
+    ``tests/flows/conftest.py`` ``home``); module-scoped fixtures are not covered."""
+    monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real public data folder; tests that need it skip with the reason when it is absent."""
