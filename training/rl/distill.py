@@ -54,7 +54,7 @@ import numpy as np
 from training.rl.config import RouterTrainConfig
 from training.rl.env import RouterEnv
 from training.rl.policy_serving import DELAY_OUTPUT, PolicyNet, action_mask, encode_observation
-from training.rl.train import TrainedRouter, TrainingTracker, export_policy, make_model
+from training.rl.train import TrainedRouter, TrainingTracker, export_policy, make_model, prepare_training
 from training.routing.admission_rule import AdmissionMemo
 from training.routing.lookahead import LookaheadParams, LookaheadTeacher, SampledLengths, known_request
 from training.routing.registry import RouterContext
@@ -409,22 +409,9 @@ def distill_router(
     rounds (module docstring); validate after each round as ``train_router`` does (the policy kept
     in ``policy/`` is the best-validated one, the untrained prior's included) and return the same
     ``TrainedRouter``. ``progress`` shows a rich progress bar of the labelled windows."""
-    import torch as th
-
     if cfg.method != "distill":
         raise ValueError(f"distill_router trains method 'distill', the config says {cfg.method!r}")
-    if episodes.cluster.num_instances != cfg.num_instances:
-        raise ValueError(
-            f"the sampler's cluster has {episodes.cluster.num_instances} instances, cfg.num_instances = "
-            f"{cfg.num_instances}"
-        )
-    th.set_num_threads(cfg.torch_threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    policy_dir = out_dir / "policy"
-    policy_dir.mkdir(exist_ok=True)
-    (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-
+    out_dir, policy_dir = prepare_training(cfg, episodes, out_dir)
     env = RouterEnv(episodes, cfg.reward, cfg.obs_spec())
     model = make_model(cfg, env)  # seeds torch: the initial weights are the seed's
     tracker = TrainingTracker(cfg, episodes, out_dir, policy_dir)

@@ -122,27 +122,19 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError("spec.num_instances must equal the cluster's num_instances")
         icfg = self.cluster.instance
         self.obs_spec.check_block_size(icfg.block_size)
-        self.builder = SnapshotBuilder(
-            self.obs_spec,
-            sampler.latency_model,
-            block_size=icfg.block_size,
-            max_batch_size=icfg.max_batch_size,
-            alpha=self.reward_config.mixing_alpha,
-            progress_relief=effective_relief(self.reward_config),
-        )
+        observer: dict[str, Any] = {
+            "block_size": icfg.block_size,
+            "max_batch_size": icfg.max_batch_size,
+            "alpha": self.reward_config.mixing_alpha,
+            "progress_relief": effective_relief(self.reward_config),
+        }  # the same settings for both paths
+        self.builder = SnapshotBuilder(self.obs_spec, sampler.latency_model, **observer)
         self._compiled: CompiledObserver | None = None
         if use_kernel(compiled):
             from training.rl import kernel  # numba: imported only by envs that use it
 
             if kernel.supports(sampler.latency_model):
-                self._compiled = kernel.CompiledObserver(
-                    self.obs_spec,
-                    sampler.latency_model,
-                    block_size=icfg.block_size,
-                    max_batch_size=icfg.max_batch_size,
-                    alpha=self.reward_config.mixing_alpha,
-                    progress_relief=effective_relief(self.reward_config),
-                )
+                self._compiled = kernel.CompiledObserver(self.obs_spec, sampler.latency_model, **observer)
         self.observation_path = "python" if self._compiled is None else "compiled"
         """Which observation path this env runs (``compiled``: ``training.rl.kernel``)."""
         self.tick_s = self.cluster.decision_interval_s

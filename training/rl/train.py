@@ -229,6 +229,26 @@ class TrainingTracker:
         self.val_env.close()
 
 
+def prepare_training(cfg: RouterTrainConfig, episodes: EpisodeSampler, out_dir: Path) -> tuple[Path, Path]:
+    """What every router training does first (``train_router``, ``training.rl.distill``): check that
+    ``episodes``' cluster has ``cfg.num_instances``, set torch's threads, create ``out_dir`` and its
+    ``policy/`` and write the resolved ``config.json``. Returns ``(out_dir, policy_dir)``."""
+    import torch as th
+
+    if episodes.cluster.num_instances != cfg.num_instances:
+        raise ValueError(
+            f"the sampler's cluster has {episodes.cluster.num_instances} instances, cfg.num_instances = "
+            f"{cfg.num_instances}"
+        )
+    th.set_num_threads(cfg.torch_threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policy_dir = out_dir / "policy"
+    policy_dir.mkdir(exist_ok=True)
+    (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+    return out_dir, policy_dir
+
+
 def make_model(cfg: RouterTrainConfig, env: Any) -> Any:
     """The stable-baselines3 model ``cfg.algo`` names (masked double DQN with the ``slots`` Q-network,
     or MaskablePPO), seeded with ``cfg.seed`` (SB3 seeds torch at construction). Who calls this:
@@ -296,7 +316,6 @@ def train_router(
     ``policy_dir`` holds the best validated policy. ``progress`` shows SB3's progress bar (tqdm +
     rich are installed). Wall time and env steps/s are in ``train_stats``.
     """
-    import torch as th
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
     from stable_baselines3.common.monitor import Monitor
 
@@ -305,18 +324,7 @@ def train_router(
             f"train_router trains method 'rl'; method {cfg.method!r} is training.rl.distill.distill_router "
             "(flows.models.router.train_router_policy picks it)"
         )
-    if episodes.cluster.num_instances != cfg.num_instances:
-        raise ValueError(
-            f"the sampler's cluster has {episodes.cluster.num_instances} instances, cfg.num_instances = "
-            f"{cfg.num_instances}"
-        )
-    th.set_num_threads(cfg.torch_threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    policy_dir = out_dir / "policy"
-    policy_dir.mkdir(exist_ok=True)
-    (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-
+    out_dir, policy_dir = prepare_training(cfg, episodes, out_dir)
     env = RouterEnv(episodes, cfg.reward, cfg.obs_spec())  # SB3 resets it with seed=cfg.seed
     monitored = Monitor(env)
     model = make_model(cfg, monitored)
