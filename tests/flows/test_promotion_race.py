@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -41,21 +40,6 @@ from flows.registry import (
 from tests.eval.reports import BASE, hand_report, hand_router, minus
 from tests.flows.toy_model import package
 from warehouse.settings import PROJECT_ROOT
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow SQLite file (creating one costs ~2.5 s; copying it, milliseconds)."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    ModelRegistry(f"sqlite:///{db}").model_names()
-    return db
-
-
-@pytest.fixture
-def store(empty_store: Path, tmp_path: Path) -> str:
-    """A fresh SQLite registry for one test (its own file, lock file and artifact folder)."""
-    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def _publish(registry: ModelRegistry, tmp_path: Path, scale: float) -> str:

@@ -7,7 +7,6 @@ other; only a router trained for the alias's setting may hold it; nothing else m
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -35,17 +34,10 @@ from training.rl.config import RouterTrainConfig
 PAPER = "paper-main"
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    ModelRegistry(f"sqlite:///{db}").model_names()
-    return db
-
-
 @pytest.fixture
-def registry(empty_store: Path, tmp_path: Path) -> ModelRegistry:
-    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
-    return ModelRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def registry(store: str) -> ModelRegistry:
+    """A fresh SQLite registry (``tests/flows/conftest.py`` ``store``)."""
+    return ModelRegistry(store)
 
 
 def _publish(registry: ModelRegistry, tmp_path: Path, scale: float) -> str:

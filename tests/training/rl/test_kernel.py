@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.training.rl.test_observation import BATCH, BLOCK, RELIEF, _view_sequences
+from tests.training.rl.test_observation import BATCH, BLOCK, RELIEF, _view_sequences, broken_length_decision
 from training.impact.penalty import DEFAULT_ALPHA
 from training.length.baselines import OraclePredictor
 from training.rl.env import KERNEL_ENV_VAR, RouterEnv, use_kernel
@@ -29,7 +29,6 @@ from training.simulator.interface import (
     DELAY,
     BatchStats,
     ClusterView,
-    InstanceView,
     RequestStats,
     RequestView,
 )
@@ -177,29 +176,20 @@ def test_nan_and_infinite_lengths_match_the_python_path():
     """A NaN or infinite predicted length in plain entries propagates as in the Python path (NaN
     compared as NaN; its sign bit may differ); a NaN in the simulator's batch raises in both."""
     lm = load_latency_model(PAPER_PROFILE)
-    nan, inf = float("nan"), float("inf")
-    views = (
-        InstanceView(
-            0, 1, 1, 10, 400, 300, 50.0, 1, 1, request_stats=((100, nan, 0, False), (30, 300.0, 7, True))
-        ),
-        InstanceView(
-            1, 2, 0, 10, 400, 300, 50.0, 0, 2, request_stats=((100, inf, 3, True), (30, 9.0, 7, True))
-        ),
-        InstanceView(2, 0, 1, 0, 400, 10, 5.0, 1, 0, request_stats=((5000, inf, 0, False),)),
-    )
-    rv = RequestView("r", 0.0, 0.0, 50, "t", 40.0)
+    rv, cv = broken_length_decision()
     twins = _Twins(ObsSpec(num_instances=3), lm)
-    st = twins.check(rv, ClusterView(0.0, views), bits=False)
+    st = twins.check(rv, cv, bits=False)
     assert np.isnan(st.pending_weight[0])
 
-    batch = BatchStats(np.array([30]), np.array([nan]), np.array([2.0]), np.array([True]))
+    views = cv.instances
+    batch = BatchStats(np.array([30]), np.array([float("nan")]), np.array([2.0]), np.array([True]))
     bad = dataclasses.replace(views[1], request_stats=RequestStats((), batch, 3))
-    cv = ClusterView(0.0, (views[0], bad, views[2]))
+    broken = ClusterView(0.0, (views[0], bad, views[2]))
     with pytest.raises(ValueError, match="NaN"):
-        twins.compiled.observe(rv, cv)
+        twins.compiled.observe(rv, broken)
     with pytest.raises(ValueError, match="NaN"):
-        twins.python_observe(rv, cv)
-    twins.check(rv, ClusterView(0.0, views), bits=False)  # the observer recovers
+        twins.python_observe(rv, broken)
+    twins.check(rv, cv, bits=False)  # the observer recovers
 
 
 @settings(derandomize=True, max_examples=200, deadline=None)

@@ -349,10 +349,9 @@ def test_estimates_of_full_batches_match_the_reference(seq, batch):
         assert_same(builder, lm, rv, cv)
 
 
-def test_nan_and_infinite_lengths_match_the_reference():
-    """A NaN or infinite predicted length (a broken predictor) gives the reference's values, NaN
-    included: the Python path hands such runs to numpy."""
-    lm = load_latency_model(PAPER_PROFILE)
+def broken_length_decision() -> tuple[RequestView, ClusterView]:
+    """A decision on 3 instances whose plain request stats hold NaN and infinite predicted lengths
+    (a broken predictor); also used by ``test_kernel.py``."""
     nan, inf = float("nan"), float("inf")
     views = (
         InstanceView(
@@ -363,9 +362,16 @@ def test_nan_and_infinite_lengths_match_the_reference():
         ),
         InstanceView(2, 0, 1, 0, 400, 10, 5.0, 1, 0, request_stats=((5000, inf, 0, False),)),
     )
-    rv = RequestView("r", 0.0, 0.0, 50, "t", 40.0)
+    return RequestView("r", 0.0, 0.0, 50, "t", 40.0), ClusterView(0.0, views)
+
+
+def test_nan_and_infinite_lengths_match_the_reference():
+    """A NaN or infinite predicted length (a broken predictor) gives the reference's values, NaN
+    included: the Python path hands such runs to numpy."""
+    lm = load_latency_model(PAPER_PROFILE)
+    rv, cv = broken_length_decision()
     for small_part in (0, 10**6):
-        assert_same(_builder(ObsSpec(num_instances=3), lm, small_part), lm, rv, ClusterView(0.0, views))
+        assert_same(_builder(ObsSpec(num_instances=3), lm, small_part), lm, rv, cv)
 
 
 def test_a_builder_reused_for_other_views_gives_their_snapshot():
