@@ -137,7 +137,7 @@ def _compare(case: tuple[str, bytes], folder: Path) -> None:
 
 
 SETTINGS = settings(
-    max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
