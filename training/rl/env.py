@@ -6,17 +6,17 @@ Who calls this: stable-baselines3 training (``training.rl.train``), tests, and a
 registered id; the contract tests run over it). With no argument ``make`` gives the default training
 run's env (the ``main`` workload's training pool); ``sampler=`` / ``config=`` choose others
 (``training.rl.config.make_router_env``, the registered entry point). Episodes come from an
-``EpisodeSampler`` (``training.workloads.episodes``). A thin adapter over
-``training.simulator.replay``: the replay generator yields a decision point ``(RequestView,
-ClusterView)`` whenever a request at the head of the router queue needs placing (at its arrival, and
-at every decision tick while it is held after DELAY); ticks with nothing to decide never reach the
-agent. The env answers with the chosen instance or DELAY. Jain et al. (arXiv 2408.13510, Section 5).
+``EpisodeSampler`` (``training.workloads.episodes``). A thin adapter over the simulator's
+``ReplayState`` (what ``training.simulator.replay`` drives as a generator; called directly, issue 16):
+``next_decision`` gives a decision point ``(RequestView, ClusterView)`` whenever a request at the head
+of the router queue needs placing (at its arrival, and at every decision tick while it is held after
+DELAY), ``decide`` answers it with the chosen instance or DELAY; ticks with nothing to decide never
+reach the agent. Jain et al. (arXiv 2408.13510, Section 5).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from training.rl.observation import DecisionState, SnapshotBuilder
 from training.rl.policy_serving import OBS_HIGH, ObsSpec, action_mask, encode_observation
 from training.rl.rewards import RewardConfig, drain_reward, effective_relief, mixing_weight, step_reward
 from training.routing.admission_rule import AdmissionMemo
-from training.simulator.engine import replay
+from training.simulator.engine import ReplayState
 from training.simulator.interface import DELAY, ClusterView, RequestView
 from training.simulator.result import SimResult
 from training.workloads.episodes import EpisodeSampler
@@ -150,11 +150,20 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         finished so far) through ``set_guidance_episode``, never by ``reset``, so that an episode is a
         function of its seed alone (gymnasium's determinism check)."""
         self.last_result: SimResult | None = None
-        self._gen: Generator[tuple[RequestView, ClusterView], int, SimResult] | None = None
+        self._replay: ReplayState | None = None
+        """The episode's replay, driven one decision at a time (``next_decision`` / ``decide``)."""
         self._state: DecisionState | None = None
         self._request: RequestView | None = None
         self._obs = np.zeros(self.obs_spec.obs_dim, dtype=np.float32)
         self._mask = np.ones(self.obs_spec.n_actions, dtype=bool)
+        self._m = self.obs_spec.num_instances
+        cfg = self.reward_config
+        self._c_in = -cfg.scale * cfg.in_system_penalty
+        """``step_reward``'s in-system factor before the weight and the ticks (the same product)."""
+        self._c_done = None if cfg.objective == "latency" else cfg.scale * cfg.completion_reward
+        """``step_reward``'s completion factor before the count (None: the term is 0.0)."""
+        self._mix_episode: int | None = None
+        self._mix_terms = (0.0, 0.0)
         self._placed = 0
         """Requests placed on an instance so far this episode."""
         self._finished = 0
@@ -172,11 +181,9 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
             requests = list(self.sampler.sample(int(self.np_random.integers(2**31 - 1))))
         if not requests:
             raise ValueError("an episode needs at least one request")
-        if self._gen is not None:
-            self._gen.close()
         if self._hold is not None:
             self._hold.clear()
-        self._gen = replay(
+        self._replay = ReplayState(
             requests,
             self.cluster,
             self.sampler.latency_model,
@@ -187,69 +194,55 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         self._placed = 0
         self._finished = 0
         self.last_result = None
-        rv, cv = self._skip_holds(*next(self._gen))
-        self._observe(rv, cv)
+        decision = self._next_decision()
+        if decision is None:  # every request answered by the held ticks: cannot happen (one must be placed)
+            raise RuntimeError("the replay ended before its first decision")
+        self._observe(*decision)
         return self._obs.copy(), {"now_s": self._now, "guidance_episode": self.guidance_episode}
 
     def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._gen is None or self._state is None:
+        """One routing decision (the class docstring): apply ``action``, run the replay to the next
+        decision, return (observation, reward, terminated, False, info). The hot path of training:
+        the reward's constants are cached per guidance episode (``_reward_terms``) and the info is
+        one dict literal, with the values and the key order ``step_reward`` gives."""
+        st = self._state
+        state = self._replay
+        if state is None or st is None:
             raise RuntimeError("call reset() before step()")
-        m = self.obs_spec.num_instances
+        m = self._m
         a = int(action)
         invalid = not (0 <= a <= m and self._mask[a])
         if invalid:
             a = self._fallback()
-        choice = DELAY if a == m else a
-        penalty_s = 0.0 if choice == DELAY else float(self._state.snapshot.instances[choice, 9])
-        if choice != DELAY:
+        if a == m:
+            choice, penalty_s = DELAY, 0.0
+        else:
+            choice, penalty_s = a, float(st.snapshot.instances[a, 9])
             self._placed += 1
         t0 = self._now
-        cfg = self.reward_config
-        info: dict[str, Any] = {"invalid_action": invalid, "action": a}
-        info["mixing_weight"] = mixing_weight(cfg, self.guidance_episode)
-        try:
-            rv, cv = self._skip_holds(*self._gen.send(choice))
-        except StopIteration as done:
-            result: SimResult = done.value
-            self.last_result = result
-            self._gen = None
-            remaining = float(np.maximum(result.finish_s - t0, 0.0).sum())
-            parts = step_reward(
-                cfg,
-                ticks=0.0,
-                pending_weight=0.0,
-                completed=self._n_requests - self._finished,
-                mixing_penalty_s=penalty_s,
-                tick_s=self.tick_s,
-                episode=self.guidance_episode,
-            )
-            parts["drain"] = (
-                drain_reward(cfg, remaining_request_s=remaining, tick_s=self.tick_s) if cfg.drain else 0.0
-            )
-            info.update({f"reward_{k}": v for k, v in parts.items()})
-            info["now_s"] = result.sim_time_s
-            info["episode_mean_e2e_s"] = float(np.mean(result.e2e_s))
-            info["episode_requests"] = self._n_requests
-            self._state = None
-            return self._obs.copy(), float(sum(parts.values())), True, False, info
+        weight, c_mix = self._reward_terms()
+        state.decide(choice)
+        decision = self._next_decision()
+        if decision is None:
+            return self._end(a, invalid, weight, penalty_s, t0)
+        rv, cv = decision
         prev_finished = self._finished
-        self._observe(rv, cv)
-        st = self._state
-        assert st is not None
-        held = cv.router_queue_len + (1 if rv.waited_s > 0 else 0)
-        parts = step_reward(
-            cfg,
-            ticks=(self._now - t0) / self.tick_s,
-            pending_weight=float(np.add.reduce(st.pending_weight)) + held,
-            completed=self._finished - prev_finished,
-            mixing_penalty_s=penalty_s,
-            tick_s=self.tick_s,
-            episode=self.guidance_episode,
-        )
-        parts["drain"] = 0.0
-        info.update({f"reward_{k}": v for k, v in parts.items()})
-        info["now_s"] = self._now
-        return self._obs.copy(), float(sum(parts.values())), False, False, info
+        pending = self._observe(rv, cv) + (cv.router_queue_len + (1 if rv.waited_s > 0 else 0))
+        # step_reward's three terms, its operations in its order (tests/training/rl/test_env_reward.py)
+        r_in = self._c_in * pending * ((self._now - t0) / self.tick_s)
+        r_done = self._c_done * (self._finished - prev_finished) if self._c_done is not None else 0.0
+        r_mix = c_mix * penalty_s / self.tick_s
+        info = {
+            "invalid_action": invalid,
+            "action": a,
+            "mixing_weight": weight,
+            "reward_in_system": r_in,
+            "reward_completion": r_done,
+            "reward_mixing": r_mix,
+            "reward_drain": 0.0,
+            "now_s": self._now,
+        }
+        return self._obs.copy(), float(sum((r_in, r_done, r_mix, 0.0))), False, False, info
 
     def set_guidance_episode(self, k: int) -> None:
         """Called by the trainer after each finished episode (``k`` = episodes finished)."""
@@ -260,9 +253,7 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         return self._mask.copy()
 
     def close(self) -> None:
-        if self._gen is not None:
-            self._gen.close()
-            self._gen = None
+        self._replay = None
         super().close()
 
     # ------------------------------------------------------------------ internals
@@ -277,25 +268,85 @@ class RouterEnv(gym.Env[np.ndarray, np.int64]):
         mask = action_mask(st.snapshot, self.obs_spec)
         return st, mask, encode_observation(st.snapshot, self.obs_spec, mask)
 
-    def _observe(self, rv: RequestView, cv: ClusterView) -> None:
-        st, self._mask, self._obs = self.observation(rv, cv)
+    def _observe(self, rv: RequestView, cv: ClusterView) -> float:
+        """Make the decision at ``(rv, cv)`` the current one (state, mask, observation, clock, requests
+        finished) and return its pending weight summed over the instances (``np.add.reduce`` of
+        ``DecisionState.pending_weight``, for the reward; the kernel sums it in the same order)."""
+        c = self._compiled
+        if c is not None:
+            st, self._mask, self._obs = c.observe(rv, cv)
+            weight, in_system = c.weight_sum, c.in_system_sum
+        else:
+            st, self._mask, self._obs = self.observation(rv, cv)
+            weight, in_system = float(np.add.reduce(st.pending_weight)), int(np.add.reduce(st.in_system))
         self._state = st
         self._request = rv
         self._now = cv.now_s
-        self._finished = self._placed - int(np.add.reduce(st.in_system))
+        self._finished = self._placed - in_system
+        return weight
 
-    def _skip_holds(self, rv: RequestView, cv: ClusterView) -> tuple[RequestView, ClusterView]:
-        """Under admission control (``spec.hold_kv_headroom``) a decision where no instance can start
-        the request has DELAY as its only valid action: answer it here, tick after tick, without the
-        agent (the time waited counts in the next step's reward). The check reads the views
-        (``startable_instances`` through an ``AdmissionMemo``, the rule ``policy_serving.startable``
-        applies to the snapshot), so held ticks cost no snapshot."""
-        if self._hold is None:
-            return rv, cv
-        while (hold := self._hold.hold(cv, rv.prompt_tokens)) is not None:
-            assert self._gen is not None
-            rv, cv = self._gen.send(hold)  # a DELAY the replay re-offers only once some instance has room
-        return rv, cv
+    def _next_decision(self) -> tuple[RequestView, ClusterView] | None:
+        """The replay's next decision for the agent (None when the replay is over). Under admission
+        control (``spec.hold_kv_headroom``) a decision where no instance can start the request has
+        DELAY as its only valid action: answered here, tick after tick, without the agent (the time
+        waited counts in the next step's reward). The check reads the views (``startable_instances``
+        through an ``AdmissionMemo``, the rule ``policy_serving.startable`` applies to the snapshot),
+        so held ticks cost no snapshot."""
+        state = self._replay
+        assert state is not None
+        decision = state.next_decision()
+        memo = self._hold
+        if memo is None:
+            return decision
+        while (
+            decision is not None and (hold := memo.hold(decision[1], decision[0].prompt_tokens)) is not None
+        ):
+            state.decide(hold)  # a DELAY the replay re-offers only once some instance has room
+            decision = state.next_decision()
+        return decision
+
+    def _reward_terms(self) -> tuple[float, float]:
+        """(the mixing weight of the current guidance episode, ``-scale x`` that weight): computed
+        once per guidance episode (``rewards.mixing_weight``)."""
+        k = self.guidance_episode
+        if k != self._mix_episode:
+            w = mixing_weight(self.reward_config, k)
+            self._mix_terms = (w, -self.reward_config.scale * w)
+            self._mix_episode = k
+        return self._mix_terms
+
+    def _end(
+        self, a: int, invalid: bool, weight: float, penalty_s: float, t0: float
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """The terminal step: the replay is over after action ``a``. Reward from ``step_reward`` (no
+        ticks, the requests still in the system count as completed) and the drain term; info adds
+        the episode's mean E2E and size."""
+        state = self._replay
+        assert state is not None
+        cfg = self.reward_config
+        result = state.result
+        self.last_result = result
+        self._replay = None
+        remaining = float(np.maximum(result.finish_s - t0, 0.0).sum())
+        parts = step_reward(
+            cfg,
+            ticks=0.0,
+            pending_weight=0.0,
+            completed=self._n_requests - self._finished,
+            mixing_penalty_s=penalty_s,
+            tick_s=self.tick_s,
+            episode=self.guidance_episode,
+        )
+        parts["drain"] = (
+            drain_reward(cfg, remaining_request_s=remaining, tick_s=self.tick_s) if cfg.drain else 0.0
+        )
+        info: dict[str, Any] = {"invalid_action": invalid, "action": a, "mixing_weight": weight}
+        info.update({f"reward_{k}": v for k, v in parts.items()})
+        info["now_s"] = result.sim_time_s
+        info["episode_mean_e2e_s"] = float(np.mean(result.e2e_s))
+        info["episode_requests"] = self._n_requests
+        self._state = None
+        return self._obs.copy(), float(sum(parts.values())), True, False, info
 
     def _fallback(self) -> int:
         """The accepting instance with the least predicted completion time, else DELAY."""

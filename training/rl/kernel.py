@@ -14,15 +14,19 @@ last bit on ~3 % of inputs), applied between ``decision`` and ``encode_tail``.
 Importing this module imports numba (~1.2 s with the module); the first call compiles the kernels
 (~9 s once per machine, then loaded from numba's on-disk cache in ~0.9 s). Serving never imports it.
 
-What stays in Python per decision (``CompiledObserver``): reading the changed views' fields, keeping
-each instance's queue as rows of a float64 buffer (the simulator's queue, in arrival order, changes
-by requests leaving at the front and joining at the back: applied as a delta, like
-``SnapshotBuilder._queue_part``) and its running batch (copied when its ``BatchStats`` object
-changes), and wrapping the results in a ``DecisionState``.
+What stays in Python per decision (``CompiledObserver``): reading the changed views' fields and
+listing them, with each changed queue's delta (the simulator's queue, in arrival order, changes by
+requests leaving at the front and joining at the back: only the new entries are listed, like
+``SnapshotBuilder._queue_part``), as packed floats into one preallocated buffer; copying a running
+batch when its ``BatchStats`` object changes; one kernel call (``observe_kernel``: the deltas applied,
+stats, estimates, mask, encoder up to ``log1p``), ``np.log1p``, ``encode_tail``, and wrapping the
+results in a ``DecisionState``. A queued request's histogram cell, progress and remaining tokens are
+derived once, when it joins the kernel's copy of the queue (issue 16, fifth pass).
 """
 
 from __future__ import annotations
 
+import struct
 from itertools import chain
 from typing import Any, TypeGuard
 
@@ -156,22 +160,28 @@ def _prefill_s(lmc: np.ndarray, tokens: float) -> float:
 
 
 # ---------------------------------------------------------------------- per-instance stats
+QPLANES = 3
+"""Planes of the queue buffer (``CompiledObserver.qbuf``, shape (3, m, rows)): per queued request,
+what ``_derive`` gives for its entry, kept while it waits: its histogram cell (in the decode half
+when it decodes), its progress and its remaining tokens. Plane by plane, so that a queue's scan reads
+three contiguous runs."""
+
+
 @numba.njit(cache=True, inline="always")
-def _entry(
-    p: float, q: float, g: float, dec: bool, pedges: np.ndarray, dedges: np.ndarray, out: np.ndarray, k: int
-) -> tuple[float, float]:
-    """Count one request (prompt ``p``, predicted ``q``, generated ``g`` tokens) in its histogram cell
-    of ``out[k]``; returns (progress, remaining tokens) with numpy's NaN rules
-    (``SnapshotBuilder._convert``)."""
+def _derive(
+    p: float, q: float, g: float, dec: bool, pedges: np.ndarray, dedges: np.ndarray, half: int
+) -> tuple[int, float, float]:
+    """One request (prompt ``p``, predicted ``q``, generated ``g`` tokens, decoding ``dec``): its
+    histogram cell (``half`` more when decoding), progress and remaining tokens, with numpy's NaN
+    rules (``SnapshotBuilder._convert``)."""
     cell = _bisect_right(pedges, p) * (dedges.shape[0] + 1) + _bisect_right(dedges, q)
     if dec:
-        cell += (out.shape[1] - 2) // 2
-    out[k, cell] += 1.0
+        cell += half
     r = q - g
     if r < 1.0:
         r = 1.0
     x = g / (q if (q > 1.0 or q != q) else 1.0)
-    return (x if (x < 1.0 or x != x) else 1.0), r
+    return cell, (x if (x < 1.0 or x != x) else 1.0), r
 
 
 @numba.njit(cache=True)
@@ -194,13 +204,14 @@ def instance_stats(
 ) -> int:
     """Per instance ``k`` with ``changed[k]``: its bucket counts, pending weight and earliest-completion
     estimate into ``out[k]`` (2 Bp Bd counts, weight, seconds), from its queue rows
-    ``qbuf[k, qstart[k]:qstart[k]+qlen[k]]`` and batch rows ``bbuf[k, :blen[k]]`` (prompt, predicted,
-    generated (batch: generated at tick 0), decoding) at decode tick ``tick[k]``; ``queues`` = (qbuf,
-    qstart, qlen), ``batches`` = (bbuf, blen, tick). ``par`` = (block size, max batch size, alpha,
+    ``qbuf[:, k, qstart[k]:qstart[k]+qlen[k]]`` (``QPLANES``: each entry's cell, progress and remaining
+    tokens) and batch rows ``bbuf[k, :blen[k]]`` (prompt, predicted, generated at tick 0,
+    decoding) at decode tick ``tick[k]``. ``par`` = (block size, max batch size, alpha,
     progress relief). Returns -1, or the first instance with ``strict[k]`` (the simulator's
     ``BatchStats``) whose batch holds a NaN (``SnapshotBuilder._batch`` raises there; elsewhere a NaN
     propagates as in ``SnapshotBuilder._convert``)."""
     cells2 = out.shape[1] - 2
+    half = cells2 // 2
     for k in range(vs.shape[0]):
         if not changed[k]:
             continue
@@ -210,8 +221,10 @@ def instance_stats(
         nan_all = nan_dec = False
         min_all = min_dec = np.inf
         for i in range(qstart[k], qstart[k] + qlen[k]):
-            dec = qbuf[k, i, 3] > 0.5
-            x, r = _entry(qbuf[k, i, 0], qbuf[k, i, 1], qbuf[k, i, 2], dec, pedges, dedges, out, k)
+            cell = int(qbuf[0, k, i])
+            dec = cell >= half
+            out[k, cell] += 1.0
+            x, r = qbuf[1, k, i], qbuf[2, k, i]
             if r != r:
                 nan_all = True
                 nan_dec = nan_dec or dec
@@ -224,7 +237,8 @@ def instance_stats(
         for i in range(blen[k]):
             dec = bbuf[k, i, 3] > 0.5
             g = bbuf[k, i, 2] + tick[k] * bbuf[k, i, 3]
-            x, r = _entry(bbuf[k, i, 0], bbuf[k, i, 1], g, dec, pedges, dedges, out, k)
+            cell, x, r = _derive(bbuf[k, i, 0], bbuf[k, i, 1], g, dec, pedges, dedges, half)
+            out[k, cell] += 1.0
             if r != r:
                 if strict[k]:
                     return k
@@ -389,10 +403,11 @@ def decision(
     obs: np.ndarray,
     raw: np.ndarray,
     mask: np.ndarray,
-) -> None:
+) -> tuple[float, int]:
     """One decision's outputs from the instances' ``stats`` rows: ``instance_rows`` into ``inst``, the
     counts into ``hist`` (m, 2, Bp, Bd: prefill, decode), requests on each instance into
-    ``in_system`` (int64), pending weights into ``weights``, then ``encode_head``."""
+    ``in_system`` (int64), pending weights into ``weights``, then ``encode_head``. Returns the sums
+    of ``weights`` (``np.add.reduce``'s, bit for bit) and of ``in_system``: what the reward reads."""
     instance_rows(vs, req, lmc, par, stats, inst)
     m, cells = hist.shape[0], hist.shape[2] * hist.shape[3]
     for k in range(m):
@@ -401,6 +416,10 @@ def decision(
         in_system[k] = int(vs[k, 1] + vs[k, 2])
         weights[k] = stats[k, 2 * cells]
     encode_head(inst, stats[:, : 2 * cells], req, pedges, dedges, enc, scales, probs, obs, raw, mask)
+    total = 0
+    for k in range(m):
+        total += in_system[k]
+    return _pairwise(weights, m), total
 
 
 @numba.njit(cache=True)
@@ -428,13 +447,153 @@ def encode_tail(obs: np.ndarray, sq: np.ndarray, m: int, cells: int, r_req: int,
         out[i] = np.float32(x)
 
 
+# ---------------------------------------------------------------------- one call per decision
+REQ = 4
+"""Leading entries of ``observe_kernel``'s ``upd``: the request's prompt tokens, predicted output
+tokens, the router queue length and the seconds it waited (``encode_head``'s ``req``)."""
+HEAD = 8
+"""Fields of one instance's record in ``upd`` before its view fields: instance, queue start, queue
+length, row where its new queue entries go, their number, decode tick, simulator stats (1.0) or not,
+running-batch rows."""
+RECORD = HEAD + N_VIEW
+_REQ_BYTES = struct.Struct(f"={REQ}d")
+_RECORD_BYTES = struct.Struct(f"={RECORD}d")
+_ENTRY_BYTES = struct.Struct("=4d")
+"""``upd``'s parts as packed native float64 (``struct`` converts ints and bools as ``float()`` does)."""
+
+
+@numba.njit(cache=True)
+def apply_updates(
+    upd: np.ndarray,
+    n_upd: int,
+    changed: np.ndarray,
+    vs: np.ndarray,
+    qbuf: np.ndarray,
+    qstart: np.ndarray,
+    qlen: np.ndarray,
+    blen: np.ndarray,
+    tick: np.ndarray,
+    fast: np.ndarray,
+    pedges: np.ndarray,
+    dedges: np.ndarray,
+    half: int,
+) -> None:
+    """The changed instances' records of ``upd[:n_upd]`` (after its ``REQ`` request entries) into the state
+    arrays: ``changed[k]`` set for each and cleared for the others, the view fields into ``vs[k]``,
+    queue start and length, decode tick, stats kind and batch length, and the new queue entries
+    (4 floats each, after the record: prompt, predicted, generated tokens, decoding) as their
+    ``_derive``d cell, progress and remaining tokens into ``qbuf[:, k]`` (``QPLANES``) from the
+    record's row on (``half``: the decode half's first cell). Records are
+    ``RECORD`` floats (``HEAD`` then ``N_VIEW``), written by ``CompiledObserver.observe``."""
+    changed[:] = False
+    i = REQ
+    while i < n_upd:
+        k = int(upd[i])
+        changed[k] = True
+        qstart[k] = int(upd[i + 1])
+        qlen[k] = int(upd[i + 2])
+        row, n = int(upd[i + 3]), int(upd[i + 4])
+        tick[k] = upd[i + 5]
+        fast[k] = upd[i + 6] > 0.5
+        blen[k] = int(upd[i + 7])
+        vs[k, :] = upd[i + HEAD : i + RECORD]
+        i += RECORD
+        for j in range(n):
+            cell, x, r = _derive(upd[i], upd[i + 1], upd[i + 2], upd[i + 3] > 0.5, pedges, dedges, half)
+            qbuf[0, k, row + j] = cell
+            qbuf[1, k, row + j] = x
+            qbuf[2, k, row + j] = r
+            i += 4
+
+
+@numba.njit(cache=True)
+def observe_kernel(
+    upd: np.ndarray,
+    n_upd: int,
+    changed: np.ndarray,
+    fast: np.ndarray,
+    vs: np.ndarray,
+    qbuf: np.ndarray,
+    qstart: np.ndarray,
+    qlen: np.ndarray,
+    bbuf: np.ndarray,
+    blen: np.ndarray,
+    tick: np.ndarray,
+    pedges: np.ndarray,
+    dedges: np.ndarray,
+    lmc: np.ndarray,
+    par: np.ndarray,
+    stats: np.ndarray,
+    scratch: np.ndarray,
+    enc: np.ndarray,
+    scales: np.ndarray,
+    probs: np.ndarray,
+    inst: np.ndarray,
+    hist: np.ndarray,
+    in_system: np.ndarray,
+    weights: np.ndarray,
+    obs: np.ndarray,
+    raw: np.ndarray,
+    mask: np.ndarray,
+) -> tuple[int, float, int]:
+    """A decision up to the squashing, in one call: ``apply_updates``, ``instance_stats`` over the
+    changed instances, then ``decision`` with the request ``upd[:REQ]``. Returns (-1 or the instance
+    whose simulator batch holds a NaN: nothing after the stats is computed then, the weight sum, the
+    request count), the sums as ``decision`` gives them."""
+    half = stats.shape[1] // 2 - 1  # the decode half's first histogram cell
+    apply_updates(upd, n_upd, changed, vs, qbuf, qstart, qlen, blen, tick, fast, pedges, dedges, half)
+    bad = instance_stats(
+        changed, fast, vs, qbuf, qstart, qlen, bbuf, blen, tick, pedges, dedges, lmc, par, stats, scratch
+    )
+    if bad >= 0:
+        return bad, 0.0, 0
+    req = upd[:REQ]
+    w, n = decision(
+        vs,
+        req,
+        lmc,
+        par,
+        stats,
+        pedges,
+        dedges,
+        enc,
+        scales,
+        probs,
+        inst,
+        hist,
+        in_system,
+        weights,
+        obs,
+        raw,
+        mask,
+    )
+    return -1, w, n
+
+
 # ---------------------------------------------------------------------- the Python side
+def _extends(q: tuple[Any, ...], seen: tuple[Any, ...], d: int, kept: int) -> bool:
+    """``q[:kept] == seen[d:]`` (``kept = len(seen) - d <= len(q)``), slicing only one side when the
+    other is whole (nothing dropped, or nothing added: the usual cases)."""
+    if d == 0:
+        return (q if kept == len(q) else q[:kept]) == seen
+    if kept == len(q):
+        return q == seen[d:]
+    return q[:kept] == seen[d:]
+
+
 class CompiledObserver:
     """``SnapshotBuilder.build`` + ``action_mask`` + ``encode_observation`` of one decision through the
     kernels above (the same arguments as ``SnapshotBuilder``; the latency model must be linear:
     ``supports``). State between calls: each instance's last view, queue rows and batch rows, and its
     stats row (counts, weight, estimate), recomputed by ``instance_stats`` only for the instances
-    whose view is a new object. Memory: O(requests on the cluster)."""
+    whose view is a new object. Memory: O(requests on the cluster).
+
+    Per decision the Python side only reads the changed views and lists what changed as floats
+    (``upd``: the request, then one record per changed instance with its new queue entries, see
+    ``apply_updates``); a batch whose ``BatchStats`` object is new is copied here. One kernel call
+    (``observe_kernel``) then applies the records and computes everything up to the squashing,
+    ``np.log1p`` squashes, ``encode_tail`` finishes. Who keeps the queues' positions: this object
+    (``_qs``, ``_ql``, the truth), mirrored in ``qstart`` / ``qlen`` by the kernel."""
 
     def __init__(
         self,
@@ -478,7 +637,7 @@ class CompiledObserver:
         self.r_req = m + 1 + self.bp + self.bd
         self.vs = np.zeros((m, N_VIEW))
         self.changed = np.zeros(m, dtype=np.bool_)
-        self.qbuf = np.zeros((m, 256, 4))
+        self.qbuf = np.zeros((QPLANES, m, 256))
         self.qstart = np.zeros(m, dtype=np.int64)
         self.qlen = np.zeros(m, dtype=np.int64)
         self.bbuf = np.zeros((m, max(max_batch_size, 1), 4))
@@ -486,56 +645,68 @@ class CompiledObserver:
         self.tick = np.zeros(m)
         self.fast = np.zeros(m, dtype=np.bool_)
         self.stats = np.zeros((m, 2 * self.cells + 2))
-        self.scratch = np.zeros(self.qbuf.shape[1] + self.bbuf.shape[1])
+        self.scratch = np.zeros(self.qbuf.shape[2] + self.bbuf.shape[1])
         self._views: list[InstanceView | None] = [None] * m
         self._queues: list[tuple[Any, ...]] = [()] * m
         self._batches: list[BatchStats | None] = [None] * m
+        self._qs = [0] * m
+        """Per instance, the row of ``qbuf`` where its queue starts (the kernel's ``qstart`` follows)."""
+        self._ql = [0] * m
+        """Per instance, its queue rows (the kernel's ``qlen`` follows)."""
+        self._set_upd(np.zeros(REQ + m * (RECORD + 4)))
         self._no_probs = np.zeros(0)
+        self._n_probs = spec.n_length_buckets
+        self._obs_dim = spec.obs_dim
+        self._hist_shape = (m, 2, self.bp, self.bd)
         self._obs = np.empty(spec.obs_dim)
         """Scratch: the observation in float64 before its float32 copy (``encode_head``)."""
         self._raw = np.empty(len(self.scales))
         """Scratch: the inputs to squash (``encode_head``), squashed in place by ``np.log1p``."""
+        self.weight_sum = 0.0
+        """The last ``observe``'s pending weights summed (``np.add.reduce(pending_weight)``, bit for bit)."""
+        self.in_system_sum = 0
+        """The last ``observe``'s requests on the cluster (the sum of ``in_system``)."""
 
     # -------------------------------------------------------------- buffers
+    def _set_upd(self, upd: np.ndarray) -> None:
+        """``upd`` (float64) becomes the change buffer: one decision's changes (``apply_updates``),
+        rewritten from the front at every call, packed through ``_updv`` (its memoryview)."""
+        self.upd = upd
+        self._updv = upd.data
+
     def _grow(self, queue: int, batch: int) -> None:
-        """Room for ``queue`` queue rows and ``batch`` batch rows per instance (doubling)."""
-        if queue > self.qbuf.shape[1]:
-            q = np.zeros((self.m, max(queue, 2 * self.qbuf.shape[1]), 4))
-            for k in range(self.m):
-                s, n = int(self.qstart[k]), int(self.qlen[k])
-                q[k, :n] = self.qbuf[k, s : s + n]
+        """Room for ``queue`` queue rows and ``batch`` batch rows per instance (at least doubling).
+        Rows keep their places, so the rows of records already listed for this decision stay right."""
+        if queue > self.qbuf.shape[2]:
+            q = np.zeros((QPLANES, self.m, max(queue, 2 * self.qbuf.shape[2])))
+            q[:, :, : self.qbuf.shape[2]] = self.qbuf
             self.qbuf = q
-            self.qstart[:] = 0
         if batch > self.bbuf.shape[1]:
             b = np.zeros((self.m, max(batch, 2 * self.bbuf.shape[1]), 4))
             b[:, : self.bbuf.shape[1]] = self.bbuf
             self.bbuf = b
-        self.scratch = np.zeros(self.qbuf.shape[1] + self.bbuf.shape[1])
+        self.scratch = np.zeros(self.qbuf.shape[2] + self.bbuf.shape[1])
 
-    def _append(self, k: int, entries: tuple[Any, ...]) -> None:
-        """Entries (prompt, predicted, generated, decoding) after instance ``k``'s queue rows."""
-        n = len(entries)
-        s, used = int(self.qstart[k]), int(self.qlen[k])
-        if s + used + n > self.qbuf.shape[1]:
-            if used + n > self.qbuf.shape[1]:
-                self._grow(used + n, 0)
+    def _reserve(self, k: int, n: int) -> int:
+        """Room for ``n`` more queue rows of instance ``k`` (its rows slid to the front, or the buffer
+        grown, when its tail is full); counts them in its length and returns the first new row."""
+        s, used = self._qs[k], self._ql[k]
+        if s + used + n > self.qbuf.shape[2]:
+            if used + n > self.qbuf.shape[2]:
+                self._grow(s + used + n, 0)
             else:  # slide the rows to the front
-                self.qbuf[k, :used] = self.qbuf[k, s : s + used]
-                self.qstart[k] = 0
-            s = int(self.qstart[k])
-        rows = self.qbuf[k, s + used : s + used + n]
-        if n == 1:
-            rows[0] = entries[0]
-        else:
-            rows[:] = np.fromiter(chain.from_iterable(entries), np.float64, 4 * n).reshape(n, 4)
-        self.qlen[k] = used + n
+                self.qbuf[:, k, :used] = self.qbuf[:, k, s : s + used]
+                self._qs[k] = s = 0
+        self._ql[k] = used + n
+        return s + used
 
-    def _set_queue(self, k: int, q: tuple[Any, ...]) -> None:
-        """Instance ``k``'s queue rows become ``q``: the cached entries less ``d`` at the front plus
-        some at the back when ``q`` is that (compared by value), else ``q`` whole."""
+    def _queue(self, k: int, q: tuple[Any, ...]) -> tuple[int, tuple[Any, ...]]:
+        """Instance ``k``'s queue becomes ``q``: the cached entries less ``d`` at the front plus some at
+        the back when ``q`` is that (compared by value), else ``q`` whole. Returns the first row for
+        the entries to add and those entries (the kernel writes them)."""
         seen = self._queues[k]
         if q is seen:
-            return
+            return 0, ()
         self._queues[k] = q
         if q and seen:
             try:
@@ -543,17 +714,15 @@ class CompiledObserver:
             except ValueError:
                 d = -1
             kept = len(seen) - d
-            if d >= 0 and kept <= len(q) and q[:kept] == seen[d:]:
-                self.qstart[k] += d
-                self.qlen[k] -= d
-                if kept < len(q):
-                    self._append(k, q[kept:])
-                return
-        self.qstart[k] = self.qlen[k] = 0
-        if q:
-            self._append(k, q)
+            if d >= 0 and kept <= len(q) and _extends(q, seen, d, kept):
+                self._qs[k] += d
+                self._ql[k] -= d
+                new = q[kept:]
+                return (self._reserve(k, len(new)), new) if new else (0, ())
+        self._qs[k] = self._ql[k] = 0
+        return (self._reserve(k, len(q)), q) if q else (0, ())
 
-    def _set_batch(self, k: int, b: BatchStats) -> None:
+    def _batch(self, k: int, b: BatchStats) -> None:
         """Instance ``k``'s batch rows become the simulator's ``BatchStats`` ``b`` (copied when new)."""
         if b is self._batches[k]:
             return
@@ -566,11 +735,57 @@ class CompiledObserver:
         rows[:n, 1] = b.pred
         rows[:n, 2] = b.base
         rows[:n, 3] = b.decoding
-        self.blen[k] = n
 
-    def _set_view(self, k: int, v: InstanceView) -> None:
-        """Instance ``k``'s view fields and stats rows from ``v``."""
-        self.vs[k] = (
+    def _plain_batch(self, k: int, run: tuple[Any, ...]) -> None:
+        """Instance ``k``'s batch rows from plain entries (views not made by the simulator)."""
+        self._batches[k] = None
+        if len(run) > self.bbuf.shape[1]:
+            self._grow(0, len(run))
+        if run:
+            self.bbuf[k, : len(run)] = np.fromiter(
+                chain.from_iterable(run), np.float64, 4 * len(run)
+            ).reshape(len(run), 4)
+
+    def _record(self, k: int, v: InstanceView, at: int) -> int:
+        """Instance ``k``'s record (``apply_updates``) for its new view ``v`` into ``self.upd`` at entry
+        ``at``, its new queue entries after it (its batch rows copied when new); returns the entry
+        after them."""
+        s = v.request_stats
+        if s is None:
+            raise ValueError(
+                "the views carry no request_stats: replay with ClusterConfig(request_stats=True) "
+                "(routers with needs_request_stats=True get it from simulate)"
+            )
+        if isinstance(s, RequestStats):
+            q = s.queue
+            row, new = (0, ()) if q is self._queues[k] else self._queue(k, q)
+            b = s.batch
+            if b is not self._batches[k]:
+                self._batch(k, b)
+            nb, tick, fast = len(b.prompt), s.tick, 1.0
+        else:  # a plain sequence of entries: the queue, then the running batch (its last num_running)
+            entries = tuple(s)
+            split = len(entries) - min(max(v.num_running, 0), len(entries))
+            row, new = self._queue(k, entries[:split])
+            run = entries[split:]
+            self._plain_batch(k, run)
+            nb, tick, fast = len(run), 0, 0.0
+        n = len(new)
+        end = at + RECORD + 4 * n
+        if end > len(self.upd):
+            self._set_upd(np.concatenate((self.upd, np.zeros(max(end, 2 * len(self.upd))))))
+        buf = self._updv
+        _RECORD_BYTES.pack_into(
+            buf,
+            8 * at,
+            k,
+            self._qs[k],
+            self._ql[k],
+            row,
+            n,
+            tick,
+            fast,
+            nb,
             1.0 if v.accepting else 0.0,
             v.num_running,
             v.num_waiting,
@@ -580,33 +795,21 @@ class CompiledObserver:
             v.outstanding_decode_tokens,
             v.num_decode_requests,
         )
-        s = v.request_stats
-        if s is None:
-            raise ValueError(
-                "the views carry no request_stats: replay with ClusterConfig(request_stats=True) "
-                "(routers with needs_request_stats=True get it from simulate)"
-            )
-        if isinstance(s, RequestStats):
-            self._set_queue(k, s.queue)
-            self._set_batch(k, s.batch)
-            self.tick[k] = s.tick
-            self.fast[k] = True
-            return
-        # a plain sequence of entries: the queue, then the running batch (its last num_running)
-        entries = tuple(s)
-        split = len(entries) - min(max(v.num_running, 0), len(entries))
-        self._set_queue(k, entries[:split])
-        self._batches[k] = None
-        run = entries[split:]
-        if len(run) > self.bbuf.shape[1]:
-            self._grow(0, len(run))
-        if run:
-            self.bbuf[k, : len(run)] = np.fromiter(
-                chain.from_iterable(run), np.float64, 4 * len(run)
-            ).reshape(len(run), 4)
-        self.blen[k] = len(run)
-        self.tick[k] = 0.0
-        self.fast[k] = False
+        if n == 1:
+            _ENTRY_BYTES.pack_into(buf, 8 * (at + RECORD), *new[0])
+        elif n:
+            self.upd[at + RECORD : end] = np.fromiter(chain.from_iterable(new), np.float64, 4 * n)
+        return end
+
+    def _forget(self) -> None:
+        """Drop every cache (after an error while listing a decision's changes): the next call
+        rebuilds each instance from its view."""
+        m = self.m
+        self._views = [None] * m
+        self._queues = [()] * m
+        self._batches = [None] * m
+        self._qs = [0] * m
+        self._ql = [0] * m
 
     # -------------------------------------------------------------- one decision
     def observe(
@@ -614,80 +817,49 @@ class CompiledObserver:
     ) -> tuple[DecisionState, np.ndarray, np.ndarray]:
         """(the decision's ``DecisionState``, its action mask (bool, m + 1), its observation (float32,
         ``spec.obs_dim``)): what ``SnapshotBuilder.build``, ``action_mask`` and ``encode_observation``
-        give. Raises ``ValueError`` like them (views without stats, a NaN in the simulator's batch)."""
+        give. Also sets ``weight_sum`` and ``in_system_sum`` (the reward's sums). Raises
+        ``ValueError`` like them (views without stats, a NaN in the simulator's batch)."""
         m = self.m
         views = cluster.instances
         if len(views) != m:
             raise ValueError(f"cluster has {len(views)} instances, the spec expects {m}")
-        changed = False
-        for k, v in enumerate(views):
-            new = v is not self._views[k]
-            self.changed[k] = new
-            if new:
-                self._set_view(k, v)
-                self._views[k] = v
-                changed = True
-        if changed:
-            self._run_stats()
-        req_t = (
+        req = (
             float(request.prompt_tokens),
             float(request.predicted_output_tokens),
             float(cluster.router_queue_len),
             float(request.waited_s),
         )
-        req = np.array(req_t)
+        _REQ_BYTES.pack_into(self._updv, 0, *req)
+        seen = self._views
         probs = None
-        if self.spec.n_length_buckets:
-            probs = length_bucket_probs(
-                self.spec, req_t[1], request.predicted_bucket_probs, request.predicted_bucket_edges
-            )
-            if probs is None or len(probs) != self.spec.n_length_buckets:  # None: the spec reads none
-                raise ValueError(
-                    f"{0 if probs is None else len(probs)} length-bucket probabilities, "
-                    f"the policy reads {self.spec.n_length_buckets}"
+        at = REQ
+        try:
+            for k in range(m):
+                v = views[k]
+                if v is not seen[k]:
+                    at = self._record(k, v, at)
+                    seen[k] = v
+            if self._n_probs:
+                probs = length_bucket_probs(
+                    self.spec, req[1], request.predicted_bucket_probs, request.predicted_bucket_edges
                 )
+                if probs is None or len(probs) != self._n_probs:  # None: the spec reads none
+                    raise ValueError(
+                        f"{0 if probs is None else len(probs)} length-bucket probabilities, "
+                        f"the policy reads {self._n_probs}"
+                    )
+        except BaseException:  # the caches no longer match the kernel's state: rebuild them next time
+            self._forget()
+            raise
         inst = np.empty((m, N_FIELDS))
-        hist = np.empty((m, 2, self.bp, self.bd))
+        hist = np.empty(self._hist_shape)
         in_system = np.empty(m, dtype=np.int64)
         weights = np.empty(m)
         mask = np.empty(m + 1, dtype=np.bool_)
-        obs, raw = self._obs, self._raw
-        decision(
-            self.vs,
-            req,
-            self.lmc,
-            self.par,
-            self.stats,
-            *self.edges,
-            self.enc,
-            self.scales,
-            self._no_probs if probs is None else probs,
-            inst,
-            hist,
-            in_system,
-            weights,
-            obs,
-            raw,
-            mask,
-        )
-        np.log1p(raw, out=raw)
-        out = np.empty(self.spec.obs_dim, dtype=np.float32)
-        encode_tail(obs, raw, m, self.cells, self.r_req, out)
-        snap = RouterSnapshot(
-            prompt_tokens=req_t[0],
-            predicted_output_tokens=req_t[1],
-            router_queue_len=req_t[2],
-            waited_s=req_t[3],
-            instances=inst,
-            prefill_hist=hist[:, 0],
-            decode_hist=hist[:, 1],
-            predicted_bucket_probs=probs,
-        )
-        return DecisionState(snap, in_system, weights), mask, out
-
-    def _run_stats(self) -> None:
-        """``instance_stats`` over the changed instances; a NaN in a simulator batch raises."""
-        bad = instance_stats(
+        raw = self._raw
+        bad, self.weight_sum, self.in_system_sum = observe_kernel(
+            self.upd,
+            at,
             self.changed,
             self.fast,
             self.vs,
@@ -702,8 +874,23 @@ class CompiledObserver:
             self.par,
             self.stats,
             self.scratch,
+            self.enc,
+            self.scales,
+            self._no_probs if probs is None else probs,
+            inst,
+            hist,
+            in_system,
+            weights,
+            self._obs,
+            raw,
+            mask,
         )
         if bad >= 0:
             for k in np.flatnonzero(self.changed).tolist():
                 self._views[k] = None  # recomputed at the next call
             raise ValueError("NaN predicted or generated tokens in the simulator's batch stats")
+        np.log1p(raw, out=raw)
+        out = np.empty(self._obs_dim, dtype=np.float32)
+        encode_tail(self._obs, raw, m, self.cells, self.r_req, out)
+        snap = RouterSnapshot(*req, inst, hist[:, 0], hist[:, 1], {}, probs)  # the fields in their order
+        return DecisionState(snap, in_system, weights), mask, out

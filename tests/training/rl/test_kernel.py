@@ -8,6 +8,7 @@ measured by ``loadwise bench env``, never asserted here."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ from tests.training.rl.test_observation import BATCH, BLOCK, RELIEF, _view_seque
 from training.impact.penalty import DEFAULT_ALPHA
 from training.length.baselines import OraclePredictor
 from training.rl.env import KERNEL_ENV_VAR, RouterEnv, use_kernel
-from training.rl.kernel import CompiledObserver, _pairwise, supports
+from training.rl.kernel import QPLANES, REQ, CompiledObserver, _extends, _pairwise, supports
 from training.rl.observation import DecisionState, SnapshotBuilder
 from training.rl.policy_serving import ObsSpec, action_mask, encode_observation
 from training.simulator.config import ClusterConfig, QueuePolicy
@@ -158,6 +159,68 @@ def test_preempting_replays_match_with_simulator_stats_and_with_plain_tuples(pol
     assert decisions >= 400
 
 
+def test_small_buffers_grow_and_slide_and_match_the_python_path():
+    """The observer's queue and batch buffers start at 2 rows and its change buffer at its minimum:
+    an overloaded replay makes them slide (a queue's rows moved to the front) and grow (doubling)
+    many times, several instances in one decision included; every decision still equals the Python
+    path's."""
+    lm = load_latency_model(PAPER_PROFILE)
+    cluster = ClusterConfig(
+        num_instances=4, instance=default_instance_config(PAPER_PROFILE), request_stats=True
+    )
+    twins = _Twins(ObsSpec(num_instances=4), lm)
+    obs = twins.compiled
+    obs.qbuf = np.zeros((QPLANES, 4, 2))
+    obs.bbuf = np.zeros((4, 2, 4))
+    obs.scratch = np.zeros(4)
+    obs._set_upd(np.zeros(REQ + 1))
+    gen = replay(conversation_trace(400, 20.0, 4), cluster, lm, OraclePredictor())
+    pointer = decisions = 0
+    try:
+        rv, cv = next(gen)
+        while True:
+            twins.check(rv, cv)
+            decisions += 1
+            choice = _round_robin(cv, pointer, 4)
+            pointer = (choice + 1) % 4 if choice != DELAY else pointer
+            rv, cv = gen.send(choice)
+    except StopIteration:
+        pass
+    assert decisions == 400
+    assert obs.qbuf.shape[2] >= 64
+    assert obs.bbuf.shape[1] >= 16
+
+
+def test_an_error_mid_decision_leaves_the_observer_consistent():
+    """A view without ``request_stats`` after instances already listed as changed raises (as the
+    Python path does) and leaves no half-applied state: the following decisions, whose views the
+    observer had partly seen, still equal the Python path's."""
+    lm = load_latency_model(PAPER_PROFILE)
+    cluster = ClusterConfig(
+        num_instances=3, instance=default_instance_config(PAPER_PROFILE), request_stats=True
+    )
+    twins = _Twins(ObsSpec(num_instances=3), lm)
+    gen = replay(conversation_trace(120, 12.0, 2), cluster, lm, OraclePredictor())
+    decisions = broken = 0
+    try:
+        rv, cv = next(gen)
+        while True:
+            if decisions % 7 == 3:
+                no_stats = dataclasses.replace(cv.instances[2], request_stats=None)
+                bad = dataclasses.replace(cv, instances=(*cv.instances[:2], no_stats))
+                with pytest.raises(ValueError, match="request_stats"):
+                    twins.compiled.observe(rv, bad)
+                with pytest.raises(ValueError, match="request_stats"):
+                    twins.python_observe(rv, bad)
+                broken += 1
+            twins.check(rv, cv)
+            decisions += 1
+            rv, cv = gen.send(decisions % 3 if cv.instances[decisions % 3].accepting else DELAY)
+    except StopIteration:
+        pass
+    assert broken >= 15
+
+
 @settings(derandomize=True, max_examples=60, deadline=None)
 @given(_view_sequences(), st.sampled_from([None, 0.2]), st.sampled_from([1, 4, BATCH]), st.booleans())
 def test_view_sequences_match_the_python_path(seq, headroom, batch, buckets):
@@ -286,3 +349,20 @@ def test_serving_and_the_env_module_do_not_import_numba():
         "assert 'numba' not in sys.modules, 'numba imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_queue_delta_check_is_the_slice_comparison():
+    """``_extends(q, seen, d, kept)`` is ``q[:kept] == seen[d:]`` for every queue ``q`` of up to 5
+    entries over 4 values and every drop ``d`` from a 4-entry ``seen`` (the one-slice shortcuts
+    included)."""
+    seen = ((1, 1.0, 0, False), (2, 2.0, 0, False), (3, 3.0, 1, False), (4, 4.0, 0, False))
+    checked = 0
+    for n in range(1, 6):
+        for picks in itertools.product(range(4), repeat=n):
+            q = tuple(seen[i] for i in picks)
+            for d in range(len(seen)):
+                kept = len(seen) - d
+                if kept <= len(q):
+                    assert _extends(q, seen, d, kept) == (q[:kept] == seen[d:])
+                    checked += 1
+    assert checked > 1000
