@@ -888,6 +888,34 @@ def _csv_fields(item: _Planned, file_id: int) -> str:
     )
 
 
+# The staged columns that ``_fast`` does not store: the fast path derives them from the columns it
+# stores, exactly as the format's ``staging.stg_<format>_fields`` macro defines them (staging.sql: the
+# same expression on the same value, so the same result bit for bit). Every stored column costs the
+# temporary table's write and the marts insert's read: for an Azure file the 6 staged columns were
+# 4 to store (~5-10 % of the staging statement, 1 M rows). tests/warehouse/test_fast_csv.py checks
+# each expression against the macro's column.
+FAST_DERIVED: dict[str, dict[str, str]] = {
+    "azure": {"arrival_abs_s": "epoch_us(arrival_ts) / 1e6", "order_key": "arrival_ts"},
+    "vidur": {"arrival_ts": "NULL::TIMESTAMP", "order_key": "arrival_abs_s"},
+    "burstgpt": {
+        "arrival_ts": "NULL::TIMESTAMP",
+        "prefix_hash_ids": "NULL::BIGINT[]",
+        "order_key": "arrival_abs_s",
+    },
+}
+
+
+def _fast_columns(fmt: str, staged: str) -> tuple[str, str]:
+    """SQL column lists for ``_stage_fast``: what ``_fast`` stores of the ``staged`` columns (a
+    comma-separated list), and the ``staged`` columns, in order, rebuilt from ``_fast``
+    (``FAST_DERIVED``)."""
+    derived = FAST_DERIVED[fmt]
+    names = [c.strip() for c in staged.split(",")]
+    stored = ", ".join(c for c in names if c not in derived)
+    rebuilt = ", ".join(f"{derived[c]} AS {c}" if c in derived else c for c in names)
+    return stored, rebuilt
+
+
 def _stage_fast(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, columns: str) -> bool:
     """Stage a CSV line-format file as ``_staged`` with DuckDB's parallel CSV reader; False (nothing
     staged) when the file must take the line-by-line path (``staging.stg_<format>_rows('_lines')``).
@@ -895,8 +923,9 @@ def _stage_fast(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, co
     The line path numbers the lines with ``row_number() OVER ()`` in one thread, and the split,
     casts and checks run in that thread too. Here DuckDB's CSV reader splits the lines on every
     core and the format's ``_fields`` macro casts and checks them (the same macros as the line
-    path), into the temporary table ``_fast``, which keeps the rows in file order (insertion order
-    is preserved), so a row's ``rowid`` is its rank among the lines the reader kept. The reader
+    path), into the temporary table ``_fast`` (the columns that ``FAST_DERIVED`` does not rebuild),
+    which keeps the rows in file order (insertion order is preserved), so a row's ``rowid`` is its
+    rank among the lines the reader kept. The reader
     keeps exactly the lines with ``n_fields`` fields; it skips blank lines and lines with another
     field count, silently. Nothing may be lost, so the rows are counted:
 
@@ -917,10 +946,11 @@ def _stage_fast(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, co
         return False  # (without insertion order, rowid would not be the file order)
     fmt = item.detected.format
     staged = columns.removeprefix("file_id, line, ") + ", order_key"
+    stored, rebuilt = _fast_columns(fmt, staged)
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW _fields AS {_csv_fields(item, file_id)}")
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _fast AS SELECT {staged} FROM staging.stg_{fmt}_fields('_fields')"
+            f"CREATE OR REPLACE TEMP TABLE _fast AS SELECT {stored} FROM staging.stg_{fmt}_fields('_fields')"
         )
     except duckdb.Error:
         _drop_temporaries(con, ("_fast", "_fields"))
@@ -929,7 +959,7 @@ def _stage_fast(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, co
     if kept == item.scan.line_count - 1:
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW _staged AS SELECT {file_id}::INTEGER AS file_id, "
-            f"rowid + 2 AS line, {staged} FROM _fast"
+            f"rowid + 2 AS line, {rebuilt} FROM _fast"
         )
         return True
     _, n_fields = _field_pos(item.detected)
@@ -947,7 +977,7 @@ def _stage_fast(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, co
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _staged AS SELECT * FROM ("
-        f"SELECT {file_id}::INTEGER AS file_id, n.line, f.* FROM _fast AS f "
+        f"SELECT {file_id}::INTEGER AS file_id, n.line, {rebuilt} FROM _fast AS f "
         "POSITIONAL JOIN (SELECT line FROM _numbered WHERE ok) AS n "
         f"UNION ALL BY NAME SELECT {staged} , file_id, line FROM staging.stg_{fmt}_rows('_exc_lines')"
         ") ORDER BY line"
