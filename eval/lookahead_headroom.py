@@ -5,7 +5,11 @@ replays the first ``--requests`` requests of each held-out seed of ``--workload`
 ``--instances`` x ``--profile`` at ``--rate`` with the registered length predictor (``--predictor-version``)
 through ``simulate_with_lookahead``, and the ``--baselines`` routers through ``simulate`` on the same
 trace and ``RouterContext`` (what ``loadwise compare`` replays). One JSON line per seed on stdout: each
-router's mean / p99 E2E (s), and the teacher's decisions, rollouts, decisions/s and forks/s.
+router's mean / p99 E2E (s), and the teacher's decisions, rollouts, decisions/s and forks/s, and
+``paired``: its paired comparisons with the base's own answer (``paired_summary``).
+``--conservative --z Z --min-margin M``: the conservative teacher. ``--oracle all|lengths|future``:
+the DIAGNOSTIC teacher of ``eval.lookahead_oracle`` (true lengths and/or true arrivals in its
+rollouts; reported under ``lookahead_ORACLE_<which>_diagnostic``, never a router).
 
 Who calls this: a person measuring the teacher (docs/rl_router.md "Lookahead teacher"); slow (the
 teacher costs tens of milliseconds per decision), so run it ``nice``d, one process per seed.
@@ -22,7 +26,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from eval.spec import Replays
+    from training.routing.lookahead import PairedStats
     from training.routing.registry import RouterContext
     from training.simulator.interface import LengthPredictor
     from training.simulator.request import Request
@@ -45,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", default="workload_impact_greedy")
     ap.add_argument("--admission", action="store_true", help="also try DELAY (use a +hold --base)")
     ap.add_argument("--baselines", default="round_robin,workload_impact_greedy")
+    ap.add_argument(
+        "--conservative", action="store_true", help="keep the base's answer unless significantly beaten"
+    )
+    ap.add_argument("--z", type=float, default=2.0, help="standard errors a conservative deviation needs")
+    ap.add_argument("--min-margin", type=float, default=0.0, help="score seconds a deviation must gain")
+    ap.add_argument(
+        "--oracle",
+        choices=("all", "lengths", "future"),
+        default=None,
+        help="DIAGNOSTIC: the teacher reads the trace's true lengths and/or future (eval.lookahead_oracle)",
+    )
     ap.add_argument(
         "--bench-at",
         type=int,
@@ -101,9 +119,27 @@ def main(argv: list[str] | None = None) -> int:
             base=args.base,
             admission=args.admission,
             stop_at_horizon=not args.drain,
+            conservative=args.conservative,
+            z=args.z,
+            min_margin_s=args.min_margin,
         )
-        run = simulate_with_lookahead(trace, built.cluster, built.latency_model, fixed, ctx, params)
-        row["lookahead"] = _summary(run.result.e2e_s) | {
+        if args.oracle:
+            from eval.lookahead_oracle import simulate_with_oracle_lookahead
+
+            run = simulate_with_oracle_lookahead(
+                trace,
+                built.cluster,
+                built.latency_model,
+                fixed,
+                ctx,
+                params,
+                true_lengths=args.oracle in ("all", "lengths"),
+                true_future=args.oracle in ("all", "future"),
+            )
+        else:
+            run = simulate_with_lookahead(trace, built.cluster, built.latency_model, fixed, ctx, params)
+        key = f"lookahead_ORACLE_{args.oracle}_diagnostic" if run.oracle else "lookahead"
+        row[key] = _summary(run.result.e2e_s) | {
             "decisions": run.decisions,
             "rollouts": run.rollouts,
             "teacher_wall_s": round(run.teacher_wall_s, 2),
@@ -112,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "forks_per_s": round(run.rollouts / max(run.fork_wall_s, 1e-9), 1),
             "delays": sum(1 for c in run.choices if c < 0),
         }
+        row["paired"] = paired_summary(run.paired, params.samples)
         row["params"] = {k: getattr(params, k) for k in params.__dataclass_fields__}
         print(json.dumps(row), flush=True)
     return 0
@@ -175,6 +212,26 @@ def bench(
             "agrees_with_greedy": agree,
         }
         print(json.dumps(row), flush=True)
+
+
+def paired_summary(paired: Sequence[PairedStats], samples: int) -> dict[str, float]:
+    """The teacher's paired comparisons with its base over a replay: decisions compared, the
+    median |mean| and median std over samples of the best alternative's score difference (score
+    seconds), the median |t| (= |mean| / (std / sqrt(samples))), how often the plain argmin leaves the
+    base's answer (``plain_deviates``: best mean < 0), and how often a deviation is significant."""
+    if not paired:
+        return {"decisions": 0}
+    mean = np.array([x.mean_s for x in paired])
+    std = np.array([x.std_s for x in paired])
+    t = np.abs(mean) / np.maximum(std / np.sqrt(samples), 1e-12)
+    return {
+        "decisions": len(paired),
+        "median_abs_mean_s": round(float(np.median(np.abs(mean))), 5),
+        "median_std_s": round(float(np.median(std)), 5),
+        "median_abs_t": round(float(np.median(t)), 3) if samples > 1 else float("nan"),
+        "plain_deviates": round(float(np.mean(mean < 0)), 4),
+        "significant": round(float(np.mean([x.significant for x in paired])), 4),
+    }
 
 
 def _summary(e2e: np.ndarray) -> dict[str, float]:

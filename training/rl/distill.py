@@ -171,6 +171,8 @@ def label_episode(
     m = spec.num_instances
     predictor = SampledLengths(env.sampler.predictor)
     teacher = LookaheadTeacher(params, teacher_context(env), predictor)
+    if teacher.is_oracle:  # the diagnostic eval.lookahead_oracle reads the truth: never a label source
+        raise ValueError("distillation refuses an oracle lookahead teacher (a diagnostic, not a teacher)")
     state = ReplayState(requests, env.cluster, env.sampler.latency_model, predictor, router_name="distill")
     by_id = {r.request_id: r for r in requests}
     icfg = env.cluster.instance

@@ -33,6 +33,13 @@ The cheap teacher (``stop_at_horizon``): each rollout stops at ``now + horizon_s
 play are scored by ``backlog_e2e`` (finished: E2E; unfinished: elapsed time plus a list-scheduling
 estimate of the remaining time of their sampled remaining tokens on their instance).
 
+The conservative teacher (``conservative``): the base router's own answer is the default; another
+candidate replaces it only when its paired score difference to that answer (sample by sample, common
+random numbers) is significant: below ``-z`` standard errors and ``-min_margin_s`` (``paired_choice``).
+A teacher that never finds one replays exactly as its base. ``LookaheadRun.paired`` keeps each
+decision's comparison. The oracle diagnostic (``eval.lookahead_oracle``: the same teacher given the
+trace's truth) is refused by ``drive_teacher`` unless asked for by name.
+
 Who calls this: evaluation scripts measuring the teacher's headroom (``eval.lookahead_headroom``,
 docs/rl_router.md "Lookahead teacher"); the distillation's data generation (``training.rl.distill``).
 Cost: candidates x samples rollouts per decision: at 535 requests in the system (paper main setting,
@@ -48,6 +55,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -100,6 +108,14 @@ class LookaheadParams:
         stop_at_horizon: the cheap teacher: stop each rollout at ``now + horizon_s`` and score the
             requests in play by ``backlog_e2e`` (finished: their E2E; unfinished: elapsed time plus a
             list-scheduling estimate of their remaining time) instead of draining it to the end.
+        conservative: keep the base's own answer unless another candidate is significantly better
+            (``paired_choice``): its mean paired score difference to the base's answer, sample by
+            sample (the same sampled future for both), must be below ``-z`` standard errors and below
+            ``-min_margin_s``. False (the default): the lowest summed score wins, as before.
+        z: standard errors of the paired mean a deviation needs (``conservative`` only; with one
+            sample there is no standard error and only ``min_margin_s`` applies).
+        min_margin_s: score seconds (mean E2E of the requests in play plus the tail term) a deviation
+            must gain on average (``conservative`` only).
     """
 
     samples: int = 4
@@ -112,10 +128,15 @@ class LookaheadParams:
     admission: bool = False
     log_uniform: bool = False
     stop_at_horizon: bool = False
+    conservative: bool = False
+    z: float = 2.0
+    min_margin_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.max_arrivals < 0:
             raise ValueError(f"samples must be >= 1 and max_arrivals >= 0, got {self}")
+        if not (self.z >= 0 and self.min_margin_s >= 0):
+            raise ValueError(f"z and min_margin_s must be >= 0, got {self}")
         if not (self.horizon_s >= 0 and math.isfinite(self.horizon_s)):
             raise ValueError(f"horizon_s must be finite and >= 0, got {self.horizon_s}")
         if not 0 <= self.tail_quantile <= 1 or self.tail_weight < 0:
@@ -265,6 +286,46 @@ def _sample_lengths(
     return np.maximum(floor, np.minimum(out, np.asarray(max_out, dtype=np.int64)))
 
 
+@dataclass(frozen=True)
+class PairedStats:
+    """One decision's paired comparison of the candidates with the base's own answer.
+
+    ``index``: the candidate the conservative rule picks (the base's unless a deviation is
+    significant); ``best``: the candidate with the lowest mean paired difference other than the
+    base's (-1 when there is none); ``mean_s`` / ``std_s``: the mean and the standard deviation over
+    samples (ddof 1; 0 with one sample) of ``score[best] - score[base]``, in score seconds;
+    ``significant``: ``mean_s < -min_margin_s`` and ``mean_s < -z x std_s / sqrt(samples)``."""
+
+    index: int
+    base: int
+    best: int
+    mean_s: float
+    std_s: float
+    significant: bool
+
+
+def paired_choice(per_sample: np.ndarray, base: int, z: float, min_margin_s: float) -> PairedStats:
+    """The conservative rule on one decision's ``(samples, candidates)`` scores (lower is better).
+
+    Each candidate's difference to the base's answer (column ``base``) is taken sample by sample
+    (common random numbers: both saw the same sampled future and lengths); the candidate with the
+    lowest mean difference replaces the base's answer only when that mean is below ``-min_margin_s``
+    and below ``-z`` standard errors of the mean (no standard error with one sample: the margin
+    alone decides). Ties keep the base. Who calls this: ``LookaheadTeacher.decide``. O(samples x
+    candidates)."""
+    n, m = per_sample.shape
+    if m < 2:
+        return PairedStats(base, base, -1, 0.0, 0.0, False)
+    diff = per_sample - per_sample[:, [base]]
+    mean = diff.mean(axis=0)
+    mean[base] = np.inf
+    best = int(np.argmin(mean))
+    std = float(diff[:, best].std(ddof=1)) if n > 1 else 0.0
+    gain = -float(mean[best])
+    significant = gain > min_margin_s and gain > z * std / math.sqrt(n)
+    return PairedStats(best if significant else base, base, best, -gain, std, significant)
+
+
 @dataclass
 class LookaheadTeacher:
     """Picks each decision by rollouts; see the module docstring. One per replay (it keeps what it
@@ -280,9 +341,23 @@ class LookaheadTeacher:
     wall_s: float = 0.0
     fork_s: float = 0.0
     """Wall seconds spent in ``ReplayState.fork`` (forks/s = rollouts / fork_s)."""
+    _own: Router | None = None
+    paired: list[PairedStats] = field(default_factory=list)
+    """Each decision's paired comparison with the base's answer (``paired_choice``), in order."""
+    is_oracle: ClassVar[bool] = False
+    """True only for the labelled diagnostic that reads the trace's truth (``eval.lookahead_oracle``);
+    ``simulate_with_lookahead`` and the distillation refuse such a teacher."""
 
     def observe(self, k: Known) -> None:
         self.seen.setdefault(k.request_id, k)
+
+    def _own_base(self) -> Router:
+        """The base router that answers the replay's decisions (the conservative teacher's default
+        answer): one router, reset once with ``params.seed`` and asked at every decision, as a plain
+        replay of the base with that seed asks it (its tie-breaks and memory are that replay's)."""
+        if self._own is None:
+            self._own = self._base(self.params.seed)
+        return self._own
 
     def _base(self, seed: int) -> Router:
         router = get_router(self.params.base, self.ctx)
@@ -348,46 +423,58 @@ class LookaheadTeacher:
         return out
 
     def decide(self, state: ReplayState, rv: RequestView, cv: ClusterView) -> int:
-        """The teacher's answer to the pending decision of ``state`` (which this call does not drive)."""
+        """The teacher's answer to the pending decision of ``state`` (which this call does not drive).
+
+        Every candidate's score is computed per sample (``_sample_scores``); the plain teacher picks
+        the lowest sum (ties: the lowest index), the ``conservative`` one keeps the base's answer
+        unless ``paired_choice`` finds a significantly better candidate. Either way the paired
+        comparison with the base's answer is recorded in ``self.paired`` (when the base's answer is a
+        candidate)."""
         t0 = time.perf_counter()
         p = self.params
         k = self.decisions
         self.decisions += 1
         candidates: list[int] = list(cv.accepting)
+        own = self._own_base().route(rv, cv)  # the base policy's answer, its router kept over the replay
         if p.admission:  # DELAY, as the base's Hold when it answers one (the replay then skips offers)
-            base = self._base(p.seed + k).route(rv, cv)
-            candidates.append(base if isinstance(base, Hold) else DELAY)
+            hold = own if p.conservative else self._base(p.seed + k).route(rv, cv)
+            candidates.append(hold if isinstance(hold, Hold) else DELAY)
         if len(candidates) <= 1:
-            choice = candidates[0] if candidates else self._base(p.seed + k).route(rv, cv)
+            if candidates:
+                choice = candidates[0]
+            else:
+                choice = own if p.conservative else self._base(p.seed + k).route(rv, cv)
             self.wall_s += time.perf_counter() - t0
             return choice if isinstance(choice, Hold) else int(choice)
+        per_sample = self._sample_scores(state, candidates, k)
+        scores = np.zeros(len(candidates))
+        for row in per_sample:  # summed sample by sample, as the scores always were
+            scores += row
+        choice = candidates[int(np.argmin(scores))]  # ties: the first candidate (lowest index)
+        base_index = candidates.index(own) if own in candidates else None
+        if base_index is not None:
+            stats = paired_choice(per_sample, base_index, p.z, p.min_margin_s)
+            self.paired.append(stats)
+            if p.conservative:
+                choice = candidates[stats.index]
+        self.wall_s += time.perf_counter() - t0
+        return choice
+
+    def _sample_scores(self, state: ReplayState, candidates: list[int], k: int) -> np.ndarray:
+        """``(samples, candidates)`` scores of decision ``k``: row ``j`` is sample ``j``'s world (its
+        lengths and future, seeded ``[seed, k, j]``), the same for every candidate."""
+        p = self.params
         icfg = state.config.instance
         cap_tokens = icfg.total_kv_blocks * icfg.block_size
-
-        def max_out(prompt: int) -> int:
-            return max(1, cap_tokens - prompt + 1)
-
         unfinished = state.unfinished()
-        scores = np.zeros(len(candidates))
-        if p.stop_at_horizon:
-            ks = [self.seen[rid] for rid, _ in unfinished]
-            done = np.array([g for _, g in unfinished], dtype=np.int64)
-            caps = np.array([max_out(x.prompt_tokens) for x in ks], dtype=np.int64)
+        out = np.zeros((p.samples, len(candidates)))
         for j in range(p.samples):
             rng = np.random.default_rng([p.seed, k, j])
+            lengths = self._draw_lengths(unfinished, rng, cap_tokens)
+            future = self._draw_future(state.now_s, rng, cap_tokens)
             if p.stop_at_horizon:
-                drawn = _sample_lengths(ks, done, rng, caps, p.log_uniform).tolist()
-                lengths = {rid: d for (rid, _), d in zip(unfinished, drawn, strict=True)}
-                future = self._future_fast(state.now_s, rng, cap_tokens)
-                scores += self._horizon_scores(state, candidates, unfinished, lengths, future, k, j)
+                out[j] = self._horizon_scores(state, candidates, unfinished, lengths, future, k, j)
                 continue
-            lengths = {
-                rid: _sample_length(
-                    self.seen[rid], g, rng, max_out(self.seen[rid].prompt_tokens), p.log_uniform
-                )
-                for rid, g in unfinished
-            }
-            future = self._future(state.now_s, rng, max_out)
             in_play = {rid for rid, _ in unfinished} | {r.request_id for r in future}
             for c, action in enumerate(candidates):
                 t_fork = time.perf_counter()
@@ -396,10 +483,32 @@ class LookaheadTeacher:
                 fork.decide(action)
                 res = fork.run(self._base(p.seed + 7919 * k + j).route)
                 self.rollouts += 1
-                scores[c] += _score(res, in_play, p)
-        choice = candidates[int(np.argmin(scores))]  # ties: the first candidate (lowest index)
-        self.wall_s += time.perf_counter() - t0
-        return choice
+                out[j, c] = _score(res, in_play, p)
+        return out
+
+    def _draw_lengths(
+        self, unfinished: list[tuple[str, int]], rng: np.random.Generator, cap_tokens: int
+    ) -> dict[str, int]:
+        """Sampled output lengths of the unfinished requests (longer than what each has streamed)."""
+        p = self.params
+        if p.stop_at_horizon:  # vectorized draws
+            ks = [self.seen[rid] for rid, _ in unfinished]
+            done = np.array([g for _, g in unfinished], dtype=np.int64)
+            caps = np.array([max(1, cap_tokens - x.prompt_tokens + 1) for x in ks], dtype=np.int64)
+            drawn = _sample_lengths(ks, done, rng, caps, p.log_uniform).tolist()
+            return {rid: d for (rid, _), d in zip(unfinished, drawn, strict=True)}
+        return {
+            rid: _sample_length(
+                self.seen[rid], g, rng, max(1, cap_tokens - self.seen[rid].prompt_tokens + 1), p.log_uniform
+            )
+            for rid, g in unfinished
+        }
+
+    def _draw_future(self, now: float, rng: np.random.Generator, cap_tokens: int) -> list[Request]:
+        """Sampled arrivals over ``[now, now + horizon_s)`` (see ``_future``)."""
+        if self.params.stop_at_horizon:
+            return self._future_fast(now, rng, cap_tokens)
+        return self._future(now, rng, lambda prompt: max(1, cap_tokens - prompt + 1))
 
     def _horizon_scores(
         self,
@@ -584,6 +693,10 @@ class LookaheadRun:
     teacher_wall_s: float
     fork_wall_s: float = 0.0
     """Wall seconds of the teacher spent in ``ReplayState.fork`` (forks/s = rollouts / fork_wall_s)."""
+    paired: list[PairedStats] = field(default_factory=list)
+    """The teacher's paired comparisons with its base, one per decision with a choice (``decide``)."""
+    oracle: bool = False
+    """True for the diagnostic teacher that read the trace's truth (``eval.lookahead_oracle``)."""
 
 
 def simulate_with_lookahead(
@@ -605,9 +718,32 @@ def simulate_with_lookahead(
     ``params.seed``: the same inputs give the same choices."""
     params = params or LookaheadParams()
     wrapped = SampledLengths(predictor)
+    return drive_teacher(
+        requests, config, latency_model, LookaheadTeacher(params, ctx, wrapped), fast_forward
+    )
+
+
+def drive_teacher(
+    requests: Sequence[Request],
+    config: ClusterConfig,
+    latency_model: LatencyModel,
+    teacher: LookaheadTeacher,
+    fast_forward: bool = True,
+    *,
+    allow_oracle: bool = False,
+) -> LookaheadRun:
+    """The driver of ``simulate_with_lookahead``: replay ``requests`` with ``teacher`` answering every
+    decision (its ``predictor`` is the replay's). A teacher that reads the truth (``is_oracle``) is
+    refused unless ``allow_oracle`` (only the labelled diagnostic ``eval.lookahead_oracle`` passes
+    it). Who calls this: ``simulate_with_lookahead``, the oracle diagnostic."""
+    if teacher.is_oracle and not allow_oracle:
+        raise ValueError(
+            "an oracle lookahead teacher reads the trace's true lengths and future: diagnostic only "
+            "(eval.lookahead_oracle), never a router, a label source or a registered model"
+        )
     by_id = {r.request_id: r for r in requests}
-    teacher = LookaheadTeacher(params, ctx, wrapped)
-    state = ReplayState(requests, config, latency_model, wrapped, fast_forward, router_name="lookahead")
+    name = "lookahead-ORACLE" if teacher.is_oracle else "lookahead"
+    state = ReplayState(requests, config, latency_model, teacher.predictor, fast_forward, router_name=name)
     choices: list[int] = []
     times: list[float] = []
     while (decision := state.next_decision()) is not None:
@@ -619,7 +755,15 @@ def simulate_with_lookahead(
         times.append(state.now_s)
         state.decide(choice)
     return LookaheadRun(
-        state.result, choices, times, teacher.decisions, teacher.rollouts, teacher.wall_s, teacher.fork_s
+        state.result,
+        choices,
+        times,
+        teacher.decisions,
+        teacher.rollouts,
+        teacher.wall_s,
+        teacher.fork_s,
+        list(teacher.paired),
+        teacher.is_oracle,
     )
 
 

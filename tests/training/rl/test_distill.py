@@ -177,3 +177,15 @@ def test_train_router_method_distill_registers_a_policy_the_rl_router_routes_wit
     res = simulate(reqs, router, env_cfg, lm, TaskMeanPredictor.fit(reqs), seed=0)
     assert len(res.e2e_s) == 25
     assert np.all(np.isfinite(res.e2e_s))
+
+
+def test_distillation_refuses_the_oracle_teacher(tiny_sampler, monkeypatch):
+    """The diagnostic that reads the trace's truth (eval.lookahead_oracle) can never label data: with
+    it in place of the teacher class, ``label_episode`` refuses before replaying anything."""
+    import training.rl.distill as distill
+    from eval.lookahead_oracle import OracleLookaheadTeacher
+
+    env = RouterEnv(tiny_sampler, spec=_cfg().obs_spec())
+    monkeypatch.setattr(distill, "LookaheadTeacher", OracleLookaheadTeacher)
+    with pytest.raises(ValueError, match="refuses an oracle"):
+        label_episode(env, tiny_requests(5, n=30), TEACHER)
