@@ -29,6 +29,48 @@ def _own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOADWISE_HOME", str(tmp_path / "home"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_mlflow_template(tmp_path_factory: pytest.TempPathFactory):
+    """Each new SQLite MLflow store of the session starts as a copy of one MLflow migrated itself.
+
+    MLflow builds a new store by running its ~60 alembic migrations one by one: 4-9 s of CPU here,
+    paid by every test that registers a model in a fresh ``$LOADWISE_HOME``. Here MLflow's own
+    ``_initialize_tables`` runs once, into a template file; afterwards, for a SQLite engine, the
+    template's pages are copied into the new database with SQLite's backup API (the same tables,
+    indexes and ``alembic_version``, so ``_verify_schema`` and every later migration check see what
+    MLflow made). Other databases (the PostgreSQL tests) and subprocesses migrate as usual."""
+    import sqlite3
+
+    import mlflow.store.db.utils as db_utils
+    import mlflow.store.model_registry.sqlalchemy_store as registry_store
+    import sqlalchemy
+
+    original = db_utils._initialize_tables
+    template = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{template}")
+    try:
+        original(engine)
+    finally:
+        engine.dispose()
+
+    def initialize_from_template(engine: sqlalchemy.engine.Engine) -> None:
+        if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+            original(engine)
+            return
+        raw = engine.raw_connection()
+        try:
+            with sqlite3.connect(template) as source:
+                source.backup(raw.driver_connection)
+        finally:
+            raw.close()
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(db_utils, "_initialize_tables", initialize_from_template)
+    patch.setattr(registry_store, "_initialize_tables", initialize_from_template)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real public data folder; tests that need it skip with the reason when it is absent."""
