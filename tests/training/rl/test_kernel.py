@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import subprocess
 import sys
+from collections.abc import Callable, Generator
 
 import numpy as np
 import pytest
@@ -93,6 +94,26 @@ def _round_robin(cv: ClusterView, pointer: int, m: int) -> int:
     return next((i % m for i in range(pointer, pointer + m) if i % m in ok), DELAY)
 
 
+def _drive_round_robin(
+    gen: Generator[tuple[RequestView, ClusterView], int, object],
+    check: Callable[[RequestView, ClusterView], None],
+) -> int:
+    """Answer every decision of the replay ``gen`` round robin over 4 instances, after ``check``
+    looked at it; return the number of decisions."""
+    pointer = decisions = 0
+    try:
+        rv, cv = next(gen)
+        while True:
+            check(rv, cv)
+            decisions += 1
+            choice = _round_robin(cv, pointer, 4)
+            pointer = (choice + 1) % 4 if choice != DELAY else pointer
+            rv, cv = gen.send(choice)
+    except StopIteration:
+        pass
+    return decisions
+
+
 def test_every_decision_of_an_overloaded_replay_matches_the_python_path():
     """The bench's setting (20 req/s on 4 V100s: queues of ~100-200 requests, more than 128 per
     instance, so numpy's pairwise sum splits): three specs, with and without length buckets,
@@ -111,20 +132,15 @@ def test_every_decision_of_an_overloaded_replay_matches_the_python_path():
     ]
     twins = [_Twins(s, lm) for s in specs]
     gen = replay(conversation_trace(700, 20.0, 3), cluster, lm, OraclePredictor())
-    pointer = decisions = longest = 0
-    try:
-        rv, cv = next(gen)
-        while True:
-            for t in twins:
-                t.check(rv, cv)
-            longest = max(longest, *(len(v.request_stats or ()) for v in cv.instances))
-            decisions += 1
-            choice = _round_robin(cv, pointer, 4)
-            pointer = (choice + 1) % 4 if choice != DELAY else pointer
-            rv, cv = gen.send(choice)
-    except StopIteration:
-        pass
-    assert decisions == 700
+    longest = 0
+
+    def check(rv: RequestView, cv: ClusterView) -> None:
+        nonlocal longest
+        for t in twins:
+            t.check(rv, cv)
+        longest = max(longest, *(len(v.request_stats or ()) for v in cv.instances))
+
+    assert _drive_round_robin(gen, check) == 700
     assert longest > 128
 
 
@@ -175,18 +191,7 @@ def test_small_buffers_grow_and_slide_and_match_the_python_path():
     obs.scratch = np.zeros(4)
     obs._set_upd(np.zeros(REQ + 1))
     gen = replay(conversation_trace(400, 20.0, 4), cluster, lm, OraclePredictor())
-    pointer = decisions = 0
-    try:
-        rv, cv = next(gen)
-        while True:
-            twins.check(rv, cv)
-            decisions += 1
-            choice = _round_robin(cv, pointer, 4)
-            pointer = (choice + 1) % 4 if choice != DELAY else pointer
-            rv, cv = gen.send(choice)
-    except StopIteration:
-        pass
-    assert decisions == 400
+    assert _drive_round_robin(gen, twins.check) == 400
     assert obs.qbuf.shape[2] >= 64
     assert obs.bbuf.shape[1] >= 16
 
