@@ -87,13 +87,18 @@ def other_truth(reqs: list[Request], cut_s: float) -> list[Request]:
     return seen + later
 
 
-@BOTH
+@pytest.mark.parametrize(
+    "params",
+    [PARAMS, CHEAP, replace(CHEAP, conservative=True, z=0.0)],
+    ids=["drain", "stop_at_horizon", "conservative"],
+)
 def test_the_teacher_never_reads_true_lengths_or_the_true_future(monkeypatch, params: LookaheadParams):
     """Two traces identical up to ``cut_s`` as a router knows them (same arrivals, prompts, tasks, same
     tokens streamed so far) but with other true lengths of the unfinished requests and another future:
     the teacher decides identically up to ``cut_s``. A teacher whose forks keep the truth does not
     (the same check with ``fork`` ignoring its ``future`` / ``lengths``; for the cheap teacher, whose
-    score needs its sampled arrivals in the fork, ignoring ``lengths``), so the check can fail."""
+    score needs its sampled arrivals in the fork, ignoring ``lengths``), so the check can fail. The
+    conservative teacher runs with ``z = 0``, so that it deviates from its base often."""
     reqs = trace(40, 0)
     a = teach(reqs, params)
     # a router sees a request finish: the traces agree as a router knows them only until the first one
