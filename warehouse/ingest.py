@@ -925,9 +925,9 @@ def _stage_fast(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, co
     core and the format's ``_fields`` macro casts and checks them (the same macros as the line
     path), into the temporary table ``_fast`` (the columns that ``FAST_DERIVED`` does not rebuild),
     which keeps the rows in file order (insertion order is preserved), so a row's ``rowid`` is its
-    rank among the lines the reader kept. The reader
-    keeps exactly the lines with ``n_fields`` fields; it skips blank lines and lines with another
-    field count, silently. Nothing may be lost, so the rows are counted:
+    rank among the lines the reader kept. The reader keeps exactly the lines with ``n_fields``
+    fields; it skips blank lines and lines with another field count, silently. Nothing may be lost,
+    so the rows are counted:
 
     - every data line kept (the file's line count, from the content-hash pass, less the header):
       line = ``rowid + 2``, and ``_staged`` is a view over ``_fast``;
