@@ -16,7 +16,7 @@ disk; for the other formats
 the records go into ``raw.<format>``. The format's staging casts and checks each row against the
 plausible ranges (``warehouse/sql/staging.sql``), rejected rows go to ``raw.quarantine`` with the
 reason and the source line's text, and the rest are appended to the narrow tables under the
-``marts.requests`` view (``marts.trace_requests``, ``marts.trace_requests_labelled``) or to
+``marts.requests`` view (``marts.trace_requests``, ``_timed``, ``_labelled``) or to
 ``marts.requests_stored`` (``warehouse/sql/marts.sql``). Per file
 ``rows_read == ingested + quarantined`` (checked). Rows are counted after the CSV header and, for
 CASTILLO, per generation sample (a record whose ``output_sizes`` is missing counts as one row).
@@ -67,7 +67,8 @@ from warehouse.store import resolve_path, write_session
 
 TEXT_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".txt")
 LINE_FORMATS = ("azure", "burstgpt", "vidur", "mooncake")
-NARROW_FORMATS = ("azure", "vidur")  # their rows go to marts.trace_requests (no per-row labels)
+NARROW_FORMATS = ("azure", "vidur")  # their rows go to narrow tables (no per-row labels):
+TIMED_FORMATS = ("azure",)  # marts.trace_requests_timed (arrival_s derived), else marts.trace_requests
 RAW_TABLE = {
     "azure": "raw.azure",
     "burstgpt": "raw.burstgpt",
@@ -521,7 +522,7 @@ _LINE_STAGED_COLUMNS = (
     "file_id, line, reject_reason, arrival_abs_s, arrival_ts, prompt_tokens, output_tokens, task, model, "
     "prefix_hash_ids, status"
 )
-# What marts.trace_requests keeps of the narrow formats (their task and status are the file's).
+# What the narrow formats stage (their task and status are the file's; see _stage_lines).
 _NARROW_STAGED_COLUMNS = (
     "file_id, line, reject_reason, arrival_abs_s, arrival_ts, prompt_tokens, output_tokens"
 )
@@ -680,8 +681,8 @@ def _known_hashes(db_path: Path) -> dict[str, int] | None:
 
 
 _FILE_TABLES = (
-    "raw.quarantine", "marts.trace_requests", "marts.trace_requests_labelled", "marts.requests_stored",
-    "raw.files",
+    "raw.quarantine", "marts.trace_requests", "marts.trace_requests_timed", "marts.trace_requests_labelled",
+    "marts.requests_stored", "raw.files",
 )  # fmt: skip
 
 
@@ -810,10 +811,12 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -
     The staged rows leave out the line text and the columns the format's staging macro leaves NULL
     (``LINE_FORMAT_NULL_COLUMNS``): the text is not carried through the ``time_backwards`` window nor
     copied into the temporary table. Rejected lines get their text from ``_lines`` (for a file read
-    by DuckDB: a second scan of the file, only when a line was rejected). ``marts.trace_requests``
-    (Azure, Vidur: ``NARROW_FORMATS``) or ``marts.trace_requests_labelled`` (BurstGPT, Mooncake) get
-    what varies per row: the file's constants are in ``raw.files``, a task equal to the file's and the
-    status ``ok`` are written NULL (``marts.requests`` fills them in; ``marts.sql``).
+    by DuckDB: a second scan of the file, only when a line was rejected). The narrow tables get what
+    varies per row: ``marts.trace_requests_timed`` (Azure: ``TIMED_FORMATS``; no ``arrival_s``, which
+    ``marts.requests`` derives from ``arrival_ts`` and ``raw.files.arrival_origin_s``),
+    ``marts.trace_requests`` (Vidur) or ``marts.trace_requests_labelled`` (BurstGPT, Mooncake). The
+    file's constants are in ``raw.files``; a task equal to the file's and the status ``ok`` are
+    written NULL (``marts.requests`` fills them in; ``marts.sql``).
     """
     det, path = item.detected, item.path
     columns = _NARROW_STAGED_COLUMNS if det.format in NARROW_FORMATS else _LINE_STAGED_COLUMNS
@@ -837,6 +840,12 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -
     # Trace start = the first accepted arrival of the file (accepted arrivals are non-decreasing).
     start_s = float(start) if start is not None else 0.0
     arrival = f"arrival_abs_s - {start_s!r}::DOUBLE"
+    if det.format in TIMED_FORMATS:  # arrival_s = the same expression, evaluated by marts.requests
+        con.execute(
+            "INSERT INTO marts.trace_requests_timed SELECT file_id, line, prompt_tokens, output_tokens, "
+            "arrival_ts FROM _staged WHERE reject_reason IS NULL"
+        )
+        return _finish(con, item, file_id, rows_read, ingested, arrival_origin_s=start_s)
     if det.format in NARROW_FORMATS:
         table, columns = "marts.trace_requests", "arrival_ts"
     else:
@@ -986,13 +995,21 @@ def _stage_fast(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, co
 
 
 def _finish(
-    con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int, rows_read: int, ingested: int
+    con: duckdb.DuckDBPyConnection,
+    item: _Planned,
+    file_id: int,
+    rows_read: int,
+    ingested: int,
+    *,
+    arrival_origin_s: float | None = None,
 ) -> FileReport:
-    """Record the file's counts in ``raw.files``, drop the load's temporary tables, report the file."""
+    """Record the file's counts (and arrival origin, for a timed trace) in ``raw.files``, drop the
+    load's temporary tables, report the file."""
     quarantined = rows_read - ingested
     con.execute(
-        "UPDATE raw.files SET rows_read = ?, ingested = ?, quarantined = ? WHERE file_id = ?",
-        [rows_read, ingested, quarantined, file_id],
+        "UPDATE raw.files SET rows_read = ?, ingested = ?, quarantined = ?, arrival_origin_s = ? "
+        "WHERE file_id = ?",
+        [rows_read, ingested, quarantined, arrival_origin_s, file_id],
     )
     _drop_temporaries(con)
     return FileReport(

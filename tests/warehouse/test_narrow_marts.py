@@ -58,12 +58,13 @@ def test_requests_is_a_view_with_the_contract_columns_and_no_raw_copy(tmp_path: 
             <= _one(con, "SELECT count(*) FROM raw.quarantine WHERE reason LIKE 'line_too_long%'")[0]
         )
         # The trace rows are narrow; their ids are the strings the table held before.
-        narrow = _one(
-            con,
-            "SELECT count(*) FROM duckdb_columns() "
-            "WHERE schema_name = 'marts' AND table_name = 'trace_requests'",
+        widths = dict(
+            con.execute(
+                "SELECT table_name, count(*) FROM duckdb_columns() "
+                "WHERE schema_name = 'marts' AND table_name LIKE 'trace_requests%' GROUP BY 1"
+            ).fetchall()
         )
-        assert narrow == (6,)
+        assert widths == {"trace_requests": 6, "trace_requests_timed": 5, "trace_requests_labelled": 9}
         prefix = f"azure:{content_hash(azure)[:16]}:"
         assert _one(
             con,
@@ -122,6 +123,13 @@ def test_a_warehouse_with_the_old_requests_table_keeps_its_rows(tmp_path: Path, 
 
 CLASHES = {
     "a trace line twice": "INSERT INTO marts.trace_requests SELECT * FROM marts.trace_requests LIMIT 1",
+    "a timed trace line twice": (
+        "INSERT INTO marts.trace_requests_timed SELECT * FROM marts.trace_requests_timed LIMIT 1"
+    ),
+    "a line in two trace tables": (
+        "INSERT INTO marts.trace_requests SELECT file_id, line, 0.0, prompt_tokens, output_tokens, "
+        "arrival_ts FROM marts.trace_requests_timed LIMIT 1"
+    ),
     "a stored id twice": "INSERT INTO marts.requests_stored SELECT * FROM marts.requests_stored LIMIT 1",
     "a stored id equal to a trace row's": (
         "INSERT INTO marts.requests_stored SELECT * REPLACE (request_id || '' AS request_id, 9 AS file_id) "
@@ -152,19 +160,22 @@ def test_the_request_id_check_catches_every_clash(tmp_path: Path, wh: Path, clas
     assert found > 0
 
 
-def test_the_order_proof_holds_after_loads_and_never_fails_a_check_alone(tmp_path: Path, wh: Path) -> None:
-    """``checks.TRACE_PAIRS_PROVED_UNIQUE`` is 0 on warehouses loads made (files of both trace tables,
-    over two loads), so the (file_id, line) hash is skipped; a row out of block order but unique breaks
-    the proof, and the exact count then passes the check."""
+@pytest.mark.parametrize("table", checks.TRACE_TABLES)
+def test_the_order_proof_holds_after_loads_and_never_fails_a_check_alone(
+    tmp_path: Path, wh: Path, table: str
+) -> None:
+    """``checks.TRACE_PAIRS_PROVED_UNIQUE`` is 0 on warehouses loads made (files of every trace table,
+    over two loads), so the (file_id, line) hash is skipped; a row out of block order but unique (in
+    each trace table) breaks the proof, and the exact count then passes the check."""
     ingest([SAMPLES[n].write(tmp_path / "a") for n in ("azure", "burstgpt", "mooncake")], warehouse=wh)
     ingest([SAMPLES[n].write(tmp_path / "b") for n in ("vidur", "canonical")], warehouse=wh)
     con = duckdb.connect(str(wh))
     try:
         assert _one(con, checks.TRACE_PAIRS_PROVED_UNIQUE) == (0,)
+        assert _one(con, f"SELECT count(*) FROM {table}")[0] > 0
         con.execute(
-            "INSERT INTO marts.trace_requests SELECT * REPLACE (line + 1000000 AS line) "
-            "FROM marts.trace_requests "
-            "WHERE file_id = (SELECT min(file_id) FROM marts.trace_requests) LIMIT 1"
+            f"INSERT INTO {table} SELECT * REPLACE (line - 1000000 AS line) FROM {table} "
+            f"WHERE file_id = (SELECT min(file_id) FROM {table}) LIMIT 1"
         )
         assert _one(con, checks.TRACE_PAIRS_PROVED_UNIQUE)[0] > 0
         found = {r.name: r.offending for r in checks.run_checks(con)}
@@ -181,6 +192,13 @@ HAND_EDITS = {
     ),
     "a trace row deleted": (
         "DELETE FROM marts.trace_requests WHERE line = (SELECT max(line) FROM marts.trace_requests)"
+    ),
+    "a timed trace row deleted": (
+        "DELETE FROM marts.trace_requests_timed "
+        "WHERE line = (SELECT max(line) FROM marts.trace_requests_timed)"
+    ),
+    "a timed file's arrival origin erased": (
+        "UPDATE raw.files SET arrival_origin_s = NULL WHERE format = 'azure'"
     ),
     "a file's registry row removed": "DELETE FROM raw.files WHERE format = 'vidur'",
     "a second registry row under one file_id": (
@@ -212,3 +230,33 @@ def test_the_cheap_checks_catch_what_the_full_checks_catch(tmp_path: Path, wh: P
     assert cheap[checks.REQUEST_ID_NOT_NULL] == full[checks.REQUEST_ID_NOT_NULL]
     if edit == "a second registry row under one file_id":
         assert cheap["raw.files.file_id unique"] > 0
+
+
+def test_a_timed_trace_row_s_arrival_is_the_load_s_expression_bit_for_bit(tmp_path: Path, wh: Path) -> None:
+    """Azure rows store ``arrival_ts`` only: ``marts.requests.arrival_s`` is derived from it and the
+    file's ``raw.files.arrival_origin_s`` (its first accepted arrival). It equals, bit for bit, what
+    the load stored before (the staged ``epoch_us(ts) / 1e6`` less that origin), recomputed here in
+    Python from the view's own timestamps; the origin is the first row's."""
+    from warehouse.synthetic import write_azure_file
+
+    path = write_azure_file(tmp_path / "AzureLLMInferenceTrace_conv.csv", 2_000, "conv", seed=3)
+    ingest([path], warehouse=wh)
+    con = connect_readonly(wh)
+    try:
+        rows = con.execute(
+            "SELECT arrival_ts, arrival_s FROM marts.requests WHERE format = 'azure' ORDER BY line"
+        ).fetchall()
+        (origin,) = _one(con, "SELECT arrival_origin_s FROM raw.files WHERE format = 'azure'")
+        stored = _one(con, "SELECT count(*) FROM marts.trace_requests_timed")
+    finally:
+        con.close()
+    assert stored == (2_000,)
+    assert len(rows) == 2_000
+
+    def epoch_us(ts: datetime) -> int:
+        return (ts - datetime(1970, 1, 1)) // (datetime(1970, 1, 1, 0, 0, 0, 1) - datetime(1970, 1, 1))
+
+    assert origin == epoch_us(rows[0][0]) / 1e6
+    expected = [epoch_us(ts) / 1e6 - origin for ts, _ in rows]
+    assert [s for _, s in rows] == expected
+    assert any(s != round(s, 3) for s in expected)  # sub-millisecond arrivals: a real comparison

@@ -98,6 +98,7 @@ COMMENT ON COLUMN raw.files.quarantined IS 'Records rejected to raw.quarantine [
 COMMENT ON COLUMN raw.files.load_id IS 'raw.load_log.load_id of the load that ingested it';
 COMMENT ON COLUMN raw.files.ingested_at IS 'When the file was ingested [UTC]';
 COMMENT ON COLUMN raw.files.id_prefix IS 'Request-id prefix of its rows, source:content-hash[:16]: (a trace row''s request_id is this || line)';
+COMMENT ON COLUMN raw.files.arrival_origin_s IS 'Azure (timed) traces: the first accepted arrival [epoch s]; marts.requests.arrival_s = epoch_us(arrival_ts) / 1e6 - this. NULL for other files';
 COMMENT ON TABLE raw.load_log IS 'Load log: one row per published load (a failed load publishes nothing, so it leaves no row)';
 COMMENT ON COLUMN raw.load_log.load_id IS 'Load id (random hex), raw.files.load_id of its files';
 COMMENT ON COLUMN raw.load_log.started_at IS 'When the load started [UTC]';
@@ -326,13 +327,19 @@ COMMENT ON COLUMN ops.nightly_runs.details IS 'JSON: step outcomes (steps), each
 COMMENT ON COLUMN ops.nightly_runs.evaluation_id IS 'marts.eval_results.evaluation_id of the router evaluation the run judged by (a cached one: the earlier id); NULL: none';
 
 -- The two tables under the marts.requests view (marts.sql).
-COMMENT ON TABLE marts.trace_requests IS 'Rows of the Azure and Vidur traces, narrow: the per-file constants are in raw.files; read them through marts.requests';
+COMMENT ON TABLE marts.trace_requests IS 'Rows of the Vidur traces (and of Azure files loaded before marts.trace_requests_timed), narrow: the per-file constants are in raw.files; read them through marts.requests';
 COMMENT ON COLUMN marts.trace_requests.file_id IS 'raw.files.file_id of the source file';
 COMMENT ON COLUMN marts.trace_requests.line IS 'Line in the source file (1-based; the header is line 1)';
 COMMENT ON COLUMN marts.trace_requests.arrival_s IS 'Arrival [s] from the first accepted arrival of its trace';
 COMMENT ON COLUMN marts.trace_requests.prompt_tokens IS 'Prompt length [tokens] (> 0)';
 COMMENT ON COLUMN marts.trace_requests.output_tokens IS 'True output length [tokens] (>= 1 when ok; 0 for failed)';
 COMMENT ON COLUMN marts.trace_requests.arrival_ts IS 'Absolute arrival timestamp [UTC, naive], when the source has one';
+COMMENT ON TABLE marts.trace_requests_timed IS 'Rows of the Azure traces, narrow: arrival_s is derived from arrival_ts and raw.files.arrival_origin_s; read them through marts.requests';
+COMMENT ON COLUMN marts.trace_requests_timed.file_id IS 'raw.files.file_id of the source file';
+COMMENT ON COLUMN marts.trace_requests_timed.line IS 'Line in the source file (1-based; the header is line 1)';
+COMMENT ON COLUMN marts.trace_requests_timed.prompt_tokens IS 'Prompt length [tokens] (> 0)';
+COMMENT ON COLUMN marts.trace_requests_timed.output_tokens IS 'True output length [tokens] (>= 1)';
+COMMENT ON COLUMN marts.trace_requests_timed.arrival_ts IS 'Absolute arrival timestamp [UTC, naive]';
 COMMENT ON TABLE marts.trace_requests_labelled IS 'Rows of the BurstGPT and Mooncake traces (per-row labels too); read them through marts.requests';
 COMMENT ON COLUMN marts.trace_requests_labelled.file_id IS 'raw.files.file_id of the source file';
 COMMENT ON COLUMN marts.trace_requests_labelled.line IS 'Line in the source file (1-based; a CSV header is line 1)';

@@ -5,7 +5,9 @@
 -- (raw.files: source, trace_id, format, request-id prefix, task), then every other row as stored.
 -- A trace row's request_id is raw.files.id_prefix || line; a labelled trace row's NULL task is the
 -- file's task ('unknown' if none) and its NULL status is 'ok' (warehouse/ingest.py writes them so: a
--- NULL costs the load far less than a repeated string). LEFT JOINs, so a trace row whose file is
+-- NULL costs the load far less than a repeated string). A timed trace row's arrival_s is computed
+-- here as the load computed it before storing it (staging.stg_azure_fields' arrival_abs_s less the
+-- file's first accepted arrival, raw.files.arrival_origin_s). LEFT JOINs, so a trace row whose file is
 -- missing still shows (with NULL request_id, source...) and fails the not-null checks.
 CREATE OR REPLACE VIEW marts.requests AS
 SELECT f.id_prefix || t.line AS request_id, f.source, f.trace_id, t.arrival_s, t.prompt_tokens,
@@ -13,6 +15,11 @@ SELECT f.id_prefix || t.line AS request_id, f.source, f.trace_id, t.arrival_s, t
        NULL::VARCHAR AS prompt_text, NULL::BIGINT[] AS prefix_hash_ids, 'ok' AS status,
        NULL::INTEGER AS sample_index, NULL::VARCHAR AS split, t.arrival_ts, f.format, t.file_id, t.line
 FROM marts.trace_requests AS t LEFT JOIN raw.files AS f ON f.file_id = t.file_id
+UNION ALL
+SELECT f.id_prefix || t.line, f.source, f.trace_id, epoch_us(t.arrival_ts) / 1e6 - f.arrival_origin_s,
+       t.prompt_tokens, t.output_tokens, coalesce(f.task, 'unknown'), NULL, NULL, NULL, 'ok', NULL, NULL,
+       t.arrival_ts, f.format, t.file_id, t.line
+FROM marts.trace_requests_timed AS t LEFT JOIN raw.files AS f ON f.file_id = t.file_id
 UNION ALL
 SELECT f.id_prefix || t.line, f.source, f.trace_id, t.arrival_s, t.prompt_tokens, t.output_tokens,
        coalesce(t.task, f.task, 'unknown'), t.model, NULL, t.prefix_hash_ids, coalesce(t.status, 'ok'),
