@@ -3,10 +3,10 @@
 ``python -m eval.lookahead_headroom --requests 800 --seeds 0,1,2 --samples 4 --horizon 1``
 replays the first ``--requests`` requests of each held-out seed of ``--workload`` (default ``main``) on
 ``--instances`` x ``--profile`` at ``--rate`` (``--chunked-prefill N``: prefill in N-token chunks) with
-the registered length predictor (``--predictor-version``) through ``simulate_with_lookahead``, and the
-``--baselines`` routers through ``simulate`` on the same trace and ``RouterContext`` (what ``loadwise
-compare`` replays). One JSON line per seed on stdout: each
-router's mean / p99 E2E (s), and the teacher's decisions, rollouts, decisions/s and forks/s, and
+the registered length predictor (``--predictor-version``; ``--predictor task-mean``: task means)
+through ``simulate_with_lookahead``, and the ``--baselines`` routers through ``simulate`` on the same
+trace and ``RouterContext`` (what ``loadwise compare`` replays). One JSON line per seed on stdout:
+each router's mean / p99 E2E (s), and the teacher's decisions, rollouts, decisions/s and forks/s, and
 ``paired``: its paired comparisons with the base's own answer (``paired_summary``).
 ``--conservative --z Z --min-margin M``: the conservative teacher. ``--oracle all|lengths|future``:
 the DIAGNOSTIC teacher of ``eval.lookahead_oracle`` (true lengths and/or true arrivals in its
@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--instances", type=int, default=4)
     ap.add_argument("--profile", default="v100-llama2-7b-paper")
     ap.add_argument("--chunked-prefill", type=int, default=None, help="prefill chunk, tokens (None: off)")
+    ap.add_argument(
+        "--predictor",
+        choices=("registered", "task-mean"),
+        default="registered",
+        help="the routers' length predictor: the registered one (--predictor-version) or task means",
+    )
     ap.add_argument("--predictor-version", default="1")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--samples", type=int, default=8)
@@ -89,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         instances=args.instances,
         profile=args.profile,
         chunked_prefill_tokens=args.chunked_prefill,
-        predictor=PredictorChoice(kind="registered", version=args.predictor_version),
+        predictor=(
+            PredictorChoice(kind="registered", version=args.predictor_version)
+            if args.predictor == "registered"
+            else PredictorChoice(kind="task-mean")
+        ),
     )
     built = build(spec)
     pred = predictor_for(spec.predictor, built.workload)
