@@ -8,9 +8,10 @@ through ``simulate_with_lookahead``, and the ``--baselines`` routers through ``s
 trace and ``RouterContext`` (what ``loadwise compare`` replays). One JSON line per seed on stdout:
 each router's mean / p99 E2E (s), and the teacher's decisions, rollouts, decisions/s and forks/s, and
 ``paired``: its paired comparisons with the base's own answer (``paired_summary``).
-``--conservative --z Z --min-margin M``: the conservative teacher. ``--oracle all|lengths|future``:
-the DIAGNOSTIC teacher of ``eval.lookahead_oracle`` (true lengths and/or true arrivals in its
-rollouts; reported under ``lookahead_ORACLE_<which>_diagnostic``, never a router).
+``--conservative --z Z --min-margin M``: the conservative teacher; ``--max-wait S``: the starvation
+guard under ``--admission``. ``--oracle all|lengths|future``: the DIAGNOSTIC teacher of
+``eval.lookahead_oracle`` (true lengths and/or true arrivals in its rollouts; reported under
+``lookahead_ORACLE_<which>_diagnostic``, never a router).
 
 Who calls this: a person measuring the teacher (docs/rl_router.md "Lookahead teacher"); slow (the
 teacher costs tens of milliseconds per decision), so run it ``nice``d, one process per seed.
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--z", type=float, default=2.0, help="standard errors a conservative deviation needs")
     ap.add_argument("--min-margin", type=float, default=0.0, help="score seconds a deviation must gain")
+    ap.add_argument(
+        "--max-wait", type=float, default=None, help="admission: never delay a request that waited this long"
+    )
     ap.add_argument(
         "--oracle",
         choices=("all", "lengths", "future"),
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             conservative=args.conservative,
             z=args.z,
             min_margin_s=args.min_margin,
+            max_wait_s=args.max_wait,
         )
         if args.oracle:
             from eval.lookahead_oracle import simulate_with_oracle_lookahead

@@ -116,6 +116,10 @@ class LookaheadParams:
             sample there is no standard error and only ``min_margin_s`` applies).
         min_margin_s: score seconds (mean E2E of the requests in play plus the tail term) a deviation
             must gain on average (``conservative`` only).
+        max_wait_s: with ``admission``, a request that has already waited this long at the router
+            (``RequestView.waited_s``) is not delayed again: ``DELAY`` leaves its candidates, so it is
+            placed at this offer. A starvation guard for the tail (holding the long requests back
+            lowers the mean and raises the p99); ``None`` (the default): no limit.
     """
 
     samples: int = 4
@@ -131,6 +135,7 @@ class LookaheadParams:
     conservative: bool = False
     z: float = 2.0
     min_margin_s: float = 0.0
+    max_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.max_arrivals < 0:
@@ -141,6 +146,8 @@ class LookaheadParams:
             raise ValueError(f"horizon_s must be finite and >= 0, got {self.horizon_s}")
         if not 0 <= self.tail_quantile <= 1 or self.tail_weight < 0:
             raise ValueError(f"tail_quantile must be in [0, 1] and tail_weight >= 0, got {self}")
+        if self.max_wait_s is not None and not self.max_wait_s >= 0:
+            raise ValueError(f"max_wait_s must be >= 0 (or None), got {self.max_wait_s}")
 
 
 COMPARE_PARAMS = LookaheadParams(samples=8, horizon_s=1.0, stop_at_horizon=True)
@@ -436,7 +443,8 @@ class LookaheadTeacher:
         self.decisions += 1
         candidates: list[int] = list(cv.accepting)
         own = self._own_base().route(rv, cv)  # the base policy's answer, its router kept over the replay
-        if p.admission:  # DELAY, as the base's Hold when it answers one (the replay then skips offers)
+        may_wait = p.max_wait_s is None or rv.waited_s < p.max_wait_s  # the starvation guard
+        if p.admission and may_wait:  # DELAY, as the base's Hold when it answers one (replay skips offers)
             hold = own if p.conservative else self._base(p.seed + k).route(rv, cv)
             candidates.append(hold if isinstance(hold, Hold) else DELAY)
         if len(candidates) <= 1:

@@ -17,6 +17,9 @@ from training.routing.lookahead import (
     LOOKAHEAD_OPTION,
     LookaheadParams,
     LookaheadRouter,
+    LookaheadTeacher,
+    SampledLengths,
+    drive_teacher,
     simulate_with_lookahead,
 )
 from training.routing.registry import RouterContext, get_entry, get_router, router_names
@@ -154,6 +157,34 @@ def test_admission_mode_tries_delay_and_finishes(params: LookaheadParams):
     run.result.check_invariants()
     assert run.result.num_requests == 15
     assert -1 in run.choices  # DELAY was tried and chosen at least once
+
+
+@pytest.mark.parametrize("max_wait_s", [0.0, 0.05])
+def test_max_wait_never_delays_a_request_that_waited_that_long(max_wait_s: float):
+    """With ``max_wait_s`` the teacher delays only requests that have waited less at the router; at 0
+    it never delays. The same trace without the guard does delay (so the guard is what stops it)."""
+    reqs = trace(15, 3, gap_s=0.01)
+    cfg = ClusterConfig(num_instances=3, instance=InstanceConfig(kv_blocks=60))
+    params = replace(CHEAP, admission=True, base="workload_impact_greedy+hold", samples=1, horizon_s=1.0)
+    assert -1 in teach(reqs, params, cfg).choices
+    seen: list[tuple[float, int]] = []
+
+    class Recording(LookaheadTeacher):
+        def decide(self, state, rv, cv):  # type: ignore[no-untyped-def]
+            choice = super().decide(state, rv, cv)
+            seen.append((rv.waited_s, choice if isinstance(choice, int) else -1))
+            return choice
+
+    guarded = replace(params, max_wait_s=max_wait_s)
+    run = drive_teacher(reqs, cfg, LIN, Recording(guarded, CTX, SampledLengths(BucketsByTask())))
+    run.result.check_invariants()
+    assert run.result.num_requests == 15
+    assert seen
+    assert all(choice >= 0 for waited, choice in seen if waited >= max_wait_s)
+    if max_wait_s == 0:
+        assert -1 not in run.choices
+    with pytest.raises(ValueError, match="max_wait_s"):
+        replace(params, max_wait_s=-1.0)
 
 
 def test_the_registry_entry_is_teacher_only():
