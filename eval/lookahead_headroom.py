@@ -6,8 +6,9 @@ replays the first ``--requests`` requests of each held-out seed of ``--workload`
 the registered length predictor (``--predictor-version``; ``--predictor task-mean``: task means)
 through ``simulate_with_lookahead``, and the ``--baselines`` routers through ``simulate`` on the same
 trace and ``RouterContext`` (what ``loadwise compare`` replays). One JSON line per seed on stdout:
-each router's mean / p99 E2E (s), and the teacher's decisions, rollouts, decisions/s and forks/s, and
-``paired``: its paired comparisons with the base's own answer (``paired_summary``).
+each router's mean / p99 E2E (s) with the anatomy of its tail, the teacher's decisions, rollouts,
+decisions/s and forks/s, and ``paired``: its paired comparisons with the base's own answer
+(``paired_summary``).
 ``--conservative --z Z --min-margin M``: the conservative teacher; ``--max-wait S``: the starvation
 guard under ``--admission``. ``--oracle all|lengths|future``: the DIAGNOSTIC teacher of
 ``eval.lookahead_oracle`` (true lengths and/or true arrivals in its rollouts; reported under
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from training.routing.registry import RouterContext
     from training.simulator.interface import LengthPredictor
     from training.simulator.request import Request
+    from training.simulator.result import SimResult
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in baselines:
             t0 = time.perf_counter()
             res = simulate(trace, get_router(name, ctx), built.cluster, built.latency_model, fixed, seed=seed)
-            row[name] = _summary(res.e2e_s) | {"wall_s": round(time.perf_counter() - t0, 3)}
+            row[name] = _summary(res) | {"wall_s": round(time.perf_counter() - t0, 3)}
         params = LookaheadParams(
             samples=args.samples,
             horizon_s=args.horizon,
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run = simulate_with_lookahead(trace, built.cluster, built.latency_model, fixed, ctx, params)
         key = f"lookahead_ORACLE_{args.oracle}_diagnostic" if run.oracle else "lookahead"
-        row[key] = _summary(run.result.e2e_s) | {
+        row[key] = _summary(run.result) | {
             "decisions": run.decisions,
             "rollouts": run.rollouts,
             "teacher_wall_s": round(run.teacher_wall_s, 2),
@@ -252,9 +254,25 @@ def paired_summary(paired: Sequence[PairedStats], samples: int) -> dict[str, flo
     }
 
 
-def _summary(e2e: np.ndarray) -> dict[str, float]:
-    e = np.asarray(e2e)
-    return {"mean": round(float(e.mean()), 3), "p99": round(float(np.quantile(e, 0.99)), 2)}
+def _summary(res: SimResult) -> dict[str, object]:
+    """Mean and p99 E2E (s), and the anatomy of the tail: over the requests at or above the p99,
+    the mean seconds held at the router, queued at the instance and running (E2E less both), output
+    tokens and preemptions (where a p99 comes from: admission, queueing or slow batches)."""
+    e = np.asarray(res.e2e_s)
+    p99 = float(np.quantile(e, 0.99))
+    top = e >= p99
+    router, queue = np.asarray(res.router_wait_s)[top], np.asarray(res.queue_wait_s)[top]
+    return {
+        "mean": round(float(e.mean()), 3),
+        "p99": round(p99, 2),
+        "tail": {
+            "router_wait_s": round(float(router.mean()), 2),
+            "queue_wait_s": round(float(queue.mean()), 2),
+            "running_s": round(float((e[top] - router - queue).mean()), 2),
+            "output_tokens": round(float(np.asarray(res.output_tokens)[top].mean()), 1),
+            "preemptions": round(float(np.asarray(res.preemptions)[top].mean()), 2),
+        },
+    }
 
 
 if __name__ == "__main__":

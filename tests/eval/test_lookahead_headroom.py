@@ -29,6 +29,10 @@ def test_one_json_line_per_seed_with_every_router_and_the_teacher(capsys: pytest
         for name in ("round_robin", "workload_impact_greedy", "lookahead"):
             assert row[name]["mean"] > 0
             assert row[name]["p99"] >= row[name]["mean"]
+            tail = row[name]["tail"]
+            parts = tail["router_wait_s"] + tail["queue_wait_s"] + tail["running_s"]
+            assert parts >= row[name]["p99"] - 0.02  # the requests at or above the p99, whole
+            assert tail["output_tokens"] >= 1
         teacher = row["lookahead"]
         assert 0 < teacher["decisions"] <= 40
         assert teacher["rollouts"] >= teacher["decisions"]
