@@ -9,10 +9,10 @@ trace and ``RouterContext`` (what ``loadwise compare`` replays). One JSON line p
 each router's mean / p99 E2E (s) with the anatomy of its tail, the teacher's decisions, rollouts,
 decisions/s and forks/s, and ``paired``: its paired comparisons with the base's own answer
 (``paired_summary``).
-``--conservative --z Z --min-margin M``: the conservative teacher; ``--max-wait S``: the starvation
-guard under ``--admission``. ``--oracle all|lengths|future``: the DIAGNOSTIC teacher of
-``eval.lookahead_oracle`` (true lengths and/or true arrivals in its rollouts; reported under
-``lookahead_ORACLE_<which>_diagnostic``, never a router).
+``--conservative --z Z --min-margin M``: the conservative teacher; ``--max-wait S`` and
+``--protect-tokens N``: the tail's guards under ``--admission``. ``--oracle all|lengths|future``:
+the DIAGNOSTIC teacher of ``eval.lookahead_oracle`` (true lengths and/or true arrivals in its
+rollouts; reported under ``lookahead_ORACLE_<which>_diagnostic``, never a router).
 
 Who calls this: a person measuring the teacher (docs/rl_router.md "Lookahead teacher"); slow (the
 teacher costs tens of milliseconds per decision), so run it ``nice``d, one process per seed.
@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--z", type=float, default=2.0, help="standard errors a conservative deviation needs")
     ap.add_argument("--min-margin", type=float, default=0.0, help="score seconds a deviation must gain")
+    ap.add_argument(
+        "--protect-tokens",
+        type=float,
+        default=None,
+        help="admission: never delay a request predicted at least this long (tokens)",
+    )
     ap.add_argument(
         "--max-wait", type=float, default=None, help="admission: never delay a request that waited this long"
     )
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             z=args.z,
             min_margin_s=args.min_margin,
             max_wait_s=args.max_wait,
+            protect_tokens=args.protect_tokens,
         )
         if args.oracle:
             from eval.lookahead_oracle import simulate_with_oracle_lookahead

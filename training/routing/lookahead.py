@@ -120,6 +120,10 @@ class LookaheadParams:
             (``RequestView.waited_s``) is not delayed again: ``DELAY`` leaves its candidates, so it is
             placed at this offer. A starvation guard for the tail (holding the long requests back
             lowers the mean and raises the p99); ``None`` (the default): no limit.
+        protect_tokens: with ``admission``, a request the router's predictor expects to be at least
+            this long (``RequestView.predicted_output_tokens``: what a served router sees, never the
+            truth) is not delayed by the teacher: the requests likely to make the p99 keep the base's
+            admission. ``None`` (the default): none protected.
     """
 
     samples: int = 4
@@ -136,6 +140,7 @@ class LookaheadParams:
     z: float = 2.0
     min_margin_s: float = 0.0
     max_wait_s: float | None = None
+    protect_tokens: float | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.max_arrivals < 0:
@@ -146,8 +151,10 @@ class LookaheadParams:
             raise ValueError(f"horizon_s must be finite and >= 0, got {self.horizon_s}")
         if not 0 <= self.tail_quantile <= 1 or self.tail_weight < 0:
             raise ValueError(f"tail_quantile must be in [0, 1] and tail_weight >= 0, got {self}")
-        if self.max_wait_s is not None and not self.max_wait_s >= 0:
-            raise ValueError(f"max_wait_s must be >= 0 (or None), got {self.max_wait_s}")
+        for name in ("max_wait_s", "protect_tokens"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0 (or None), got {value}")
 
 
 COMPARE_PARAMS = LookaheadParams(samples=8, horizon_s=1.0, stop_at_horizon=True)
@@ -443,7 +450,9 @@ class LookaheadTeacher:
         self.decisions += 1
         candidates: list[int] = list(cv.accepting)
         own = self._own_base().route(rv, cv)  # the base policy's answer, its router kept over the replay
-        may_wait = p.max_wait_s is None or rv.waited_s < p.max_wait_s  # the starvation guard
+        may_wait = (p.max_wait_s is None or rv.waited_s < p.max_wait_s) and (  # the tail's guards
+            p.protect_tokens is None or rv.predicted_output_tokens < p.protect_tokens
+        )
         if p.admission and may_wait:  # DELAY, as the base's Hold when it answers one (replay skips offers)
             hold = own if p.conservative else self._base(p.seed + k).route(rv, cv)
             candidates.append(hold if isinstance(hold, Hold) else DELAY)

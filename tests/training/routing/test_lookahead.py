@@ -159,10 +159,14 @@ def test_admission_mode_tries_delay_and_finishes(params: LookaheadParams):
     assert -1 in run.choices  # DELAY was tried and chosen at least once
 
 
-@pytest.mark.parametrize("max_wait_s", [0.0, 0.05])
-def test_max_wait_never_delays_a_request_that_waited_that_long(max_wait_s: float):
-    """With ``max_wait_s`` the teacher delays only requests that have waited less at the router; at 0
-    it never delays. The same trace without the guard does delay (so the guard is what stops it)."""
+@pytest.mark.parametrize(
+    ("guard", "limit"),
+    [("max_wait_s", 0.0), ("max_wait_s", 0.05), ("protect_tokens", 0.0), ("protect_tokens", 150.0)],
+)
+def test_the_tail_guards_never_delay_a_guarded_request(guard: str, limit: float):
+    """With ``max_wait_s`` the teacher delays only requests that have waited less at the router, with
+    ``protect_tokens`` only those predicted shorter; at 0 it never delays. The same trace without a
+    guard does delay (so the guard is what stops it)."""
     reqs = trace(15, 3, gap_s=0.01)
     cfg = ClusterConfig(num_instances=3, instance=InstanceConfig(kv_blocks=60))
     params = replace(CHEAP, admission=True, base="workload_impact_greedy+hold", samples=1, horizon_s=1.0)
@@ -172,19 +176,21 @@ def test_max_wait_never_delays_a_request_that_waited_that_long(max_wait_s: float
     class Recording(LookaheadTeacher):
         def decide(self, state, rv, cv):  # type: ignore[no-untyped-def]
             choice = super().decide(state, rv, cv)
-            seen.append((rv.waited_s, choice if isinstance(choice, int) else -1))
+            value = rv.waited_s if guard == "max_wait_s" else rv.predicted_output_tokens
+            seen.append((value, choice if isinstance(choice, int) else -1))
             return choice
 
-    guarded = replace(params, max_wait_s=max_wait_s)
+    guarded = replace(params, **{guard: limit})
     run = drive_teacher(reqs, cfg, LIN, Recording(guarded, CTX, SampledLengths(BucketsByTask())))
     run.result.check_invariants()
     assert run.result.num_requests == 15
     assert seen
-    assert all(choice >= 0 for waited, choice in seen if waited >= max_wait_s)
-    if max_wait_s == 0:
+    assert all(choice >= 0 for value, choice in seen if value >= limit)
+    assert any(value >= limit for value, _ in seen)  # the guard was tested on guarded requests
+    if limit == 0:
         assert -1 not in run.choices
-    with pytest.raises(ValueError, match="max_wait_s"):
-        replace(params, max_wait_s=-1.0)
+    with pytest.raises(ValueError, match=guard):
+        replace(params, **{guard: -1.0})
 
 
 def test_the_registry_entry_is_teacher_only():
