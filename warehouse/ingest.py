@@ -67,8 +67,8 @@ from warehouse.store import resolve_path, write_session
 
 TEXT_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".txt")
 LINE_FORMATS = ("azure", "burstgpt", "vidur", "mooncake")
-NARROW_FORMATS = ("azure", "vidur")  # their rows go to narrow tables (no per-row labels):
-TIMED_FORMATS = ("azure",)  # marts.trace_requests_timed (arrival_s derived), else marts.trace_requests
+NARROW_FORMATS = ("azure", "vidur")  # their rows go to narrow tables (no per-row labels): Azure's
+TIMED_FORMATS = ("azure",)  # to marts.trace_requests_timed (arrival_s derived), Vidur's to trace_requests
 RAW_TABLE = {
     "azure": "raw.azure",
     "burstgpt": "raw.burstgpt",
@@ -840,25 +840,23 @@ def _stage_lines(con: duckdb.DuckDBPyConnection, item: _Planned, file_id: int) -
     # Trace start = the first accepted arrival of the file (accepted arrivals are non-decreasing).
     start_s = float(start) if start is not None else 0.0
     arrival = f"arrival_abs_s - {start_s!r}::DOUBLE"
-    if det.format in TIMED_FORMATS:  # arrival_s = the same expression, evaluated by marts.requests
-        con.execute(
-            "INSERT INTO marts.trace_requests_timed SELECT file_id, line, prompt_tokens, output_tokens, "
-            "arrival_ts FROM _staged WHERE reject_reason IS NULL"
-        )
-        return _finish(con, item, file_id, rows_read, ingested, arrival_origin_s=start_s)
-    if det.format in NARROW_FORMATS:
-        table, columns = "marts.trace_requests", "arrival_ts"
+    origin = None
+    if det.format in TIMED_FORMATS:  # arrival_s: the same expression, evaluated by marts.requests
+        table, select = "marts.trace_requests_timed", "prompt_tokens, output_tokens, arrival_ts"
+        origin = start_s
+    elif det.format in NARROW_FORMATS:
+        table, select = "marts.trace_requests", f"{arrival}, prompt_tokens, output_tokens, arrival_ts"
     else:
         file_task = _q(task_from_filename(path) or "unknown")
-        table, columns = (
+        table, select = (
             "marts.trace_requests_labelled",
-            (f"nullif(task, {file_task}), model, nullif(status, 'ok'), prefix_hash_ids"),
+            f"{arrival}, prompt_tokens, output_tokens, nullif(task, {file_task}), model, "
+            "nullif(status, 'ok'), prefix_hash_ids",
         )
     con.execute(
-        f"INSERT INTO {table} SELECT file_id, line, {arrival}, prompt_tokens, output_tokens, {columns} "
-        "FROM _staged WHERE reject_reason IS NULL"
+        f"INSERT INTO {table} SELECT file_id, line, {select} FROM _staged WHERE reject_reason IS NULL"
     )
-    return _finish(con, item, file_id, rows_read, ingested)
+    return _finish(con, item, file_id, rows_read, ingested, arrival_origin_s=origin)
 
 
 def _fast_csv(item: _Planned) -> bool:
