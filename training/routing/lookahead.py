@@ -118,12 +118,15 @@ class LookaheadParams:
             must gain on average (``conservative`` only).
         max_wait_s: with ``admission``, a request that has already waited this long at the router
             (``RequestView.waited_s``) is not delayed again: ``DELAY`` leaves its candidates, so it is
-            placed at this offer. A starvation guard for the tail (holding the long requests back
-            lowers the mean and raises the p99); ``None`` (the default): no limit.
+            placed at this offer, even where the base would hold it. A starvation guard for the tail
+            (holding the long requests back lowers the mean and raises the p99). It acts at offers
+            only: with a ``+hold`` base a held request is offered again when the base's ``Hold``
+            wakes, so the wait before that offer is not limited. ``None`` (the default): no limit.
         protect_tokens: with ``admission``, a request the router's predictor expects to be at least
             this long (``RequestView.predicted_output_tokens``: what a served router sees, never the
-            truth) is not delayed by the teacher: the requests likely to make the p99 keep the base's
-            admission. ``None`` (the default): none protected.
+            truth) is never delayed: it is placed at its offer, even where the base would hold it, so
+            the requests likely to make the p99 are not held back behind shorter ones. ``None`` (the
+            default): none protected.
     """
 
     samples: int = 4
